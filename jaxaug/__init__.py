@@ -1,0 +1,3 @@
+"""jaxaug: augmentation-conditioned Stable Diffusion data generation and classifier training in JAX."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,118 @@
+"""Host-side image decoding and the fixed-size rule every real image goes through.
+
+The rule (`fit_square`): take the centred square of side min(height, width) and
+resize it to `size` x `size` with PIL bicubic, which antialiases when it shrinks.
+This is "shorter side to `size`, then centre crop", done in one resample.
+
+`load_fit` is the fast path the pipelines use: for JPEG bytes it first lets
+libjpeg decode at a reduced scale (1/2, 1/4, 1/8; PIL's `draft`) while keeping
+the shorter side >= `size`, so big photos are never fully decoded. Its output
+can differ from `fit_square(decode_image(data), size)` by a few grey levels.
+
+A file that cannot be read or decoded raises `BadImage`; pipelines catch it,
+count it and move on (design.md contract 5).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import numpy as np
+from PIL import Image
+
+# PIL errors on truncated files (we want that) and only warns on big images.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+class BadImage(Exception):
+  """One image that cannot be read or decoded; skipped and counted, never fatal."""
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+  if image.mode == "RGB":
+    return image
+  if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    # Composite on white so transparent pixels do not turn black.
+    rgba = image.convert("RGBA")
+    canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+    canvas.paste(rgba, mask=rgba.getchannel("A"))
+    return canvas
+  return image.convert("RGB")
+
+
+def _open(data: bytes) -> Image.Image:
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      image = Image.open(io.BytesIO(data))
+      return image
+  except _DECODE_ERRORS as e:
+    raise BadImage(f"not an image ({type(e).__name__}: {e})") from e
+
+
+def _array_to_rgb(array: np.ndarray) -> np.ndarray:
+  """Already-decoded pixels (e.g. from a data source that decodes) -> uint8 HWC RGB."""
+  if array.dtype != np.uint8:
+    raise BadImage(f"decoded image has dtype {array.dtype}, expected uint8")
+  if array.ndim == 2:
+    array = array[..., None]
+  if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or 0 in array.shape:
+    raise BadImage(f"decoded image has shape {array.shape}, expected HxWx(1|3|4)")
+  if array.shape[-1] == 1:
+    return np.repeat(array, 3, axis=-1)
+  return np.ascontiguousarray(array[..., :3])
+
+
+def decode_image(data: bytes | np.ndarray) -> np.ndarray:
+  """Encoded bytes (or already-decoded pixels) -> uint8 HxWx3 RGB at full size."""
+  if isinstance(data, np.ndarray):
+    return _array_to_rgb(data)
+  image = _open(data)
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      image.load()
+      return np.asarray(_to_rgb(image))
+  except _DECODE_ERRORS as e:
+    raise BadImage(f"corrupt image ({type(e).__name__}: {e})") from e
+
+
+def _centre_square(width: int, height: int) -> tuple[float, float, float, float]:
+  side = min(width, height)
+  left = (width - side) / 2
+  top = (height - side) / 2
+  return (left, top, left + side, top + side)
+
+
+def _fit_pil(image: Image.Image, size: int) -> np.ndarray:
+  box = _centre_square(*image.size)
+  return np.asarray(image.resize((size, size), Image.Resampling.BICUBIC, box=box))
+
+
+def fit_square(image: np.ndarray, size: int) -> np.ndarray:
+  """uint8 HxWx3 -> uint8 size x size x 3: centred square, bicubic (antialiased) resize."""
+  image = _array_to_rgb(np.asarray(image))
+  if image.shape[0] == size and image.shape[1] == size:
+    return image
+  return _fit_pil(Image.fromarray(image), size)
+
+
+def load_fit(data: bytes | np.ndarray, size: int) -> np.ndarray:
+  """Encoded bytes -> uint8 size x size x 3 by the `fit_square` rule, decoding JPEGs at reduced scale."""
+  if isinstance(data, np.ndarray):
+    return fit_square(data, size)
+  image = _open(data)
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      if image.format == "JPEG":
+        width, height = image.size
+        scale = size / min(width, height)
+        # draft keeps both sides >= the request, so the shorter side stays >= size.
+        image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+      image.load()
+      return _fit_pil(_to_rgb(image), size)
+  except _DECODE_ERRORS as e:
+    raise BadImage(f"corrupt image ({type(e).__name__}: {e})") from e

@@ -1,0 +1,217 @@
+"""Tiny random-weight Stable Diffusion checkpoints with the real architectures, in the diffusers layout.
+
+Tests and the demo write one of these and then load it through `jaxaug.models.load`, the same code path
+as a real checkpoint. The tokenizer is a small byte-level BPE made here, so nothing is downloaded.
+PyTorch diffusers loads these directories too (tests/make_golden.py does), which checks the layout.
+
+    python -m jaxaug.models.tiny --out=/tmp/tiny-unclip [--kind=unclip|sd]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from safetensors.numpy import save_file
+
+from jaxaug.models import convert, pipeline
+
+TOKEN_WORDS = ("a", "photo", "of", "the", "red", "blue", "green", "circle", "square", "stripes", "checker")
+VERSION = 1  # bump when the tiny architecture changes, so cached copies are rebuilt
+
+_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             max_position_embeddings=77, hidden_act="gelu", projection_dim=32, layer_norm_eps=1e-5)
+_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+               patch_size=4, num_channels=3, hidden_act="gelu", projection_dim=32, layer_norm_eps=1e-5)
+_VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+            up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], block_out_channels=[32, 64],
+            layers_per_block=1, act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=64,
+            scaling_factor=0.18215, force_upcast=True)
+_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def _unet_config(kind: str, image_dim: int) -> dict:
+  config = dict(
+      sample_size=16, in_channels=4, out_channels=4, down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+      up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], block_out_channels=[32, 64], layers_per_block=1,
+      attention_head_dim=[2, 4], cross_attention_dim=_TEXT["hidden_size"], use_linear_projection=True,
+      flip_sin_to_cos=True, freq_shift=0, act_fn="silu", norm_num_groups=32, norm_eps=1e-5, upcast_attention=True,
+      class_embed_type=None, projection_class_embeddings_input_dim=None)
+  if kind == "unclip":
+    config.update(class_embed_type="projection", projection_class_embeddings_input_dim=2 * image_dim)
+  return config
+
+
+def _pndm_config() -> dict:
+  return dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+              prediction_type="v_prediction", set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1,
+              clip_sample=False, timestep_spacing="leading", trained_betas=None)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+  """GPT-2/CLIP's reversible byte -> printable character table."""
+  printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+      range(ord("®"), ord("ÿ") + 1))
+  chars, extra = [], 0
+  for b in range(256):
+    if b in printable:
+      chars.append(chr(b))
+    else:
+      chars.append(chr(256 + extra))
+      extra += 1
+  return dict(zip(range(256), chars))
+
+
+def write_tokenizer(out: Path) -> int:
+  """A small CLIP BPE tokenizer (bytes plus a few whole words); returns its vocabulary size."""
+  out.mkdir(parents=True, exist_ok=True)
+  base = list(_bytes_to_unicode().values())
+  vocab = base + [c + "</w>" for c in base]
+  merges = []
+  for word in TOKEN_WORDS:
+    pieces = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(pieces) > 1:
+      pair, merged = (pieces[0], pieces[1]), pieces[0] + pieces[1]
+      if f"{pair[0]} {pair[1]}" not in merges:
+        merges.append(f"{pair[0]} {pair[1]}")
+        if merged not in vocab:
+          vocab.append(merged)
+      pieces = [merged] + pieces[2:]
+  vocab += ["<|startoftext|>", "<|endoftext|>"]
+  (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
+  (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+  special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+             "pad_token": "<|endoftext|>"}
+  (out / "special_tokens_map.json").write_text(json.dumps(special))
+  (out / "tokenizer_config.json").write_text(json.dumps(
+      {**special, "model_max_length": 77, "tokenizer_class": "CLIPTokenizer", "do_lower_case": True,
+       "errors": "replace"}))
+  return len(vocab)
+
+
+def _random_params(module, rng: np.random.Generator, *args, method=None) -> dict:
+  """Random weights for `module` drawn in numpy from its parameter shapes (no compile, so it is quick).
+
+  Kernels get a fan-in scaled normal; biases and norm scales get noise around 0 and 1, so that a mapping
+  bug in either would show in the parity tests.
+  """
+  shapes = pipeline.init_shapes(module, *args, method=method)
+
+  def draw(path, leaf):
+    name = path[-1].key
+    if name == "kernel":
+      return rng.normal(0.0, 1.0 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape)
+    if name == "scale":
+      return 1.0 + 0.1 * rng.normal(size=leaf.shape)
+    if name == "bias":
+      return 0.05 * rng.normal(size=leaf.shape)
+    return 0.02 * rng.normal(size=leaf.shape)  # embeddings and CLIP's class_embedding
+
+  return jax.tree_util.tree_map_with_path(lambda p, x: draw(p, x).astype(np.float32), shapes)
+
+
+def _save(folder: Path, config: dict, config_name: str, state: dict, weights_name: str):
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / config_name).write_text(json.dumps(config, indent=2))
+  if state:
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}, str(folder / weights_name),
+              metadata={"format": "pt"})
+
+
+def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0) -> Path:
+  """Writes a tiny random `kind` ('unclip' or 'sd') checkpoint to `out` and returns its path."""
+  if kind not in ("unclip", "sd"):
+    raise ValueError(f"kind must be 'unclip' or 'sd', not {kind!r}")
+  out = Path(out)
+  rng = np.random.default_rng(seed)
+  vocab_size = write_tokenizer(out / "tokenizer")
+  text_cfg = {**_TEXT, "vocab_size": vocab_size, "bos_token_id": vocab_size - 2, "eos_token_id": vocab_size - 1,
+              "pad_token_id": vocab_size - 1}
+  text = pipeline.text_module(text_cfg, jnp.float32)
+  _save(out / "text_encoder", {**text_cfg, "model_type": "clip_text_model", "architectures": ["CLIPTextModel"]},
+        "config.json", convert.flax_to_torch(_random_params(text, rng, jnp.zeros((1, 8), jnp.int32)),
+                                             convert.TRANSFORMERS), "model.safetensors")
+
+  vae = pipeline.vae_module(_VAE, jnp.float32, "tiny/vae")
+  _save(out / "vae", {"_class_name": "AutoencoderKL", **_VAE}, "config.json",
+        convert.flax_to_torch(_random_params(vae, rng, jnp.zeros((1, 3, 16, 16))),
+                              pipeline.VAE_NAMING), "diffusion_pytorch_model.safetensors")
+
+  unet_cfg = _unet_config(kind, _VISION["projection_dim"])
+  unet = pipeline.unet_module(unet_cfg, jnp.float32, "tiny/unet")
+  _save(out / "unet", {"_class_name": "UNet2DConditionModel", **unet_cfg}, "config.json",
+        convert.flax_to_torch(_random_params(unet, rng, *pipeline.unet_inputs(unet, 1, 8, 8)),
+                              pipeline.UNET_NAMING), "diffusion_pytorch_model.safetensors")
+  _save(out / "scheduler", {"_class_name": "PNDMScheduler", **_pndm_config()}, "scheduler_config.json", {}, "")
+
+  index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.39.0",
+           "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+           "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+           "vae": ["diffusers", "AutoencoderKL"], "safety_checker": [None, None],
+           "feature_extractor": [None, None], "image_encoder": [None, None], "requires_safety_checker": False}
+  if kind == "unclip":
+    size = _VISION["image_size"]
+    image = pipeline.image_module(_VISION, jnp.float32)
+    _save(out / "image_encoder", {**_VISION, "model_type": "clip_vision_model",
+                                  "architectures": ["CLIPVisionModelWithProjection"]}, "config.json",
+          convert.flax_to_torch(_random_params(image, rng, jnp.zeros((1, size, size, 3))),
+                                convert.TRANSFORMERS), "model.safetensors")
+    dim = _VISION["projection_dim"]
+    _save(out / "image_normalizer", {"_class_name": "StableUnCLIPImageNormalizer", "embedding_dim": dim},
+          "config.json", {"mean": rng.normal(0, 0.5, (1, dim)), "std": rng.uniform(0.5, 1.5, (1, dim))},
+          "diffusion_pytorch_model.safetensors")
+    _save(out / "image_noising_scheduler", {
+        "_class_name": "DDPMScheduler", "beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000,
+        "beta_start": 0.00085, "beta_end": 0.012, "clip_sample": True, "prediction_type": "epsilon",
+        "variance_type": "fixed_small"}, "scheduler_config.json", {}, "")
+    _save(out / "feature_extractor", {
+        "image_processor_type": "CLIPImageProcessor", "feature_extractor_type": "CLIPFeatureExtractor",
+        "crop_size": {"height": size, "width": size}, "size": {"shortest_edge": size}, "do_center_crop": True,
+        "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+        "rescale_factor": 1 / 255, "resample": 3, "image_mean": _CLIP_MEAN, "image_std": _CLIP_STD},
+        "preprocessor_config.json", {}, "")
+    index = {k: v for k, v in index.items() if k not in ("safety_checker", "requires_safety_checker")}
+    index.update(_class_name="StableUnCLIPImg2ImgPipeline",
+                 feature_extractor=["transformers", "CLIPImageProcessor"],
+                 image_encoder=["transformers", "CLIPVisionModelWithProjection"],
+                 image_normalizer=["stable_diffusion", "StableUnCLIPImageNormalizer"],
+                 image_noising_scheduler=["diffusers", "DDPMScheduler"])
+  (out / "model_index.json").write_text(json.dumps(index, indent=2))
+  return out
+
+
+def cached_tiny(kind: str = "unclip", cache_dir: str | os.PathLike | None = None) -> Path:
+  """The tiny checkpoint in a cache directory, written atomically on first use."""
+  cache = Path(cache_dir or os.environ.get("JAXAUG_CACHE", "~/.cache/jaxaug")).expanduser()
+  path = cache / f"tiny-{kind}-v{VERSION}"
+  if not (path / "model_index.json").is_file():
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tiny-{kind}-", dir=cache))
+    write_tiny(tmp, kind)
+    try:
+      tmp.rename(path)
+    except OSError:  # another process finished first
+      shutil.rmtree(tmp, ignore_errors=True)
+  return path
+
+
+def main(argv=None):
+  import argparse
+
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", required=True, help="directory to write the checkpoint to")
+  parser.add_argument("--kind", default="unclip", choices=("unclip", "sd"))
+  parser.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args(argv)
+  print(write_tiny(args.out, args.kind, args.seed))
+
+
+if __name__ == "__main__":
+  main()
