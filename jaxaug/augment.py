@@ -52,6 +52,11 @@ def _draw_lam(key, alpha):
   return jax.random.beta(key, alpha, alpha)
 
 
+def _draw_index(key, n):
+  """Uniform integer in [0, n) for a traced n; compiles faster than random.randint."""
+  return jnp.minimum(jnp.floor(jax.random.uniform(key) * n), n - 1).astype(jnp.int32)
+
+
 # Random resized crop (torchvision RandomResizedCrop semantics).
 
 
@@ -90,8 +95,8 @@ def crop_box(key, height: int, width: int):
   f_top, f_left, f_h, f_w = _centre_fallback(height, width)
   h = jnp.where(found, hs[first], f_h)
   w = jnp.where(found, ws[first], f_w)
-  top = jnp.where(found, jax.random.randint(k_top, (), 0, height - h + 1), f_top)
-  left = jnp.where(found, jax.random.randint(k_left, (), 0, width - w + 1), f_left)
+  top = jnp.where(found, _draw_index(k_top, height - h + 1), f_top)
+  left = jnp.where(found, _draw_index(k_left, width - w + 1), f_left)
   return jnp.stack([top, left, h, w]).astype(jnp.int32)
 
 
@@ -143,8 +148,8 @@ def cutmix_box(key, lam, height: int, width: int):
   cut = jnp.sqrt(1.0 - lam)
   cut_h = jnp.round(cut * height).astype(jnp.int32)
   cut_w = jnp.round(cut * width).astype(jnp.int32)
-  top = jax.random.randint(k_y, (), 0, height) - cut_h // 2
-  left = jax.random.randint(k_x, (), 0, width) - cut_w // 2
+  top = _draw_index(k_y, height) - cut_h // 2
+  left = _draw_index(k_x, width) - cut_w // 2
   return jnp.stack([
       jnp.clip(top, 0, height), jnp.clip(left, 0, width),
       jnp.clip(top + cut_h, 0, height), jnp.clip(left + cut_w, 0, width)])

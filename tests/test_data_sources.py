@@ -68,6 +68,7 @@ def test_folder_source_reads_classes_and_files(tmp_path):
   source = sources.open_source(f"folder:{tmp_path}")
   assert source.class_names == ("ant", "bee", "zebra")
   assert source.counts().tolist() == [4, 1, 2]
+  assert sources.describe(source) == "7 images, 3 classes, 1-4 per class"
   assert source.ids()[:4] == ["ant/000.jpg", "ant/001.jpg", "ant/002.png", "ant/UPPER.JPEG"]
   example = source[5]
   assert example.id == "zebra/000.jpg" and example.label == 2

@@ -83,7 +83,7 @@ def test_vae_decode(unclip):
   assert _err(sd.decode(pipe, params, jnp.asarray(GOLDEN["latents"])), GOLDEN["vae_decoded"]) < 2e-5
 
 
-@pytest.mark.parametrize("scheduler", ["pndm", "ddim"])
+@pytest.mark.parametrize("scheduler", ["pndm", "ddim", "dpm++"])
 def test_three_step_sample(unclip, scheduler):
   pipe, params = unclip
   spec = SamplerSpec(mode="unclip", scheduler=scheduler, steps=3, guidance=float(GOLDEN["guidance"])).check(pipe)

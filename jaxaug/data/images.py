@@ -46,8 +46,9 @@ def _open(data: bytes) -> Image.Image:
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-      image = Image.open(io.BytesIO(data))
-      return image
+      return Image.open(io.BytesIO(data))
+  except Image.UnidentifiedImageError as e:
+    raise BadImage("not an image (unknown format)") from e
   except _DECODE_ERRORS as e:
     raise BadImage(f"not an image ({type(e).__name__}: {e})") from e
 

@@ -12,6 +12,7 @@ Sources are opened from a spec string (`open_source(spec, split)`):
   tfds:caltech101                    TFDS through `tfds.data_source` (see tfds_sources.py);
   tfds:voc/2007?data_dir=/data/tfds  options: data_dir, names (wnid -> name file)
   folder:/data/pets/{split}          root/<class name>/*.{jpg,jpeg,png,webp}
+  demo:6                             the built-in procedural demo set, N images per class (demo.py)
   imagenet_lt:/lists?root=/imagenet  ImageNet-LT list files applied to an ImageNet tree;
                                      the target is a list file or a directory holding
                                      ImageNet_LT_{train,val,test}.txt; option names=<file>
@@ -103,7 +104,7 @@ class FileSource(ImageSource):
       with open(path, "rb") as f:
         return f.read()
     except OSError as e:
-      raise BadImage(f"{self.paths[index]}: cannot read ({e.strerror or e})") from e
+      raise BadImage(f"cannot read the file ({e.strerror or e})") from e
 
   def id(self, index: int) -> str:
     return self.paths[index]
@@ -166,7 +167,8 @@ def read_class_name_map(path: str) -> dict[str, str]:
     with open(path, encoding="utf-8") as f:
       text = f.read()
   except OSError as e:
-    raise UserError(f"class names file {path!r} cannot be read ({e.strerror or e}): pass names=<wnid -> name file>") from e
+    raise UserError(f"class names file {path!r} cannot be read ({e.strerror or e}): "
+                    "pass names=<wnid -> name file>") from e
   if path.endswith(".json"):
     try:
       raw = json.loads(text)
@@ -191,7 +193,8 @@ def _parse_list(list_file: str) -> tuple[list[str], np.ndarray]:
     with open(list_file, encoding="utf-8") as f:
       lines = f.read().splitlines()
   except OSError as e:
-    raise UserError(f"ImageNet-LT list {list_file!r} cannot be read ({e.strerror or e}): pass the path of ImageNet_LT_<split>.txt") from e
+    raise UserError(f"ImageNet-LT list {list_file!r} cannot be read ({e.strerror or e}): "
+                    "pass the path of ImageNet_LT_<split>.txt") from e
   paths, labels = [], []
   for line_no, line in enumerate(lines, 1):
     if not line.strip():
@@ -216,7 +219,8 @@ def _lt_class_names(paths, labels, list_file: str, names: dict[str, str] | None)
   for path, label in zip(paths, labels):
     wnid = wnids.setdefault(int(label), _wnid_of(path))
     if wnid != _wnid_of(path):
-      raise UserError(f"ImageNet-LT list {list_file!r} gives label {label} to both {wnid} and {_wnid_of(path)}: fix the list")
+      raise UserError(f"ImageNet-LT list {list_file!r} gives label {label} to both {wnid} "
+                      f"and {_wnid_of(path)}: fix the list")
   class_names = []
   for label in range(int(labels.max()) + 1):
     wnid = wnids.get(label)
@@ -228,7 +232,8 @@ def _lt_class_names(paths, labels, list_file: str, names: dict[str, str] | None)
     elif wnid in names:
       class_names.append(names[wnid])
     else:
-      raise UserError(f"class names file has no entry for {wnid} (class {label} of {list_file!r}): use a complete wnid -> name file")
+      raise UserError(f"class names file has no entry for {wnid} (class {label} of {list_file!r}): "
+                      "use a complete wnid -> name file")
   return class_names
 
 
@@ -239,11 +244,13 @@ def imagenet_lt_source(list_file: str, root: str, names_file: str | None = None)
   none of a spread of 16 listed files exists, the root is wrong and this raises.
   """
   if not os.path.isdir(root):
-    raise UserError(f"ImageNet root {root!r} does not exist: pass root=<dir holding the train/ and val/ trees the list names>")
+    raise UserError(f"ImageNet root {root!r} does not exist: "
+                    "pass root=<dir holding the train/ and val/ trees the list names>")
   paths, labels = _parse_list(list_file)
   probe = [paths[i] for i in np.linspace(0, len(paths) - 1, min(16, len(paths))).astype(int)]
   if not any(os.path.exists(os.path.join(root, p)) for p in probe):
-    raise UserError(f"ImageNet root {root!r} has none of the files {list_file!r} lists (e.g. {probe[0]}): pass the root those paths are relative to")
+    raise UserError(f"ImageNet root {root!r} has none of the files {list_file!r} lists "
+                    f"(e.g. {probe[0]}): pass the root those paths are relative to")
   names = read_class_name_map(names_file) if names_file else None
   return FileSource(root, paths, labels, _lt_class_names(paths, labels, list_file, names))
 
@@ -294,21 +301,23 @@ def indices_of(source: ImageSource, ids: Sequence[str]) -> np.ndarray:
   where = {image_id: i for i, image_id in enumerate(source.ids())}
   missing = [i for i in ids if i not in where]
   if missing:
-    raise UserError(f"source has no image with id {missing[0]!r} ({len(missing)} missing): the plan was made from another source")
+    raise UserError(f"source has no image with id {missing[0]!r} ({len(missing)} missing): "
+                    "the plan was made from another source")
   return np.asarray([where[i] for i in ids], np.int64)
 
 
 # ---------------------------------------------------------------------------
 # Spec strings
 
-_OPTIONS = {"tfds": {"data_dir", "names"}, "folder": set(), "imagenet_lt": {"root", "names"}}
+_OPTIONS = {"tfds": {"data_dir", "names"}, "folder": set(), "imagenet_lt": {"root", "names"}, "demo": set()}
 
 
 def parse_spec(spec: str, split: str) -> tuple[str, str, dict[str, str]]:
   """'kind:target?k=v&...' -> (kind, target with {split} filled, options)."""
   kind, sep, rest = spec.partition(":")
   if not sep or kind not in _OPTIONS:
-    raise UserError(f"data source {spec!r} has no known kind: start it with one of {', '.join(k + ':' for k in _OPTIONS)}")
+    kinds = ", ".join(k + ":" for k in _OPTIONS)
+    raise UserError(f"data source {spec!r} has no known kind: start it with one of {kinds}")
   target, _, query = rest.partition("?")
   try:
     options = dict(urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
@@ -316,7 +325,8 @@ def parse_spec(spec: str, split: str) -> tuple[str, str, dict[str, str]]:
     raise UserError(f"data source {spec!r} has a malformed ?options part: write ?key=value&key=value") from e
   unknown = set(options) - _OPTIONS[kind]
   if unknown:
-    raise UserError(f"data source {spec!r} has unknown option {sorted(unknown)[0]!r}: {kind} takes {sorted(_OPTIONS[kind]) or 'no options'}")
+    takes = ", ".join(sorted(_OPTIONS[kind])) or "no options"
+    raise UserError(f"data source {spec!r} has unknown option {sorted(unknown)[0]!r}: {kind} takes {takes}")
   if not target:
     raise UserError(f"data source {spec!r} names nothing after {kind}:")
   return kind, target.replace("{split}", split), options
@@ -331,6 +341,12 @@ def open_source(spec: str, split: str = "train") -> ImageSource:
   kind, target, options = parse_spec(spec, _lt_split(split) if spec.startswith("imagenet_lt:") else split)
   if kind == "folder":
     return folder_source(target)
+  if kind == "demo":
+    from jaxaug.data.demo import DemoSource
+
+    if not target.isdigit() or int(target) < 1:
+      raise UserError(f"data source {spec!r}: write demo:N with N images per class (e.g. demo:6)")
+    return DemoSource(split, int(target))
   if kind == "imagenet_lt":
     if "root" not in options:
       raise UserError(f"data source {spec!r} needs ?root=<ImageNet dir> for the list's image paths")

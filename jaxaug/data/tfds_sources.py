@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from absl import logging
 
+from jaxaug.data.images import BadImage
 from jaxaug.data.sources import ImageSource, read_class_name_map
 from jaxaug.errors import UserError
 
@@ -145,7 +146,8 @@ def _class_names(info, objects: bool, names_file: str | None) -> tuple[str, ...]
     mapping = read_class_name_map(names_file)
     missing = [n for n in names if n not in mapping]
     if missing:
-      raise UserError(f"class names file {names_file!r} has no entry for {missing[0]!r}: use a complete wnid -> name file")
+      raise UserError(f"class names file {names_file!r} has no entry for {missing[0]!r}: "
+                      "use a complete wnid -> name file")
     names = [mapping[n] for n in names]
   return tuple(names)
 
@@ -184,6 +186,8 @@ def _cached_scan(data_source, split: str, rule, cache_dir: str | None):
   if path and os.path.exists(path):
     with np.load(path) as cached:
       return cached["records"], cached["labels"]
+  logging.info("reading the labels of %d records of %s %s once%s", len(data_source),
+               data_source.dataset_info.full_name, split, f" (cached at {path})" if path else "")
   records, labels = scan_labels(data_source, rule)
   if path:
     try:
@@ -207,7 +211,11 @@ class TfdsSource(ImageSource):
     self.class_names = tuple(class_names)
 
   def read(self, index: int) -> bytes | np.ndarray:
-    return self.data_source[int(self.records[index])]["image"]
+    record = int(self.records[index])
+    try:
+      return self.data_source[record]["image"]
+    except Exception as e:  # a damaged record costs one image, not the run
+      raise BadImage(f"cannot read record {record} ({type(e).__name__}: {e})") from e
 
   def id(self, index: int) -> str:
     return f"{self.split}/{int(self.records[index])}"
@@ -226,5 +234,6 @@ def tfds_source(name: str, split: str, data_dir: str | None = None, names_file: 
     logging.info("%s %s: %d of %d images have no annotated object and are left out",
                  name, split, len(data_source) - len(records), len(data_source))
   if len(records) == 0:
-    raise UserError(f"tfds dataset {name!r} split {split!r} has no labelled images: pick a split with labels (COCO's test has none)")
+    raise UserError(f"tfds dataset {name!r} split {split!r} has no labelled images: "
+                    "pick a split with labels (COCO's test has none)")
   return TfdsSource(data_source, split, records, labels, class_names)

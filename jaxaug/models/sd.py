@@ -72,7 +72,8 @@ def decode(pipe: Pipeline, params, latents):
 def encode(pipe: Pipeline, params, images, key):
   """Images (B, 3, H, W) in [-1, 1] -> scaled latents sampled from the VAE posterior (img2img start)."""
   dist = pipe.vae.apply({"params": params["vae"]}, images.astype(pipe.dtype), method=pipe.vae.encode).latent_dist
-  return (dist.sample(key) * pipe.vae_scale).astype(jnp.float32)
+  latents = jnp.transpose(dist.sample(key), (0, 3, 1, 2))  # the Flax VAE's posterior is NHWC
+  return (latents * pipe.vae_scale).astype(jnp.float32)
 
 
 def to_pixels(decoded):

@@ -189,7 +189,7 @@ def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0) -> P
 
 def cached_tiny(kind: str = "unclip", cache_dir: str | os.PathLike | None = None) -> Path:
   """The tiny checkpoint in a cache directory, written atomically on first use."""
-  cache = Path(cache_dir or os.environ.get("JAXAUG_CACHE", "~/.cache/jaxaug")).expanduser()
+  cache = Path(cache_dir or os.environ.get("JAXAUG_CACHE_DIR", "~/.cache/jaxaug")).expanduser()
   path = cache / f"tiny-{kind}-v{VERSION}"
   if not (path / "model_index.json").is_file():
     cache.mkdir(parents=True, exist_ok=True)

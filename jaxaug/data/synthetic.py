@@ -1,0 +1,203 @@
+"""The synthetic dataset format: ArrayRecord shards, one per unit, committed atomically.
+
+    out/
+      shards/unit-00000012.array_record   one record per image (msgpack, see `encode_record`)
+      done_units.jsonl                    one line per committed unit: unit, shard, item ids, labels
+                                          (done_units.pN.jsonl from process N > 0 of a multi-host run)
+      dataset_info.json                   classes, counts, config, versions
+      config.json, contact_sheet.png, images/<class>/<item>.png (optional)
+
+A unit's shard is written under a temporary name, fsynced and renamed, and only then recorded as done,
+so a kill at any instant leaves either the whole unit or nothing visible. The shard files are the
+authority: a unit whose shard exists but whose line is missing (a kill between rename and record) is
+recorded again from the shard on the next start. Records are readable by grain's ArrayRecordDataSource
+(`decode_record` turns the bytes into a dict).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
+from flax import serialization
+
+from jaxaug.data.sources import ImageSource, _check_index
+
+SHARDS = "shards"
+DONE = "done_units.jsonl"
+DONE_GLOB = "done_units*.jsonl"
+INFO = "dataset_info.json"
+_SHARD_RE = re.compile(r"^unit-(\d{8})\.array_record$")
+
+
+def shard_name(unit: int) -> str:
+  return f"unit-{unit:08d}.array_record"
+
+
+def encode_record(image: bytes, label: int, class_name: str, item_id: int, provenance: dict) -> bytes:
+  """One image's record: encoded image bytes, label, class name, item id and provenance."""
+  return serialization.msgpack_serialize({"image": image, "label": int(label), "class_name": class_name,
+                                          "item_id": int(item_id), "provenance": provenance})
+
+
+def decode_record(data: bytes) -> dict:
+  return serialization.msgpack_restore(data)
+
+
+def _fsync_dir(path: Path):
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def done_file(process: int) -> str:
+  """Each process appends to its own done record, so hosts never interleave writes to one file."""
+  return DONE if process == 0 else f"done_units.p{process}.jsonl"
+
+
+def write_unit(out: str | os.PathLike, unit: int, records: list[bytes], item_ids, labels, process: int = 0) -> Path:
+  """Commits one unit: shard under a temporary name, fsync, rename, then the done line."""
+  shards = Path(out) / SHARDS
+  shards.mkdir(parents=True, exist_ok=True)
+  final = shards / shard_name(unit)
+  tmp = shards / f".{final.name}.tmp-{os.getpid()}"
+  writer = ArrayRecordWriter(str(tmp), "group_size:1")
+  for record in records:
+    writer.write(record)
+  writer.close()
+  with open(tmp, "rb+") as f:
+    os.fsync(f.fileno())
+  os.replace(tmp, final)
+  _fsync_dir(shards)
+  _append_done(Path(out) / done_file(process), unit, [int(i) for i in item_ids], [int(l) for l in labels])
+  return final
+
+
+def _append_done(path: Path, unit: int, item_ids: list[int], labels: list[int]):
+  line = json.dumps({"unit": unit, "shard": shard_name(unit), "item_ids": item_ids, "labels": labels})
+  with open(path, "a") as f:
+    f.write(line + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _read_shard(path: Path) -> list[bytes]:
+  reader = ArrayRecordReader(str(path))
+  try:
+    return reader.read_all()
+  finally:
+    reader.close()
+
+
+def recover(out: str | os.PathLike) -> dict[int, dict]:
+  """Committed units by number, after tidying what a kill can leave behind.
+
+  Removes temporary shards, drops a torn last line of the done record, and re-records units whose shard
+  was renamed but not yet recorded. Call once at start, from one process per output directory.
+  """
+  out = Path(out)
+  shards = out / SHARDS
+  if not shards.is_dir():
+    return {}
+  for tmp in shards.glob(".unit-*.tmp-*"):
+    tmp.unlink()
+  done = read_done(out, repair=True)
+  on_disk = {int(m.group(1)) for p in shards.iterdir() if (m := _SHARD_RE.match(p.name))}
+  for unit in sorted(on_disk - set(done)):
+    rows = [decode_record(r) for r in _read_shard(shards / shard_name(unit))]
+    _append_done(out / DONE, unit, [r["item_id"] for r in rows], [r["label"] for r in rows])
+  return {u: e for u, e in read_done(out).items() if u in on_disk}
+
+
+def read_done(out: str | os.PathLike, repair: bool = False) -> dict[int, dict]:
+  """The done records of all processes as {unit: entry}; `repair` (recover only) cuts torn last lines."""
+  entries = {}
+  for path in sorted(Path(out).glob(DONE_GLOB)):
+    entries.update(_read_done_file(path, repair))
+  return entries
+
+
+def _read_done_file(path: Path, repair: bool) -> dict[int, dict]:
+  """One done record; a torn final line (killed mid-append) is ignored, and removed when repairing."""
+  entries, good_bytes = {}, 0
+  with open(path, "rb") as f:
+    for raw in f:
+      try:
+        entry = json.loads(raw)
+      except json.JSONDecodeError:
+        break
+      if not raw.endswith(b"\n"):
+        break
+      entries[entry["unit"]] = entry
+      good_bytes += len(raw)
+  if repair and good_bytes != path.stat().st_size:
+    with open(path, "rb+") as f:
+      f.truncate(good_bytes)
+  return entries
+
+
+def write_info(out: str | os.PathLike, info: dict):
+  """dataset_info.json, written atomically (it is rewritten as units complete)."""
+  path = Path(out) / INFO
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{INFO}.tmp-{os.getpid()}")
+  tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
+  os.replace(tmp, path)
+
+
+def read_info(out: str | os.PathLike) -> dict:
+  from jaxaug.errors import UserError
+
+  path = Path(out) / INFO
+  if not path.is_file():
+    raise UserError(f"{out} is not a jaxaug synthetic dataset (no {INFO}); point it at a `python -m "
+                    "jaxaug.generate` output directory")
+  return json.loads(path.read_text())
+
+
+class SyntheticSource(ImageSource):
+  """A generated dataset as an `ImageSource`: items ordered by unit, then by position in the unit."""
+
+  def __init__(self, out: str | os.PathLike):
+    self.out = Path(out)
+    info = read_info(self.out)
+    self.class_names = tuple(info["class_names"])
+    done = read_done(self.out)
+    self._units = sorted(done)
+    self.item_ids = np.array([i for u in self._units for i in done[u]["item_ids"]], np.int64)
+    self.labels = np.array([l for u in self._units for l in done[u]["labels"]], np.int32)
+    self._paths = [str(self.out / SHARDS / done[u]["shard"]) for u in self._units]
+    self._starts = np.cumsum([0] + [len(done[u]["item_ids"]) for u in self._units])
+    self._source = None
+
+  def _records(self):
+    if self._source is None:  # opened lazily so the source pickles cheaply into grain workers
+      import grain
+
+      self._source = grain.sources.ArrayRecordDataSource(self._paths)
+    return self._source
+
+  def __getstate__(self):
+    return {**self.__dict__, "_source": None}
+
+  def record(self, index: int) -> dict:
+    index = _check_index(index, len(self))
+    return decode_record(self._records()[index])
+
+  def read(self, index: int) -> bytes:
+    return self.record(index)["image"]
+
+  def id(self, index: int) -> str:
+    return f"item-{int(self.item_ids[_check_index(index, len(self))])}"
+
+  def ids(self) -> list[str]:
+    return [f"item-{int(i)}" for i in self.item_ids]
+
+  def provenance(self, index: int) -> dict:
+    return self.record(index)["provenance"]

@@ -1,0 +1,403 @@
+"""python -m jaxaug.generate: plan -> condition -> sample -> write, sharded and resumable.
+
+    python -m jaxaug.generate                                   # the demo (configs/demo.py)
+    python -m jaxaug.generate --config=configs/imagenet_lt.py --config.model=DIR_OR_HUB_ID
+
+Rerunning the same command continues where it stopped; an output image is a pure function of
+(config, seed, item_id), whatever the device count, host count, batch size or number of restarts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import io
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+from PIL import Image
+
+from jaxaug import augment, condition, mesh, plan as plan_lib
+from jaxaug.data import kshot, open_source, synthetic
+from jaxaug.data.pipeline import read_units
+from jaxaug.errors import UserError, exit_on_user_error
+from jaxaug.models import sd, tiny
+from jaxaug.models.pipeline import load
+from jaxaug.sampler import SamplerSpec, denoise
+
+_DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "demo.py")
+_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "generation config file", lock_config=True)
+
+# Config fields that decide the output images; a rerun into the same directory must keep them.
+_OUTPUT_FIELDS = ("model", "data", "methods", "alpha", "plan", "prompt", "sampler", "resolution", "seed", "output.format",
+                  "output.jpeg_quality")
+
+
+def resolve_model(name: str) -> str:
+  """'tiny' / 'tiny-sd' are the built-in random checkpoints (written to a cache on first use)."""
+  if name in ("tiny", "tiny-unclip"):
+    return str(tiny.cached_tiny("unclip"))
+  if name == "tiny-sd":
+    return str(tiny.cached_tiny("sd"))
+  return name
+
+
+def _lookup(config, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config.to_dict() if hasattr(config, "to_dict") else config
+
+
+def fingerprint(config) -> dict:
+  return {f: _lookup(config, f) for f in _OUTPUT_FIELDS}
+
+
+@dataclasses.dataclass
+class Job:
+  """Everything the loop needs, checked before anything is written."""
+  config: object
+  out: Path
+  source: object
+  methods: tuple[augment.Method, ...]
+  plan: plan_lib.Plan
+  pipe: object
+  params: object
+  spec: SamplerSpec
+  prompt_ids: np.ndarray  # (num_classes, L) token ids per class
+  empty_ids: np.ndarray  # (1, L)
+
+
+def prepare(config) -> Job:
+  """Validates the config and loads everything; raises UserError before any output exists."""
+  methods = tuple(augment.get_method(m.strip(), config.alpha) for m in config.methods.split(",") if m.strip())
+  if not methods:
+    raise UserError("config.methods is empty: name at least one method, e.g. --config.methods=embed_cutmix_dropout")
+  if config.resolution % 8:
+    raise UserError(f"resolution must be a multiple of 8, not {config.resolution}")
+  if config.batch.per_device < 1:
+    raise UserError(f"batch.per_device must be >= 1, not {config.batch.per_device}")
+  if config.output.format not in ("png", "jpeg"):
+    raise UserError(f"output.format must be png or jpeg, not {config.output.format!r}")
+  source = open_source(config.data.source, config.data.split)
+  if config.data.shots:
+    source = kshot(source, config.data.shots, config.data.shots_seed)
+  plan = plan_lib.make_plan(source.labels, source.num_classes, tuple(m.name for m in methods), config.plan.policy,
+                            config.plan.amount, config.seed, config.plan.unit_size)
+  dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}.get(config.dtype)
+  if config.dtype == "auto":
+    dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+  if dtype is None:
+    raise UserError(f"dtype must be auto, fp32 or bf16, not {config.dtype!r}")
+  pipe, params = load(resolve_model(config.model), dtype)
+  spec = SamplerSpec(mode=config.sampler.mode, scheduler=config.sampler.scheduler or None, steps=config.sampler.steps,
+                     guidance=config.sampler.guidance, strength=config.sampler.strength).check(pipe)
+  if config.resolution % (8 * pipe.vae_factor) and config.resolution % (pipe.vae_factor * 4):
+    raise UserError(f"resolution {config.resolution} does not divide into the UNet's latent grid")
+  prompts = [config.prompt.format(name) for name in source.class_names]
+  out = Path(os.path.expanduser(config.output.dir))
+  _check_output(out, config)
+  return Job(config=config, out=out, source=source, methods=methods, plan=plan, pipe=pipe, params=params, spec=spec,
+             prompt_ids=sd.tokenize(pipe, prompts), empty_ids=sd.tokenize(pipe, [""]))
+
+
+def _check_output(out: Path, config):
+  config_file = out / "config.json"
+  if config_file.is_file():
+    before = json.loads(config_file.read_text()).get("fingerprint")
+    if before != json.loads(json.dumps(fingerprint(config))):
+      changed = sorted(k for k in fingerprint(config) if (before or {}).get(k) != json.loads(json.dumps(
+          fingerprint(config)))[k])
+      raise UserError(f"{out} holds a run with a different config ({', '.join(changed)} changed); use a new "
+                      "--config.output.dir, or rerun with the same config to resume")
+  try:
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / f".write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+  except OSError as e:
+    raise UserError(f"cannot write to output directory {out} ({e.strerror}); choose another --config.output.dir") from None
+
+
+def make_step(job: Job, mesh_):
+  """The jitted step: a batch of items -> uint8 images and the drawn lambdas. Nothing leaves the device."""
+  pipe, spec, config = job.pipe, job.spec, job.config
+  latent = config.resolution // pipe.vae_factor
+  empty_ids = jnp.asarray(job.empty_ids)
+
+  def step(params, batch):
+    k_cond, k_latents, k_vae = condition.item_streams(config.seed, batch["item_id"])
+    batch_size = batch["item_id"].shape[0]
+    context = sd.encode_text(pipe, params, batch["prompt_ids"])
+    uncond = jnp.broadcast_to(sd.encode_text(pipe, params, empty_ids), context.shape)
+    noise = jax.vmap(lambda k: jax.random.normal(k, (pipe.latent_channels, latent, latent)))(k_latents)
+    vector, start, lam = None, None, jnp.ones((batch_size,), jnp.float32)
+    if spec.mode == "unclip":
+      cond = condition.condition(pipe, params, job.methods, batch["method"], k_cond, batch["image1"], batch["image2"],
+                                 config.sampler.noise_level)
+      vector, lam = cond.vector, cond.lam
+    elif spec.mode == "img2img":
+      real = jax.image.resize(augment.to_float(batch["image1"]), (batch_size, config.resolution, config.resolution, 3),
+                              "bicubic", antialias=True)
+      real = jnp.transpose(jnp.clip(real, 0, 1) * 2 - 1, (0, 3, 1, 2))
+      start = jax.vmap(lambda k, x: sd.encode(pipe, params, x[None], k)[0])(k_vae, real)
+    latents = denoise(pipe, params, spec, noise, context, uncond, vector, start_latents=start)
+    pixels = sd.to_pixels(sd.decode(pipe, params, latents))
+    return {"image": jnp.round(pixels * 255).astype(jnp.uint8), "lam": lam}
+
+  data = mesh.batch_sharding(mesh_)
+  return jax.jit(step, in_shardings=(mesh.replicated(mesh_), data), out_shardings=data)
+
+
+def encode_image(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
+  buf = io.BytesIO()
+  if fmt == "png":
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=6)
+  else:
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=quality, subsampling=0)
+  return buf.getvalue()
+
+
+def _source_ids(job: Job, item: int) -> list[str]:
+  method = job.methods[job.plan.method[item]]
+  uses_two = job.spec.mode == "unclip" and (method.pixel is not None or method.embed is not None)
+  ids = job.plan.source[item][: 2 if uses_two else 1]
+  return [job.source.id(int(i)) for i in ids]
+
+
+def _needed_ok(job: Job, item: int, ok1: bool, ok2: bool) -> bool:
+  return ok1 and (ok2 or len(_source_ids(job, item)) == 1)
+
+
+def write_unit(job: Job, unit: int, items: np.ndarray, images: dict[int, np.ndarray], lams: dict[int, float],
+               process: int) -> int:
+  """Encodes and commits one unit (skipped items have no image); returns the images written."""
+  config, records, ids, labels = job.config, [], [], []
+  for item in items:
+    item = int(item)
+    if item not in images:
+      continue
+    label = int(job.plan.label[item])
+    provenance = {"source_ids": _source_ids(job, item), "method": job.plan.methods[job.plan.method[item]],
+                  "lam": float(lams[item]), "seed": config.seed, "model": config.model, "mode": job.spec.mode,
+                  "steps": job.spec.steps, "guidance": job.spec.guidance,
+                  "scheduler": job.spec.scheduler or job.pipe.scheduler_name,
+                  "noise_level": config.sampler.noise_level, "prompt": config.prompt.format(job.source.class_names[label])}
+    data = encode_image(images[item], config.output.format, config.output.jpeg_quality)
+    records.append(synthetic.encode_record(data, label, job.source.class_names[label], item, provenance))
+    ids.append(item)
+    labels.append(label)
+    if config.output.image_files:
+      folder = job.out / "images" / _safe(job.source.class_names[label])
+      folder.mkdir(parents=True, exist_ok=True)
+      ext = "png" if config.output.format == "png" else "jpg"
+      tmp = folder / f".item-{item:08d}.{ext}.tmp"
+      tmp.write_bytes(data)
+      os.replace(tmp, folder / f"item-{item:08d}.{ext}")
+  synthetic.write_unit(job.out, unit, records, ids, labels, process)
+  return len(records)
+
+
+def _safe(name: str) -> str:
+  return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "class"
+
+
+def _batches(job: Job, pending_items: np.ndarray, local_batch: int, steps: int):
+  """`steps` host batches of `local_batch` rows: items, source images, prompt ids.
+
+  The last batches are padded by repeating a row (a host with no work left feeds a dummy batch, since
+  every host takes part in every step); callers keep only the first len(chunk) rows.
+  """
+  plan, size = job.plan, job.config.data.source_size
+  chunks = [pending_items[s * local_batch:(s + 1) * local_batch] for s in range(steps)]
+  real = [c for c in chunks if len(c)]
+  reads = read_units(job.source, [np.concatenate([plan.source[c, 0], plan.source[c, 1]]) for c in real], size,
+                     num_threads=job.config.reader_threads)
+  blank = np.zeros((local_batch, size, size, 3), np.uint8)
+  for chunk in chunks:
+    n = len(chunk)
+    if n == 0:
+      item, image1, image2, ok = np.zeros(local_batch, np.int64), blank, blank, np.ones(0, bool)
+    else:
+      read = next(reads)
+      rows = np.concatenate([np.arange(n), np.full(local_batch - n, n - 1)])
+      item, image1, image2, ok = chunk[rows], read["image"][:n][rows], read["image"][n:][rows], read["ok"]
+    host = {"item_id": item.astype(np.int32), "method": plan.method[item].astype(np.int32), "image1": image1,
+            "image2": image2, "prompt_ids": job.prompt_ids[plan.label[item]]}
+    yield chunk, ok[:n], ok[n:], host
+
+
+def run(config) -> dict:
+  """Generates every pending unit of this host; returns the summary."""
+  mesh.initialize(config.mesh.coordinator, config.mesh.num_processes, config.mesh.process_id)
+  process, processes = jax.process_index(), jax.process_count()
+  start_time = time.time()
+  job = prepare(config)
+  mesh_ = mesh.data_mesh()
+  if process == 0:
+    _write_run_files(job)
+    synthetic.recover(job.out)
+  _barrier("recovered")
+  done = set(synthetic.read_done(job.out))
+  pending = plan_lib.host_units(job.plan, done, process, processes)
+  pending_items = np.concatenate([job.plan.unit_items(u) for u in pending]) if pending else np.zeros(0, np.int64)
+  local_batch = mesh.local_batch(config.batch.per_device)
+  steps = _max_over_hosts(-(-len(pending_items) // local_batch))
+  total = sum(len(job.plan.unit_items(u)) for u in range(job.plan.num_units) if u not in done)
+  if process == 0:
+    logging.info("%d items in %d units; %d done, %d to make on %d device(s), %d process(es)", len(job.plan),
+                 job.plan.num_units, len(done), total, jax.device_count(), processes)
+  params = jax.device_put(job.params, mesh.replicated(mesh_))
+  step = make_step(job, mesh_)
+
+  unit_of = {int(i): u for u in pending for i in job.plan.unit_items(u)}
+  left = {u: len(job.plan.unit_items(u)) for u in pending}
+  images, lams = {}, {}
+  stats = {"written": 0, "skipped_sources": 0, "skipped_items": []}
+  bar = _progress(total if process == 0 else 0, process == 0)
+  writer = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+  writes = []
+  unit_start = {u: None for u in pending}
+
+  def finish(chunk, ok1, ok2, result):
+    out = mesh.to_local(result)
+    for row, item in enumerate(chunk):
+      item = int(item)
+      unit = unit_of[item]
+      unit_start[unit] = unit_start[unit] or time.time()
+      if _needed_ok(job, item, bool(ok1[row]), bool(ok2[row])):
+        images[item], lams[item] = out["image"][row], float(out["lam"][row])
+      else:
+        stats["skipped_sources"] += 1
+        stats["skipped_items"].append(item)
+      left[unit] -= 1
+      if left[unit] == 0:
+        items = job.plan.unit_items(unit)
+        unit_images = {int(i): images.pop(int(i)) for i in items if int(i) in images}
+        unit_lams = {i: lams.pop(i) for i in unit_images}
+        began = unit_start[unit]
+        writes.append(writer.submit(_commit, job, unit, items, unit_images, unit_lams, process, began))
+    bar.update(len(chunk) * processes)
+
+  previous = None
+  try:
+    for chunk, ok1, ok2, host in _batches(job, pending_items, local_batch, steps):
+      result = step(params, mesh.to_global(mesh_, host))  # dispatched; runs while the last batch is written
+      if previous is not None:
+        finish(*previous)
+      previous = (chunk, ok1, ok2, result)
+    if previous is not None:
+      finish(*previous)
+    for w in writes:
+      stats["written"] += w.result()
+  finally:
+    writer.shutdown(wait=True)
+    bar.close()
+  _barrier("written")
+  wall = time.time() - start_time
+  summary = {"images_written": stats["written"],
+             "skipped_sources": stats["skipped_sources"], "wall_s": round(wall, 2),
+             "images_per_s": round(stats["written"] / wall, 3) if wall else 0.0, "process": process}
+  if stats["skipped_items"]:
+    logging.warning("skipped %d item(s) whose source image could not be read: items %s", stats["skipped_sources"],
+                    stats["skipped_items"][:20])
+  if process == 0:
+    _finish_run(job, summary)
+  return summary
+
+
+def _commit(job, unit, items, unit_images, unit_lams, process, began):
+  n = write_unit(job, unit, items, unit_images, unit_lams, process)
+  logging.info("unit %d: %d images committed in %.2fs", unit, n, time.time() - (began or time.time()))
+  return n
+
+
+def _barrier(name: str):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+def _max_over_hosts(value: int) -> int:
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+
+  return int(np.max(multihost_utils.process_allgather(np.array([value]))))
+
+
+def _progress(total: int, enabled: bool):
+  from tqdm import tqdm
+
+  return tqdm(total=total, disable=not enabled or total == 0, unit="img", desc="generating", file=sys.stderr,
+              dynamic_ncols=True, smoothing=0.1)
+
+
+def _versions() -> dict:
+  import flax
+
+  return {"jaxaug": __import__("jaxaug").__version__, "jax": jax.__version__, "flax": flax.__version__,
+          "python": platform.python_version()}
+
+
+def _write_run_files(job: Job):
+  config = job.config
+  (job.out / "config.json").write_text(json.dumps({"config": json.loads(config.to_json()),
+                                                   "fingerprint": fingerprint(config)}, indent=2))
+  _write_info(job)
+
+
+def _write_info(job: Job, summary: dict | None = None):
+  done = synthetic.read_done(job.out)
+  counts = np.zeros(job.source.num_classes, np.int64)
+  for entry in done.values():
+    np.add.at(counts, np.asarray(entry["labels"], np.int64), 1)
+  synthetic.write_info(job.out, {
+      "class_names": list(job.source.class_names), "synthetic_counts": counts.tolist(),
+      "real_counts": job.source.counts().tolist(), "planned_items": len(job.plan), "units": job.plan.num_units,
+      "units_done": len(done), "methods": list(job.plan.methods), "model": job.config.model,
+      "resolution": job.config.resolution, "format": job.config.output.format, "versions": _versions(),
+      "last_run": summary or {}})
+
+
+def _finish_run(job: Job, summary: dict):
+  _write_info(job, summary)
+  sheet = None
+  try:
+    from jaxaug.contact_sheet import write_contact_sheet
+
+    sheet = write_contact_sheet(job)
+  except UserError:
+    raise
+  except Exception as e:  # a picture must never fail a finished run
+    logging.warning("contact sheet not written: %s", e)
+  lines = [f"wrote {summary['images_written']} image(s) in {summary['wall_s']:.1f}s "
+           f"({summary['images_per_s']:.2f} images/s); skipped sources: {summary['skipped_sources']}",
+           f"dataset: {job.out}  ({len(synthetic.read_done(job.out))}/{job.plan.num_units} units done)"]
+  if sheet:
+    lines.append(f"contact sheet: {sheet}")
+  print("\n".join(lines), flush=True)
+
+
+@exit_on_user_error
+def _main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}; configure with --config=... and --config.field=value")
+  run(_CONFIG.value)
+
+
+def main():
+  app.run(_main)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,73 @@
+"""Devices, the one-axis data mesh, and multi-host start.
+
+One mesh axis `data` spans every device of every host. Batches carry `NamedSharding(mesh, P('data'))`
+and parameters are replicated. Each host feeds and reads only its own rows (`to_global` / `to_local`),
+so no host waits on another's input or output.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxaug.errors import UserError
+
+
+def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = -1):
+  """Starts jax.distributed when this is a multi-process run; a no-op for one process.
+
+  With a coordinator address given, the three values are used as they are (local multi-process runs).
+  Otherwise jax finds them itself on TPU pods and under SLURM (and from JAX_COORDINATOR_ADDRESS etc.).
+  """
+  if coordinator:
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise UserError(f"multi-process start needs num_processes >= 1 and 0 <= process_id < num_processes, got "
+                      f"{num_processes} and {process_id}")
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+  elif _multi_process_environment():
+    jax.distributed.initialize()
+
+
+def _multi_process_environment() -> bool:
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    return True
+  if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_ID" in os.environ:
+    return True
+  return bool(os.environ.get("TPU_WORKER_HOSTNAMES", "").count(","))  # a TPU pod slice
+
+
+def data_mesh() -> Mesh:
+  # Auto axes: XLA propagates shardings through the model (Explicit axes would need annotations on every gather).
+  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P("data"))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def local_batch(per_device: int) -> int:
+  """Rows this host feeds per step."""
+  return per_device * jax.local_device_count()
+
+
+def to_global(mesh: Mesh, tree):
+  """This host's rows (numpy, leading axis = local batch) -> global arrays sharded over `data`."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
+def to_local(tree):
+  """Global batch arrays -> this host's rows as numpy, in the order `to_global` took them."""
+
+  def local(x):
+    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+    return np.concatenate([np.asarray(s.data) for s in shards])
+
+  return jax.tree.map(local, tree)

@@ -1,0 +1,1 @@
+"""Pieces of `python -m jaxaug.train`: input streams (data), the train and eval steps (step), pictures (plots)."""

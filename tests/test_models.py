@@ -1,0 +1,189 @@
+"""Loading checkpoints: the mapping, dtypes, plain SD, torch never imported, and clear errors for bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+from safetensors.numpy import load_file, save_file
+
+from jaxaug.errors import UserError
+from jaxaug.models import convert, load, pipeline, sd, tiny
+from jaxaug.sampler import SamplerSpec, denoise
+
+
+@pytest.fixture(scope="module")
+def unclip_dir(tmp_path_factory):
+  return tiny.write_tiny(tmp_path_factory.mktemp("ckpt") / "unclip", "unclip")
+
+
+@pytest.fixture(scope="module")
+def sd_dir(tmp_path_factory):
+  return tiny.write_tiny(tmp_path_factory.mktemp("ckpt") / "sd", "sd")
+
+
+def _copy(src, tmp_path):
+  dst = tmp_path / "ckpt"
+  shutil.copytree(src, dst)
+  return dst
+
+
+def test_names_round_trip():
+  params = {"down_blocks_0": {"attentions_1": {"transformer_blocks_0": {"ff": {"net_0": {"proj": {
+      "kernel": np.zeros((3, 4))}}}}}}, "add_embedding": {"linear_1": {"bias": np.zeros(2)}},
+      "conv_in": {"kernel": np.zeros((3, 3, 4, 8))}, "norm": {"scale": np.zeros(8)}}
+  state = convert.flax_to_torch(params, pipeline.UNET_NAMING)
+  assert set(state) == {"down_blocks.0.attentions.1.transformer_blocks.0.ff.net.0.proj.weight",
+                        "class_embedding.linear_1.bias", "conv_in.weight", "norm.weight"}
+  assert state["conv_in.weight"].shape == (8, 4, 3, 3)
+  assert state["down_blocks.0.attentions.1.transformer_blocks.0.ff.net.0.proj.weight"].shape == (4, 3)
+  back = convert.torch_to_flax(state, params, pipeline.UNET_NAMING, "test")
+  assert traverse_util.flatten_dict(back).keys() == traverse_util.flatten_dict(params).keys()
+  vae_state = convert.flax_to_torch({"attentions_0": {"proj_attn": {"kernel": np.zeros((2, 2))}}}, pipeline.VAE_NAMING)
+  assert list(vae_state) == ["attentions.0.to_out.0.weight"]
+
+
+def test_loaded_weights_equal_the_file(unclip_dir):
+  _, params = load(str(unclip_dir))
+  state = load_file(str(unclip_dir / "unet" / "diffusion_pytorch_model.safetensors"))
+  flat = traverse_util.flatten_dict(params["unet"])
+  conv = state["down_blocks.0.resnets.0.conv1.weight"]
+  np.testing.assert_array_equal(flat[("down_blocks_0", "resnets_0", "conv1", "kernel")], conv.transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(flat[("add_embedding", "linear_2", "kernel")], state["class_embedding.linear_2.weight"].T)
+  assert len(flat) == len(state)
+
+
+def test_loader_never_imports_torch(unclip_dir):
+  # torch set to None in sys.modules makes any `import torch` fail: the loader must not need it.
+  code = ("import sys; sys.modules['torch'] = None\n"
+          "from jaxaug.models import load, sd\n"
+          f"pipe, params = load({str(unclip_dir)!r})\n"
+          "ids = sd.tokenize(pipe, ['a photo of a red circle'])\n"
+          "print(sd.encode_text(pipe, params, ids).shape)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "(1, 77, 32)" in out.stdout
+
+
+def test_bf16_parameters_close_to_fp32(unclip_dir):
+  pipe32, p32 = load(str(unclip_dir), jnp.float32)
+  pipe16, p16 = load(str(unclip_dir), jnp.bfloat16)
+  assert p16["unet"]["conv_in"]["kernel"].dtype == jnp.bfloat16
+  assert p16["image_normalizer"]["mean"].dtype == np.float32  # noise-schedule arithmetic stays fp32
+  x = jax.random.normal(jax.random.key(0), (1, 4, 16, 16))
+  ctx = jax.random.normal(jax.random.key(1), (1, 77, 32))
+  vec = jax.random.normal(jax.random.key(2), (1, 64))
+  a = sd.predict(pipe32, p32, x, jnp.array([500]), ctx, vec)
+  b = sd.predict(pipe16, p16, x, jnp.array([500]), ctx, vec)
+  assert b.dtype == jnp.float32
+  assert float(jnp.max(jnp.abs(a - b))) < 0.1 * float(jnp.max(jnp.abs(a)))
+
+
+def test_plain_sd_txt2img_and_img2img(sd_dir):
+  pipe, params = load(str(sd_dir))
+  assert pipe.kind == "sd" and pipe.image_encoder is None
+  ids = sd.tokenize(pipe, ["a photo of a red circle"])
+  ctx, unc = sd.encode_text(pipe, params, ids), sd.encode_text(pipe, params, sd.tokenize(pipe, [""]))
+  noise = jax.random.normal(jax.random.key(0), (1, 4, 8, 8))
+  txt = denoise(pipe, params, SamplerSpec("txt2img", "ddim", 2, 7.5).check(pipe), noise, ctx, unc)
+  image = jnp.full((1, 3, 16, 16), 0.3)
+  start = sd.encode(pipe, params, image, jax.random.key(1))
+  assert start.shape == (1, 4, 8, 8)
+  img = denoise(pipe, params, SamplerSpec("img2img", "ddim", 4, 7.5, strength=0.5).check(pipe), noise, ctx, unc,
+                start_latents=start)
+  assert jnp.all(jnp.isfinite(txt)) and jnp.all(jnp.isfinite(img))
+  assert float(jnp.max(jnp.abs(txt - img))) > 1e-3  # img2img started from the image, not from noise
+  with pytest.raises(UserError, match="needs an SD 2.1-unCLIP checkpoint"):
+    SamplerSpec("unclip").check(pipe)
+
+
+def test_sampler_spec_errors(unclip_dir):
+  pipe, _ = load(str(unclip_dir))
+  with pytest.raises(UserError, match="unknown scheduler 'euler'"):
+    SamplerSpec(scheduler="euler").check(pipe)
+  with pytest.raises(UserError, match="unknown sampler mode"):
+    SamplerSpec(mode="video").check(pipe)
+  with pytest.raises(UserError, match="strength"):
+    SamplerSpec(mode="img2img", strength=1.5).check(pipe)
+
+
+def _break_missing_component(root):
+  shutil.rmtree(root / "vae")
+
+
+def _break_missing_weights(root):
+  (root / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+
+
+def _break_wrong_shape(root):
+  path = root / "unet" / "diffusion_pytorch_model.safetensors"
+  state = load_file(str(path))
+  state["conv_in.weight"] = np.zeros((16, 4, 3, 3), np.float32)
+  save_file(state, str(path), metadata={"format": "pt"})
+
+
+def _break_missing_tensor(root):
+  path = root / "text_encoder" / "model.safetensors"
+  state = load_file(str(path))
+  del state["text_model.final_layer_norm.weight"]
+  save_file(state, str(path), metadata={"format": "pt"})
+
+
+def _break_architecture(root):
+  cfg = json.loads((root / "unet" / "config.json").read_text())
+  cfg["time_embedding_type"] = "fourier"
+  (root / "unet" / "config.json").write_text(json.dumps(cfg))
+
+
+def _break_pipeline_class(root):
+  idx = json.loads((root / "model_index.json").read_text())
+  idx["_class_name"] = "KandinskyPipeline"
+  (root / "model_index.json").write_text(json.dumps(idx))
+
+
+def _break_corrupt_file(root):
+  (root / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00garbage")
+
+
+@pytest.mark.parametrize("breaker, expect", [
+    (_break_missing_component, "has no 'vae/' folder"),
+    (_break_missing_weights, "no safetensors weights in"),
+    (_break_wrong_shape, "weight 'conv_in.weight' has shape (16, 4, 3, 3)"),
+    (_break_missing_tensor, "text_model.final_layer_norm.weight"),
+    (_break_architecture, "time_embedding_type='fourier'"),
+    (_break_pipeline_class, "unknown pipeline 'KandinskyPipeline'"),
+    (_break_corrupt_file, "is damaged"),
+])
+def test_bad_checkpoint_is_one_clear_line(unclip_dir, tmp_path, breaker, expect):
+  root = _copy(unclip_dir, tmp_path)
+  breaker(root)
+  with pytest.raises(UserError, match=None) as err:
+    load(str(root))
+  assert expect in str(err.value)
+  assert "\n" not in str(err.value)
+
+
+def _run_cli(*args, env=None):
+  return subprocess.run([sys.executable, "-m", "jaxaug.models", *args], capture_output=True, text=True,
+                        timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_cli_exit_status_and_no_traceback(unclip_dir, tmp_path):
+  ok = _run_cli(str(unclip_dir))
+  assert ok.returncode == 0, ok.stderr
+  assert "unclip pipeline" in ok.stdout and "unet" in ok.stdout
+  root = _copy(unclip_dir, tmp_path)
+  _break_wrong_shape(root)
+  for args, env in (([str(root)], None), ([str(tmp_path / "absent")], None),
+                    (["someone/not-a-real-model"], {"HF_HUB_OFFLINE": "1"})):
+    bad = _run_cli(*args, env=env)
+    assert bad.returncode == 2, bad.stderr
+    assert "Traceback" not in bad.stderr
+    lines = [l for l in bad.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("jaxaug: error:"), bad.stderr
