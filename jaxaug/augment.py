@@ -5,7 +5,9 @@ batch whose leading axis is the item axis; the per-item work is vmapped, so an
 item's result depends only on its own key and inputs. That keeps outputs
 independent of batch size, batch position and device count (design.md,
 contract 1), and the functions run unchanged under jit, vmap and a batch
-sharded with NamedSharding(mesh, P('data')).
+sharded with NamedSharding(mesh, P('data')). On a mesh with Explicit axes
+(jax.make_mesh's default) trace them under `jax.set_mesh(mesh)`: vmapped
+jax.random.beta fails there without the mesh in context.
 
 Images are float32 in [0, 1], NHWC. Embeddings are (B, d). Functions that draw
 a mixing weight return it as `lam`: the share of the first input in the output
@@ -104,8 +106,8 @@ def resize_box(image, box, size: int = CROP_SIZE):
   """Resamples the (top, left, h, w) box of one HWC image to size x size.
 
   Bilinear with antialiasing, via scale_and_translate so the box may be traced.
-  Unlike torchvision (crop, then resize) the filter at the box edge also sees
-  the pixels just outside the box; inside, the result is the same.
+  Unlike torchvision (crop, then resize) the triangle filter at the box edge
+  also sees the pixels just outside the box; away from the edge it is the same.
   """
   top, left, h, w = box.astype(jnp.float32)
   scale = jnp.stack([size / h, size / w])

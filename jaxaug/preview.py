@@ -130,13 +130,17 @@ def render(rows) -> Image.Image:
   return sheet
 
 
-def write_png(sheet: Image.Image, out: str):
-  """Writes under a temporary name, then renames: no partial file is ever visible."""
-  folder = os.path.dirname(os.path.abspath(out))
+def check_out(out: str):
+  """Fails before any work if --out cannot take the PNG."""
   if not out.lower().endswith(".png"):
     raise UserError(f"--out={out}: the preview is a PNG; give a path ending in .png")
+  folder = os.path.dirname(os.path.abspath(out))
   if not os.path.isdir(folder):
     raise UserError(f"--out={out}: folder {folder} does not exist; create it first")
+
+
+def write_png(sheet: Image.Image, out: str):
+  """Writes under a temporary name, then renames: no partial file is ever visible."""
   tmp = f"{out}.tmp"
   sheet.save(tmp, format="PNG")
   os.replace(tmp, out)
@@ -146,6 +150,7 @@ def write_png(sheet: Image.Image, out: str):
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}; pass images with --images=a.jpg,b.jpg")
+  check_out(_OUT.value)
   sources = load_sources(_IMAGES.value) if _IMAGES.value else drawn_sources()
   sheet = render(augment_draws(sources, _SEED.value))
   write_png(sheet, _OUT.value)

@@ -1,0 +1,359 @@
+"""python -m jaxaug.train: a classifier on real (+ synthetic) images, evaluated by class group, resumable.
+
+    python -m jaxaug.train                                      # the demo (configs/train_demo.py)
+    python -m jaxaug.train --config=configs/train_imagenet_lt.py --config.real=... --config.synthetic=DIR
+    python -m jaxaug.train --config=configs/train_fewshot.py:caltech101,4,embed_cutmix_dropout
+
+Rerunning the same command continues from the last checkpoint in `workdir`. The workdir gets
+config.json, checkpoints/ (orbax), metrics.jsonl (train loss and accuracy every `log_every` steps,
+eval top-1 every `eval_every` steps), and at the end metrics.json (top-1 overall, many / medium /
+few, per class), curves.png and per_class.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, logging
+from ml_collections import config_flags
+
+from jaxaug import evaluate, mesh
+from jaxaug.data import kshot, open_source
+from jaxaug.data.sources import ImageSource, describe
+from jaxaug.data.synthetic import SyntheticSource
+from jaxaug.errors import UserError, exit_on_user_error
+from jaxaug.models import resnet
+from jaxaug.train_lib import checkpoint, data as data_lib, step as step_lib
+
+_DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "train_demo.py")
+_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "training config file", lock_config=True)
+
+# Config fields a rerun may change without changing the run (each host has its own mesh.process_id).
+_LOCAL_FIELDS = ("mesh",)
+
+
+@dataclasses.dataclass
+class Data:
+  train: ImageSource  # real training images (the k-shot subset when shots > 0)
+  eval: ImageSource
+  synthetic: ImageSource | None
+
+
+def open_data(config) -> Data:
+  train = open_source(config.real, config.train_split)
+  if config.shots:
+    train = kshot(train, config.shots, config.shots_seed)
+  synthetic = None
+  if config.synthetic:
+    synthetic = SyntheticSource(os.path.expanduser(config.synthetic))
+    if config.synthetic_method:
+      synthetic = data_lib.select_method(synthetic, config.synthetic_method, config.synthetic)
+  return Data(train=train, eval=open_source(config.real, config.eval_split), synthetic=synthetic)
+
+
+def check(config, data: Data) -> None:
+  """Every user error we can see before compiling anything."""
+  for field, allowed in (("loss", step_lib.LOSSES), ("optimizer", step_lib.OPTIMIZERS), ("mix", data_lib.MIXES)):
+    if config[field] not in allowed:
+      raise UserError(f"unknown {field} {config[field]!r}: set --config.{field} to one of {', '.join(allowed)}")
+  if config.model not in resnet.ARCHS:
+    raise UserError(f"unknown model {config.model!r}: set --config.model to one of {', '.join(resnet.ARCHS)}")
+  if not 0.0 <= config.synthetic_fraction <= 1.0:
+    raise UserError(f"synthetic_fraction {config.synthetic_fraction} is not in [0, 1]")
+  for field, unit in (("batch_size", jax.device_count()), ("eval_batch_size", jax.device_count())):
+    if config[field] < 1 or config[field] % unit:
+      raise UserError(f"{field} {config[field]} must be a positive multiple of the {unit} devices")
+  if config.crop_size > config.load_size:
+    raise UserError(f"crop_size {config.crop_size} is larger than load_size {config.load_size}: crops come from "
+                    "the loaded squares, so make load_size >= crop_size")
+  if config.linear_probe and not config.pretrained:
+    raise UserError("linear_probe needs a frozen pretrained backbone: set --config.pretrained=<torchvision or "
+                    "timm .safetensors file>")
+  if config.epochs < 1 or config.checkpoint_every < 1 or config.log_every < 1:
+    raise UserError("epochs, checkpoint_every and log_every must be at least 1")
+  data_lib.check_no_empty_class(data.train, f"{config.real} ({config.train_split})")
+  if tuple(data.eval.class_names) != tuple(data.train.class_names):
+    raise UserError(f"split {config.eval_split} of {config.real} has other classes than {config.train_split}: "
+                    "evaluate on a split of the same dataset")
+  if data.synthetic is not None:
+    data_lib.check_classes(data.train, data.synthetic, config.synthetic)
+    if len(data.synthetic) == 0:
+      raise UserError(f"synthetic set {config.synthetic} has no images yet: finish generating it, or set "
+                      "--config.synthetic=''")
+
+
+def steps_per_epoch(config, data: Data) -> int:
+  """The paper's epoch: one pass over the synthetic set in the batch mix, else over the real set."""
+  if config.steps_per_epoch:
+    return config.steps_per_epoch
+  local = config.batch_size // jax.process_count()
+  n_syn = data_lib.synthetic_per_batch(config.mix, config.synthetic_fraction, local, data.synthetic is not None)
+  if n_syn:
+    return max(1, len(data.synthetic) // (n_syn * jax.process_count()))
+  return max(1, len(data.train) // config.batch_size)
+
+
+def compute_dtype():
+  """bf16 on accelerators, fp32 on CPU (exact, and what the resume test compares bit for bit)."""
+  return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+
+
+def fingerprint(config) -> dict:
+  return {k: v for k, v in json.loads(config.to_json()).items() if k not in _LOCAL_FIELDS}
+
+
+def _check_workdir(workdir: Path, config, resumable: bool) -> None:
+  """A workdir with checkpoints belongs to its config; a changed config cannot resume from them."""
+  saved = workdir / "config.json"
+  if resumable and saved.is_file():
+    before = json.loads(saved.read_text())
+    now = fingerprint(config)
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+      raise UserError(f"{workdir} holds checkpoints of a run with another config ({', '.join(changed)} changed): "
+                      "rerun with the same config to resume, or use a new --config.workdir")
+
+
+class Trainer:
+  """The compiled steps, the mesh and the run's constants."""
+
+  def __init__(self, config, data: Data):
+    self.config = config
+    self.data = data
+    self.mesh = mesh.data_mesh()
+    self.steps_per_epoch = steps_per_epoch(config, data)
+    self.total_steps = config.epochs * self.steps_per_epoch
+    self.model = resnet.create(config.model, data.train.num_classes, frozen_backbone=config.linear_probe,
+                               dtype=compute_dtype())
+    self.tx = step_lib.optimizer(
+        config.optimizer, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        warmup_steps=round(config.warmup_epochs * self.steps_per_epoch), total_steps=self.total_steps,
+        linear_probe=config.linear_probe)
+    replicated, batch = mesh.replicated(self.mesh), mesh.batch_sharding(self.mesh)
+    prior = step_lib.log_prior(config.loss, data.train.counts())
+    self.init = jax.jit(functools.partial(step_lib.init_state, self.model, self.tx, config.seed, config.crop_size),
+                        out_shardings=replicated)
+    self.train_step = jax.jit(
+        functools.partial(step_lib.train_step, model=self.model, tx=self.tx, prior=prior,
+                          label_smoothing=config.label_smoothing, crop=config.crop_size,
+                          augment_images=config.augment),
+        in_shardings=(replicated, batch), out_shardings=(replicated, replicated), donate_argnums=0)
+    self.eval_step = jax.jit(functools.partial(step_lib.eval_step, model=self.model, crop=config.crop_size),
+                             in_shardings=(replicated, batch), out_shardings=replicated)
+
+  def shard(self) -> tuple[int, int]:
+    return jax.process_index(), jax.process_count()
+
+  def initial_state(self):
+    state = self.init()
+    if self.config.pretrained:
+      variables = resnet.load_pretrained(self.config.pretrained, self.config.model,
+                                         jax.device_get({"params": state.params, "batch_stats": state.batch_stats}))
+      variables = jax.device_put(variables, mesh.replicated(self.mesh))
+      state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+    return state
+
+  def train_input(self) -> data_lib.TrainInput:
+    c = self.config
+    return data_lib.train_input(
+        self.data.train, self.data.synthetic, mix=c.mix, fraction=c.synthetic_fraction,
+        batch_size=c.batch_size // jax.process_count(), total_steps=self.total_steps, size=c.load_size,
+        seed=c.seed, shard=self.shard(), num_threads=c.num_threads, num_workers=c.num_workers)
+
+  def evaluate(self, state) -> dict:
+    c = self.config
+    batches = data_lib.eval_input(self.data.eval, batch_size=c.eval_batch_size // jax.process_count(),
+                                  size=c.load_size, shard=self.shard(), num_threads=c.num_threads)
+    correct, count = evaluate.run(self.eval_step, state, batches, functools.partial(mesh.to_global, self.mesh))
+    return evaluate.summarize(correct, count, self.data.train.counts(), self.data.train.class_names)
+
+
+def _read_history(path: Path, upto: int) -> list[dict]:
+  """metrics.jsonl records up to the resumed step (later ones came from steps that will run again)."""
+  if not path.is_file():
+    return []
+  history = []
+  for line in path.read_text().splitlines():
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      break  # a torn last line from a kill
+    if record["step"] <= upto:
+      history.append(record)
+  return history
+
+
+class _History:
+  """metrics.jsonl on process 0, rewritten on resume to what the restored step had logged."""
+
+  def __init__(self, path: Path, upto: int):
+    self.path = path
+    self.records = _read_history(path, upto)
+    self.primary = jax.process_index() == 0
+    if self.primary:
+      tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+      tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+      os.replace(tmp, path)
+
+  def add(self, record: dict) -> None:
+    self.records.append(record)
+    if self.primary:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _eval_record(step: int, summary: dict) -> dict:
+  return {"step": step, **{k: summary[k] for k in ("top1",) + evaluate.GROUPS}}
+
+
+def _progress(total: int, initial: int):
+  from tqdm import tqdm
+
+  return tqdm(total=total, initial=initial, disable=jax.process_index() != 0, unit="step", desc="training",
+              file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+
+
+def train_and_evaluate(config, data: Data | None = None) -> dict:
+  """Trains (or resumes) in config.workdir and returns the final metrics (also in metrics.json)."""
+  data = data or open_data(config)
+  check(config, data)
+  trainer = Trainer(config, data)
+  workdir = Path(os.path.expanduser(config.workdir))
+  workdir.mkdir(parents=True, exist_ok=True)
+  mngr = checkpoint.manager(str(workdir / "checkpoints"))
+  latest = mngr.latest_step()
+  _check_workdir(workdir, config, resumable=latest is not None)
+  if jax.process_index() == 0:
+    evaluate.write_json(str(workdir / "config.json"), fingerprint(config))
+  logging.info("real train: %s; eval: %s; synthetic: %s", describe(data.train), describe(data.eval),
+               describe(data.synthetic) if data.synthetic is not None else "none")
+  logging.info("%s, %d steps (%d per epoch), batch %d on %d devices, %s", config.model, trainer.total_steps,
+               trainer.steps_per_epoch, config.batch_size, jax.device_count(), jnp.dtype(compute_dtype()).name)
+
+  stream = trainer.train_input()
+  if latest is None:
+    state, start = trainer.initial_state(), 0
+  else:
+    state, input_state = checkpoint.restore(mngr, latest, trainer.init())
+    stream.set_state(input_state)
+    start = int(latest)
+    logging.info("resumed from step %d", start)
+  history = _History(workdir / "metrics.jsonl", start)
+  if start >= trainer.total_steps:  # finished before; the final evaluation runs again
+    history.records = [r for r in history.records if not (r["step"] >= trainer.total_steps and "top1" in r)]
+
+  to_global = functools.partial(mesh.to_global, trainer.mesh)
+  window, since = [], time.perf_counter()
+  progress = _progress(trainer.total_steps, start)
+  for step in range(start + 1, trainer.total_steps + 1):
+    state, metrics = trainer.train_step(state, to_global(next(stream)))
+    window.append(metrics)
+    progress.update()
+    save = step % config.checkpoint_every == 0 or step == trainer.total_steps
+    if step % config.log_every == 0 or save:  # windows end at checkpoints, so resumed logs match
+      means = {k: float(np.mean([float(m[k]) for m in window])) for k in window[0]}
+      rate = len(window) * config.batch_size / (time.perf_counter() - since)
+      history.add({"step": step, **means, "images_per_s": round(rate, 1)})
+      progress.set_postfix(loss=f"{means['loss']:.3f}", img_s=f"{rate:.0f}")
+      window, since = [], time.perf_counter()
+    if config.eval_every and step % config.eval_every == 0 and step < trainer.total_steps:
+      summary = trainer.evaluate(state)
+      history.add(_eval_record(step, summary))
+      logging.info("step %d: eval top-1 %.4f", step, summary["top1"])
+    if save:
+      checkpoint.save(mngr, step, state, stream.get_state())
+  progress.close()
+  stream.close()
+  mngr.wait_until_finished()
+  mngr.close()
+
+  summary = trainer.evaluate(state)
+  history.add(_eval_record(trainer.total_steps, summary))
+  train_records = [r for r in history.records if "loss" in r]
+  summary = {"step": trainer.total_steps,
+             "train_loss": train_records[-1]["loss"] if train_records else None,
+             "best_top1": max(r["top1"] for r in history.records if "top1" in r), **summary}
+  if jax.process_index() == 0:
+    evaluate.write_json(str(workdir / "metrics.json"), summary)
+    evaluate.curves_png(history.records, str(workdir / "curves.png"))
+    evaluate.per_class_png(summary, str(workdir / "per_class.png"))
+  groups = ", ".join(f"{g} {summary[g]:.4f}" for g in evaluate.GROUPS if summary[g] is not None)
+  print(f"top-1 {summary['top1']:.4f} ({groups}) after {trainer.total_steps} steps; results in {workdir}",
+        flush=True)
+  return summary
+
+
+# ---------------------------------------------------------------------------
+# Bench
+
+
+def bench_train(*, model: str = "resnet50", size: int | None = None, batch_size: int | None = None,
+                steps: int = 10, input_seconds: float = 3.0) -> dict:
+  """Train-step images/s (augmentation, forward, backward, SGD) and whether the input pipeline keeps up.
+
+  On an accelerator: ResNet-50 at 224 px, bf16, batch 128 per device. On CPU the same step is too
+  slow to time usefully, so it runs reduced (64 px, batch 8; `reduced` says so). The input side is
+  `pipeline.bench_input`: ImageNet-sized JPEGs decoded and fitted to load size on all host cores.
+  """
+  from jaxaug.data import pipeline
+
+  on_cpu = jax.default_backend() == "cpu"
+  size = size or (64 if on_cpu else 224)
+  batch_size = batch_size or (8 if on_cpu else 128) * jax.device_count()
+  load = round(size * 256 / 224)
+  net = resnet.create(model, 1000, dtype=compute_dtype())
+  tx = step_lib.optimizer("sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, warmup_steps=0, total_steps=1000,
+                          linear_probe=False)
+  m = mesh.data_mesh()
+  replicated, batch_sharding = mesh.replicated(m), mesh.batch_sharding(m)
+  state = jax.jit(functools.partial(step_lib.init_state, net, tx, 0, size), out_shardings=replicated)()
+  train_step = jax.jit(
+      functools.partial(step_lib.train_step, model=net, tx=tx, prior=jnp.zeros(1000), label_smoothing=0.0,
+                        crop=size, augment_images=True),
+      in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated), donate_argnums=0)
+  rng = np.random.default_rng(0)
+  batch = jax.device_put({"image": rng.integers(0, 256, (batch_size, load, load, 3), dtype=np.uint8),
+                          "label": rng.integers(0, 1000, batch_size).astype(np.int32)}, batch_sharding)
+  state, metrics = train_step(state, batch)  # compile
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = train_step(state, batch)
+  jax.block_until_ready(metrics)
+  step_rate = steps * batch_size / (time.perf_counter() - start)
+  host = pipeline.bench_input(size=load, min_seconds=input_seconds)
+  return {
+      "model": model, "size": size, "load_size": load, "batch_size": batch_size, "devices": jax.device_count(),
+      "device": jax.devices()[0].device_kind, "dtype": jnp.dtype(compute_dtype()).name,
+      "reduced": on_cpu and (size, model) != (224, "resnet50"),
+      "train_images_per_s": round(step_rate, 1),
+      "input_images_per_s": host["pipeline_images_per_s"], "input_workers": host["pipeline_workers"],
+      "input_keeps_up": host["pipeline_images_per_s"] >= step_rate,
+  }
+
+
+@exit_on_user_error
+def _main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}; configure with --config=... and --config.field=value")
+  config = _CONFIG.value
+  mesh.initialize(config.mesh.coordinator, config.mesh.num_processes, config.mesh.process_id)
+  train_and_evaluate(config)
+
+
+def main():
+  app.run(_main)
+
+
+if __name__ == "__main__":
+  main()
