@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jaxaug import augment
 from jaxaug.models import sd
 from jaxaug.models.pipeline import Pipeline
+from jaxaug.sampler import deinterleave, interleave
 
 
 @dataclasses.dataclass
@@ -86,8 +87,8 @@ def condition(pipe: Pipeline, params, methods: tuple[augment.Method, ...], metho
   image = _select(pick, [pixel_out[k][0] for k in pixel_kinds])
   lam_pixel = _select(pick, [pixel_out[k][1] for k in pixel_kinds])
 
-  both = clip_normalize(pipe, jnp.concatenate([image, clip_resize(pipe, x2)]))
-  e1, e2 = jnp.split(sd.encode_image(pipe, params, both), 2)
+  both = clip_normalize(pipe, interleave(image, clip_resize(pipe, x2)))
+  e1, e2 = deinterleave(sd.encode_image(pipe, params, both))
   embed_out = [augment.apply_embed(m, k_embed, e1, e2) for m in methods]
   embeds = _select(method_index, [e for e, _ in embed_out])
   lam_embed = _select(method_index, [lam for _, lam in embed_out])

@@ -73,7 +73,8 @@ def curves_png(history: Sequence[dict], path: str) -> None:
     points = [(h["step"], h[key]) for h in evals if h.get(key) is not None]
     if points:
       series["eval" if key == "top1" else f"eval {key}"] = tuple(zip(*points))
-  top1 = plots.line_chart(series, title="Top-1 accuracy", xlabel="step", ylabel="top-1", ylim=(0.0, 1.0))
+  top1 = plots.line_chart(series, title="Top-1 accuracy", xlabel="step", ylabel="top-1", ylim=(0.0, 1.0),
+                          legend_lower=True)
   plots.side_by_side([loss, top1]).save(path)
 
 

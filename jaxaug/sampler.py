@@ -20,6 +20,17 @@ from jaxaug.models.pipeline import Pipeline
 MODES = ("unclip", "txt2img", "img2img")
 
 
+def interleave(a, b):
+  """[a0, b0, a1, b1, ...]: doubles a batch while each device keeps its own rows (no resharding), so an
+  item's numerics do not depend on how many devices share the batch."""
+  return jnp.stack([a, b], axis=1).reshape((-1,) + a.shape[1:])
+
+
+def deinterleave(x):
+  pairs = x.reshape((-1, 2) + x.shape[1:])
+  return pairs[:, 0], pairs[:, 1]
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerSpec:
   """What the loop does; hashable, so one compiled loop serves every batch of a run."""
@@ -67,19 +78,19 @@ def denoise(pipe: Pipeline, params, spec: SamplerSpec, latents, context, uncond_
     latents = latents * state.init_noise_sigma
   batch = latents.shape[0]
   if spec.guided:
-    context = jnp.concatenate([uncond_context, context])
+    context = interleave(uncond_context, context)
     if image_vector is not None:
-      image_vector = jnp.concatenate([sd.unconditional_image_vector(batch, image_vector.shape[-1]), image_vector])
+      image_vector = interleave(sd.unconditional_image_vector(batch, image_vector.shape[-1]), image_vector)
 
   def step(i, carry):
     latents, state = carry
     t = timesteps[i]
     x = scheduler.scale_model_input(state, latents, t)
     if spec.guided:
-      x = jnp.concatenate([x, x])
+      x = interleave(x, x)
     out = sd.predict(pipe, params, x, jnp.broadcast_to(t, x.shape[:1]), context, image_vector)
     if spec.guided:
-      uncond, cond = jnp.split(out, 2)
+      uncond, cond = deinterleave(out)
       out = uncond + spec.guidance * (cond - uncond)
     latents, state = scheduler.step(state, out, t, latents, return_dict=False)
     return latents, state

@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging as std_logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -178,8 +178,8 @@ class Trainer:
     return evaluate.summarize(correct, count, self.data.train.counts(), self.data.train.class_names)
 
 
-def _read_history(path: Path, upto: int) -> list[dict]:
-  """metrics.jsonl records up to the resumed step (later ones came from steps that will run again)."""
+def _read_history(path: Path, upto: int, total: int) -> list[dict]:
+  """metrics.jsonl records up to the resumed step; later ones (and a final evaluation) will be made again."""
   if not path.is_file():
     return []
   history = []
@@ -188,7 +188,7 @@ def _read_history(path: Path, upto: int) -> list[dict]:
       record = json.loads(line)
     except json.JSONDecodeError:
       break  # a torn last line from a kill
-    if record["step"] <= upto:
+    if record["step"] < upto or (record["step"] == upto and ("loss" in record or upto < total)):
       history.append(record)
   return history
 
@@ -196,9 +196,9 @@ def _read_history(path: Path, upto: int) -> list[dict]:
 class _History:
   """metrics.jsonl on process 0, rewritten on resume to what the restored step had logged."""
 
-  def __init__(self, path: Path, upto: int):
+  def __init__(self, path: Path, upto: int, total: int):
     self.path = path
-    self.records = _read_history(path, upto)
+    self.records = _read_history(path, upto, total)
     self.primary = jax.process_index() == 0
     if self.primary:
       tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -248,9 +248,7 @@ def train_and_evaluate(config, data: Data | None = None) -> dict:
     stream.set_state(input_state)
     start = int(latest)
     logging.info("resumed from step %d", start)
-  history = _History(workdir / "metrics.jsonl", start)
-  if start >= trainer.total_steps:  # finished before; the final evaluation runs again
-    history.records = [r for r in history.records if not (r["step"] >= trainer.total_steps and "top1" in r)]
+  history = _History(workdir / "metrics.jsonl", start, trainer.total_steps)
 
   to_global = functools.partial(mesh.to_global, trainer.mesh)
   window, since = [], time.perf_counter()
@@ -342,11 +340,17 @@ def bench_train(*, model: str = "resnet50", size: int | None = None, batch_size:
   }
 
 
+def _quiet_orbax(record) -> bool:
+  """Orbax logs every checkpoint step at INFO; keep its warnings only."""
+  return "orbax" not in record.pathname or record.levelno >= std_logging.WARNING
+
+
 @exit_on_user_error
 def _main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}; configure with --config=... and --config.field=value")
   config = _CONFIG.value
+  logging.get_absl_handler().addFilter(_quiet_orbax)
   mesh.initialize(config.mesh.coordinator, config.mesh.num_processes, config.mesh.process_id)
   train_and_evaluate(config)
 

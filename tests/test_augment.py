@@ -345,7 +345,7 @@ SHARDED = textwrap.dedent("""
     import sys
     import jax
     import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
     sys.path.insert(0, sys.argv[1])
     from test_augment import batch_outputs
     assert jax.device_count() == 4, jax.devices()
@@ -357,9 +357,14 @@ SHARDED = textwrap.dedent("""
         assert len({str(s.index) for s in value.addressable_shards}) == 4, value.sharding
       return {k: np.asarray(v) for k, v in out.items()}
 
-    mesh = jax.make_mesh((4,), ("data",))  # Explicit axes: trace under set_mesh.
-    with jax.set_mesh(mesh):
-      np.savez(sys.argv[2], **sharded_outputs(mesh))
+    # jaxaug.mesh uses Auto axes; make_mesh's default is Explicit, traced under set_mesh.
+    auto = sharded_outputs(jax.make_mesh((4,), ("data",), axis_types=(AxisType.Auto,)))
+    explicit = jax.make_mesh((4,), ("data",))
+    with jax.set_mesh(explicit):
+      out = sharded_outputs(explicit)
+    for name in out:
+      np.testing.assert_array_equal(auto[name], out[name], err_msg=name)
+    np.savez(sys.argv[2], **out)
 """)
 
 

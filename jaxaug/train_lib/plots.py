@@ -79,20 +79,24 @@ class _Panel:
     _, top, _, bottom = self.box
     return bottom - (y - self.y0) / (self.y1 - self.y0) * (bottom - top)
 
-  def legend(self, entries: Sequence[tuple[str, tuple[int, int, int]]]):
+  def legend(self, entries: Sequence[tuple[str, tuple[int, int, int]]], *, lower: bool = False, dots: bool = False):
+    """Names and colours in the upper (or lower) right corner, as line segments or dots."""
     font = _font(12)
     x = self.box[2] - 8 - max(self.draw.textlength(name, font=font) for name, _ in entries) - 20
-    y = self.box[1] + 8
+    y = self.box[3] - 8 - 16 * len(entries) if lower else self.box[1] + 8
     width = self.box[2] - 4 - x
     self.draw.rectangle([x - 6, y - 4, x + width, y + 16 * len(entries)], fill="white", outline=GREY)
     for name, colour in entries:
-      self.draw.line([(x, y + 6), (x + 14, y + 6)], fill=colour, width=3)
+      if dots:
+        self.draw.ellipse([x + 3, y + 2, x + 11, y + 10], fill=colour)
+      else:
+        self.draw.line([(x, y + 6), (x + 14, y + 6)], fill=colour, width=3)
       self.draw.text((x + 20, y + 6), name, fill="black", font=font, anchor="lm")
       y += 16
 
 
 def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str, xlabel: str,
-               ylabel: str, ylim: tuple[float, float] | None = None) -> Image.Image:
+               ylabel: str, ylim: tuple[float, float] | None = None, legend_lower: bool = False) -> Image.Image:
   """One line (with dots where there are few points) per named series of (xs, ys)."""
   series = {k: (np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in series.items() if len(x)}
   xs = np.concatenate([x for x, _ in series.values()]) if series else np.zeros(1)
@@ -110,7 +114,7 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, ti
         panel.draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
     entries.append((name, colour))
   if entries:
-    panel.legend(entries)
+    panel.legend(entries, lower=legend_lower)
   return panel.image
 
 
@@ -134,7 +138,7 @@ def scatter_log_x(groups: dict[str, tuple[Sequence[float], Sequence[float]]], *,
         px, py = panel.px(max(a, 1)), panel.py(b)
         panel.draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour, outline="white")
     entries.append((f"{name} ({len(x)})", colour))
-  panel.legend(entries)
+  panel.legend(entries, lower=True, dots=True)
   return panel.image
 
 

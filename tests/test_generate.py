@@ -1,0 +1,181 @@
+"""python -m jaxaug.generate: the demo, reproducibility across devices and processes, kill-and-resume, bad input."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxaug.data import synthetic
+from jaxaug.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+# A small run: 4 classes x 3 methods, 2 units of 4 plus... per_device 2 so batches cross unit borders.
+SMALL = ["--config.methods=cutmix,embed_mixup_dropout,rand_img_cond", "--config.plan.amount=1",
+         "--config.plan.unit_size=5", "--config.sampler.steps=2", "--config.resolution=32",
+         "--config.batch.per_device=2", "--config.data.source=demo:3", "--config.output.image_files=false",
+         "--config.data.source_size=48"]
+
+
+def _env(devices=1):
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONUNBUFFERED": "1"}
+  env.setdefault("JAXAUG_CACHE_DIR", str(Path.home() / ".cache" / "jaxaug"))
+  return env
+
+
+def _generate(out, *flags, devices=1, wait=True, cwd=None):
+  cmd = [sys.executable, "-m", "jaxaug.generate", f"--config.output.dir={out}", *flags]
+  if not wait:
+    return subprocess.Popen(cmd, env=_env(devices), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.run(cmd, env=_env(devices), cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _records(out) -> dict:
+  """{unit: [record bytes]} of a finished run."""
+  shards = Path(out) / synthetic.SHARDS
+  return {p.name: synthetic._read_shard(p) for p in sorted(shards.glob("unit-*.array_record"))}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  out = tmp_path_factory.mktemp("ref") / "out"
+  run = _generate(out, *SMALL)
+  assert run.returncode == 0, run.stderr[-3000:]
+  return out
+
+
+def test_reference_run_output(reference):
+  recs = _records(reference)
+  assert len(recs) == 3  # 12 items in units of 5
+  src = synthetic.SyntheticSource(reference)
+  assert len(src) == 12 and src.counts().tolist() == [3, 3, 3, 3]
+  assert sorted(src.item_ids.tolist()) == list(range(12))
+  prov = src.provenance(0)
+  assert prov["method"] in ("cutmix", "embed_mixup_dropout", "rand_img_cond")
+  assert {"source_ids", "lam", "seed", "model", "prompt"} <= set(prov)
+  lams = [src.provenance(i)["lam"] for i in range(len(src))]
+  methods = [src.provenance(i)["method"] for i in range(len(src))]
+  assert all(l == 1.0 for l, m in zip(lams, methods) if m == "rand_img_cond")
+  assert any(0 < l < 1 for l, m in zip(lams, methods) if m != "rand_img_cond")
+  assert src[0].image.shape == (32, 32, 3)
+  info = json.loads((reference / "dataset_info.json").read_text())
+  assert info["synthetic_counts"] == [3, 3, 3, 3] and info["units_done"] == 3
+  config = json.loads((reference / "config.json").read_text())
+  assert config["config"]["sampler"]["steps"] == 2
+  sheet = Image.open(reference / "contact_sheet.png")
+  assert sheet.size[0] > 3 * 96 * 3 and sheet.size[1] > 4 * 96
+
+
+def test_rerun_finds_everything_done(reference, tmp_path):
+  before = _records(reference)
+  again = _generate(reference, *SMALL)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "wrote 0 image(s)" in again.stdout
+  assert _records(reference) == before
+
+
+def test_four_devices_give_identical_records(reference, tmp_path):
+  run = _generate(tmp_path / "out", *SMALL, devices=4)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert _records(tmp_path / "out") == _records(reference)
+
+
+def test_two_processes_give_identical_records(reference, tmp_path):
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  out = tmp_path / "out"
+  procs = [_generate(out, *SMALL, f"--config.mesh.coordinator=localhost:{port}", "--config.mesh.num_processes=2",
+                     f"--config.mesh.process_id={i}", wait=False) for i in range(2)]
+  results = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, results):
+    assert p.returncode == 0, err[-3000:]
+  assert (out / "done_units.p1.jsonl").is_file()  # process 1 wrote its own units
+  assert _records(out) == _records(reference)
+
+
+def test_sigkill_and_rerun_is_identical(reference, tmp_path):
+  out = tmp_path / "out"
+  proc = _generate(out, *SMALL, "--config.batch.per_device=1", wait=False)
+  deadline = time.time() + 300
+  while time.time() < deadline and not list((out / synthetic.SHARDS).glob("unit-*.array_record")):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  assert 1 <= len(list((out / synthetic.SHARDS).glob("unit-*"))) < 3  # killed mid-run, something committed
+  rerun = _generate(out, *SMALL)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert _records(out) == _records(reference)
+  assert not list((out / synthetic.SHARDS).glob(".*"))  # no temporary shard left
+
+
+def _bad(tmp_path, *flags):
+  out = tmp_path / "bad"
+  run = _generate(out, *SMALL, *flags)
+  lines = [l for l in run.stderr.splitlines() if l.strip() and not l.startswith(("I1", "W1", "I0", "W0"))]
+  return run, lines, out
+
+
+@pytest.mark.parametrize("flag, expect", [
+    ("--config.methods=cutmix,sharpen", "unknown augmentation method 'sharpen'"),
+    ("--config.sampler.scheduler=euler", "unknown scheduler 'euler'"),
+    ("--config.model=/no/such/checkpoint", "checkpoint '/no/such/checkpoint' not found"),
+    ("--config.data.source=folder:/no/such/images", "/no/such/images"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, flag, expect):
+  run, lines, out = _bad(tmp_path, flag)
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert "Traceback" not in run.stderr
+  assert len(lines) == 1 and expect in lines[0], lines
+  assert not out.exists()
+
+
+def test_unwritable_output_directory(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  run = _generate(blocker / "out", *SMALL)
+  assert run.returncode == 2 and "cannot write to output directory" in run.stderr
+  assert "Traceback" not in run.stderr
+
+
+def test_changed_config_into_same_directory_is_refused(reference):
+  run = _generate(reference, *SMALL, "--config.sampler.guidance=5")
+  assert run.returncode == 2 and "different config (sampler changed)" in run.stderr
+
+
+def test_corrupt_source_image_is_skipped_and_counted(tmp_path):
+  from jaxaug.data.demo import DemoSource
+
+  root = tmp_path / "images"
+  demo = DemoSource("train", 2)
+  for i in range(len(demo)):
+    folder = root / demo.class_names[demo.labels[i]].replace(" ", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(demo.read(i)).save(folder / f"{i}.png")
+  first = sorted((root / "blue_stripes").iterdir())[0]
+  first.write_bytes(b"\x89PNG broken")
+  out = tmp_path / "out"
+  run = _generate(out, *SMALL, f"--config.data.source=folder:{root}", "--config.methods=rand_img_cond",
+                  "--config.plan.amount=2")
+  assert run.returncode == 0, run.stderr[-3000:]
+  src = synthetic.SyntheticSource(out)
+  skipped = 8 - len(src)
+  assert skipped >= 1 and f"skipped sources: {skipped}" in run.stdout
+  assert all(p["source_ids"][0].endswith(first.name) is False for p in map(src.provenance, range(len(src))))
+
+
+def test_demo_without_flags(tmp_path):
+  run = subprocess.run([sys.executable, "-m", "jaxaug.generate"], cwd=tmp_path, env=_env(), capture_output=True,
+                       text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "contact sheet: out/demo/contact_sheet.png" in run.stdout
+  assert (tmp_path / "out" / "demo" / "contact_sheet.png").is_file()
+  src = synthetic.SyntheticSource(tmp_path / "out" / "demo")
+  assert len({src.provenance(i)["method"] for i in range(len(src))}) == 10
