@@ -42,6 +42,16 @@ _OUTPUT_FIELDS = ("model", "data", "methods", "alpha", "plan", "prompt", "sample
                   "output.jpeg_quality")
 
 
+def get_demo_config():
+  """The default config (configs/demo.py), for code that builds a run without flags."""
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("jaxaug_demo_config", _DEFAULT_CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def resolve_model(name: str) -> str:
   """'tiny' / 'tiny-sd' are the built-in random checkpoints (written to a cache on first use)."""
   if name in ("tiny", "tiny-unclip"):

@@ -18,7 +18,7 @@ TORCHVISION_SHAPES = {  # block, layers, groups, width_per_group as torchvision 
 
 
 def _variables(model, size=32):
-  return model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False)
+  return jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))()
 
 
 @pytest.mark.parametrize("arch", sorted(TORCHVISION_PARAMS))
@@ -132,7 +132,7 @@ def test_torchvision_weights_give_torchvision_outputs(arch, tmp_path):
                             "bias": jnp.asarray(state["fc.bias"], jnp.float32)}
 
   x = rng.normal(size=(2, 32, 32, 3))
-  got = np.asarray(model.apply(loaded, jnp.asarray(x, jnp.float32), train=False))
+  got = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(loaded, jnp.asarray(x, jnp.float32)))
   want = torchvision_forward(arch, state, x.transpose(0, 3, 1, 2))
   np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
 
