@@ -1,0 +1,339 @@
+"""python -m jaxaug.train: losses, class groups, mixing, the long-tail digits check, user errors, resume, devices."""
+
+import importlib.util
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from PIL import Image
+
+from jaxaug import evaluate, train
+from jaxaug.data import open_source, synthetic
+from jaxaug.errors import UserError
+from jaxaug.models import resnet
+from jaxaug.train_lib import data as data_lib, step as step_lib
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_synthetic(out, source, per_class, methods=("mixup",), class_names=None, unit_size=8):
+  """A generated set in the real format (write_unit): inverted copies of the source's images."""
+  names = list(class_names or source.class_names)
+  items = [(c, int(np.flatnonzero(source.labels == c)[k % int((source.labels == c).sum())]), m)
+           for m in methods for c in range(len(names)) for k in range(per_class)]
+  for unit, start in enumerate(range(0, len(items), unit_size)):
+    records, ids, labels = [], [], []
+    for item_id in range(start, min(start + unit_size, len(items))):
+      label, index, method = items[item_id]
+      buffer = io.BytesIO()
+      Image.fromarray(255 - source[index].image).save(buffer, format="PNG")
+      records.append(synthetic.encode_record(buffer.getvalue(), label, names[label], item_id,
+                                             {"method": method, "source_ids": [source.id(index)]}))
+      ids.append(item_id)
+      labels.append(label)
+    synthetic.write_unit(out, unit, records, ids, labels)
+  synthetic.write_info(out, {"class_names": names})
+  return synthetic.SyntheticSource(out)
+
+
+def config_file(name, *arg):
+  """get_config(*arg) of configs/<name>.py (config files are loaded by path, not imported as a package)."""
+  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*arg)
+
+
+def demo_config(workdir, **fields):
+  config = config_file("train_demo")
+  config.workdir = str(workdir)
+  config.synthetic = ""
+  for key, value in fields.items():
+    config[key] = value
+  return config
+
+
+# ---------------------------------------------------------------------------
+# Losses and groups
+
+
+def test_balanced_softmax_is_cross_entropy_on_logits_plus_log_counts():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(6, 5))
+  labels = rng.integers(0, 5, 6)
+  counts = np.array([500, 120, 40, 9, 2])
+  prior = step_lib.log_prior("balanced_softmax", counts)
+  got = step_lib.classification_loss(jnp.asarray(logits, jnp.float32), labels, prior)
+  # -log(n_y e^z_y / sum_j n_j e^z_j), Ren et al. 2020 eq. 4
+  weighted = counts * np.exp(logits)
+  want = -np.mean(np.log(weighted[np.arange(6), labels] / weighted.sum(1)))
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  plain = step_lib.classification_loss(logits, labels, step_lib.log_prior("cross_entropy", counts))
+  np.testing.assert_allclose(plain, optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), rtol=1e-6)
+  smooth = step_lib.classification_loss(logits, labels, prior, label_smoothing=0.1)
+  adjusted = jax.nn.log_softmax(logits + np.log(counts))
+  want = -np.mean(0.9 * adjusted[np.arange(6), labels] + 0.1 * adjusted.mean(1))
+  np.testing.assert_allclose(smooth, want, rtol=1e-5)
+
+
+def test_many_medium_few_on_a_known_confusion():
+  train_counts = np.array([150, 101, 100, 20, 19, 3, 50])  # many: 0, 1; medium: 2, 3, 6; few: 4, 5
+  confusion = np.array([  # rows: true class, columns: predicted
+      [9, 1, 0, 0, 0, 0, 0],
+      [2, 8, 0, 0, 0, 0, 0],
+      [0, 0, 5, 5, 0, 0, 0],
+      [0, 0, 0, 4, 0, 0, 0],
+      [3, 0, 0, 0, 1, 0, 0],
+      [1, 1, 0, 0, 0, 0, 0],
+      [0, 0, 0, 0, 0, 0, 0],  # no test images: no accuracy, in no mean
+  ])
+  summary = evaluate.summarize(np.diag(confusion), confusion.sum(1), train_counts, list("abcdefg"))
+  assert summary["top1"] == pytest.approx(27 / 40)
+  assert summary["many"] == pytest.approx((0.9 + 0.8) / 2)
+  assert summary["medium"] == pytest.approx((0.5 + 1.0) / 2)
+  assert summary["few"] == pytest.approx((0.25 + 0.0) / 2)
+  assert summary["classes"] == {"many": 2, "medium": 3, "few": 2}
+  assert summary["per_class"][6]["accuracy"] is None and summary["per_class"][4]["train_images"] == 19
+
+
+# ---------------------------------------------------------------------------
+# Mixing real and synthetic images
+
+
+def _solid_source(value, counts, size=8):
+  labels = np.repeat(np.arange(len(counts)), counts)
+  return data_lib.ArraySource(np.full((len(labels), size, size, 3), value, np.uint8), labels,
+                              [f"c{i}" for i in range(len(counts))])
+
+
+def test_swap_stream_swaps_within_the_class_at_rate_p():
+  real = _solid_source(0, [30, 30, 30])
+  syn = data_lib.ArraySource(np.full((20, 8, 8, 3), 255, np.uint8), [0] * 10 + [1] * 10, real.class_names)
+  stream = data_lib.SwapStream(real, syn, 0.5, seed=3, length=900)
+  real_entries = stream.entries < len(real)
+  assert np.array_equal(stream.labels, np.concatenate([real.labels, syn.labels])[stream.entries])
+  assert not np.any(~real_entries & (stream.labels == 2))  # class 2 has no synthetic images
+  assert 0.4 < np.mean(~real_entries[stream.labels < 2]) < 0.6
+  for epoch in range(10):  # every real image once per epoch, when not swapped
+    chunk = stream.entries[epoch * 90:(epoch + 1) * 90]
+    assert len(set(chunk[chunk < 90])) == np.sum(chunk < 90)
+  again = data_lib.SwapStream(real, syn, 0.5, seed=3, length=1800)
+  assert np.array_equal(again.entries[:900], stream.entries)  # a longer run has the same start
+
+
+def test_batch_mix_puts_the_synthetic_share_in_every_batch():
+  real = _solid_source(0, [12, 12])
+  syn = _solid_source(255, [5, 5])
+  stream = data_lib.train_input(real, syn, mix="batch", fraction=0.25, batch_size=8, total_steps=10, size=8,
+                                seed=0, shard=(0, 1), num_threads=1, num_workers=0)
+  for _ in range(6):
+    batch = next(stream)
+    assert batch["image"].shape == (8, 8, 8, 3)
+    assert np.array_equal(batch["image"].reshape(8, -1).max(1), [0] * 6 + [255] * 2)
+  stream.close()
+
+
+# ---------------------------------------------------------------------------
+# Long tail: Balanced Softmax against cross-entropy on digits
+
+
+def digits_long_tail(imbalance=50, n_max=140, test_per_class=30, seed=0):
+  """scikit-learn's 8x8 digits with n_max * imbalance^(-c/9) train images for class c; a balanced test set."""
+  from sklearn.datasets import load_digits
+
+  digits = load_digits()
+  images = np.repeat(np.round(digits.images * 255 / 16).astype(np.uint8)[..., None], 3, -1)
+  rng = np.random.default_rng(seed)
+  train_idx, test_idx = [], []
+  for c in range(10):
+    members = rng.permutation(np.flatnonzero(digits.target == c))
+    test_idx.append(members[:test_per_class])
+    train_idx.append(members[test_per_class:test_per_class + round(n_max * imbalance ** (-c / 9))])
+  names = [str(c) for c in range(10)]
+  train_idx, test_idx = np.concatenate(train_idx), np.concatenate(test_idx)
+  return (data_lib.ArraySource(images[train_idx], digits.target[train_idx], names),
+          data_lib.ArraySource(images[test_idx], digits.target[test_idx], names))
+
+
+def test_balanced_softmax_beats_cross_entropy_on_few_classes_of_long_tailed_digits(tmp_path):
+  real_train, real_test = digits_long_tail()
+  assert real_train.counts().tolist() == [140, 91, 59, 38, 25, 16, 10, 7, 4, 3]
+  results = {}
+  for loss in ("cross_entropy", "balanced_softmax"):
+    config = demo_config(tmp_path / loss, loss=loss, model="resnet_tiny", load_size=8, crop_size=8, augment=False,
+                         batch_size=64, eval_batch_size=300, epochs=20, steps_per_epoch=10, lr=0.05,
+                         eval_every=0, checkpoint_every=1000, log_every=50)
+    results[loss] = train.train_and_evaluate(config, train.Data(real_train, real_test, None))
+  ce, bs = results["cross_entropy"], results["balanced_softmax"]
+  print(f"\nlong-tailed digits (1:50), few-group top-1: cross-entropy {ce['few']:.4f}, "
+        f"Balanced Softmax {bs['few']:.4f}; overall {ce['top1']:.4f} / {bs['top1']:.4f}")
+  assert bs["few"] > ce["few"] + 0.05
+  assert bs["top1"] > ce["top1"]
+
+
+# ---------------------------------------------------------------------------
+# Steps
+
+
+def test_linear_probe_updates_only_the_head():
+  model = resnet.create("resnet_tiny", 3, frozen_backbone=True)
+  tx = step_lib.optimizer("adam", lr=1e-2, momentum=0.9, weight_decay=0.0, warmup_steps=0, total_steps=10,
+                          linear_probe=True)
+  state = step_lib.init_state(model, tx, 0, 16)
+  batch = {"image": np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8),
+           "label": np.array([0, 1, 2, 0], np.int32)}
+  step = jax.jit(lambda s, b: step_lib.train_step(s, b, model=model, tx=tx, prior=jnp.zeros(3), label_smoothing=0.0,
+                                                  crop=12, augment_images=True))
+  new, _ = step(state, batch)
+  new, metrics = step(new, batch)
+  assert int(new.step) == 2 and np.isfinite(metrics["loss"])
+  for (path, before), after in zip(jax.tree_util.tree_leaves_with_path(state.params), jax.tree.leaves(new.params)):
+    assert np.array_equal(before, after) == (path[0].key != "fc"), path
+  jax.tree.map(np.testing.assert_array_equal, new.batch_stats, state.batch_stats)
+
+
+# ---------------------------------------------------------------------------
+# User errors
+
+
+def test_bad_inputs_are_user_errors(tmp_path):
+  demo = open_source("demo:4", "train")
+  other = make_synthetic(str(tmp_path / "other"), demo, 1, class_names=["a", "b", "c", "d"])
+  config = demo_config(tmp_path / "run", real="demo:4", synthetic=other.out.as_posix(), epochs=1)
+  with pytest.raises(UserError, match="class 0 is 'a' there but 'red circle' here"):
+    train.train_and_evaluate(config)
+
+  empty = _solid_source(0, [4, 0, 4])
+  with pytest.raises(UserError, match=r"class 1 \('c1'\) has no training images"):
+    train.train_and_evaluate(demo_config(tmp_path / "empty", load_size=8, crop_size=8),
+                             train.Data(empty, empty, None))
+
+  small = dict(real="demo:4", load_size=16, crop_size=16, batch_size=8, epochs=2, steps_per_epoch=2,
+               checkpoint_every=2)
+  train.train_and_evaluate(demo_config(tmp_path / "resume", **small))
+  with pytest.raises(UserError, match=r"another config \(lr changed\)"):
+    train.train_and_evaluate(demo_config(tmp_path / "resume", **{**small, "lr": 0.5}))
+
+  with pytest.raises(UserError, match="linear_probe needs"):
+    train.train_and_evaluate(demo_config(tmp_path / "probe", real="demo:4", linear_probe=True))
+
+
+def _env(devices=1):
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.expanduser("~/.cache/jaxaug-tests/jax"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", JAX_PLATFORMS="cpu")
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  return env
+
+
+def _cli(workdir, *fields, devices=1):
+  cmd = [sys.executable, "-m", "jaxaug.train", f"--config={REPO / 'configs' / 'train_demo.py'}",
+         f"--config.workdir={workdir}", *fields]
+  return subprocess.Popen(cmd, cwd=REPO, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_cli_user_error_is_one_line_and_exit_status_2(tmp_path):
+  demo = open_source("demo:4", "train")
+  other = make_synthetic(str(tmp_path / "other"), demo, 1, class_names=["a", "b", "c"])
+  proc = _cli(tmp_path / "run", "--config.real=demo:4", f"--config.synthetic={other.out}")
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 2
+  lines = [line for line in err.splitlines() if line.startswith("jaxaug: error:")]
+  assert len(lines) == 1 and "3 classes" in lines[0] and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------
+# Resume and devices (subprocesses: a real kill, a real device count)
+
+
+def _history(workdir):
+  records = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records]
+
+
+RESUME_RUN = ("--config.real=demo:8", "--config.load_size=32", "--config.crop_size=28", "--config.batch_size=16",
+              "--config.epochs=12", "--config.steps_per_epoch=10", "--config.checkpoint_every=10",
+              "--config.log_every=5", "--config.eval_every=40")
+
+
+def test_kill_and_resume_ends_with_the_same_metrics(tmp_path):
+  syn = make_synthetic(str(tmp_path / "syn"), open_source("demo:8", "train"), 3, methods=("mixup", "cutmix"))
+  fields = (*RESUME_RUN, f"--config.synthetic={syn.out}")
+  whole = _cli(tmp_path / "whole", *fields)
+  assert whole.wait(timeout=300) == 0, whole.stderr.read()
+
+  killed = tmp_path / "killed"
+  proc = _cli(killed, *fields)
+  deadline = time.time() + 300
+  while not (killed / "checkpoints" / "20").is_dir():
+    assert proc.poll() is None and time.time() < deadline, "the run ended before its second checkpoint"
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed / "metrics.json").exists()
+  rerun = _cli(killed, *fields)
+  assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
+
+  assert json.loads((killed / "metrics.json").read_text()) == json.loads((tmp_path / "whole" / "metrics.json").read_text())
+  assert _history(killed) == _history(tmp_path / "whole")
+  assert (killed / "curves.png").is_file() and (killed / "per_class.png").is_file()
+
+
+def test_one_and_four_devices_give_the_same_loss_curve(tmp_path):
+  syn = make_synthetic(str(tmp_path / "syn"), open_source("demo:8", "train"), 3)
+  fields = ("--config.real=demo:8", f"--config.synthetic={syn.out}", "--config.mix=swap", "--config.load_size=32",
+            "--config.crop_size=28", "--config.batch_size=16", "--config.epochs=1", "--config.steps_per_epoch=12",
+            "--config.log_every=1", "--config.eval_batch_size=16")
+  runs = {n: _cli(tmp_path / f"devices{n}", *fields, devices=n) for n in (1, 4)}
+  for n, proc in runs.items():
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+  one, four = (_history(tmp_path / f"devices{n}") for n in (1, 4))
+  assert [r["step"] for r in one] == [r["step"] for r in four]
+  np.testing.assert_allclose([r["loss"] for r in four if "loss" in r], [r["loss"] for r in one if "loss" in r],
+                             rtol=1e-4)
+  assert "4 devices" in runs[4].stderr.read()
+
+
+def test_paper_configs():
+  lt = config_file("train_imagenet_lt")
+  assert (lt.model, lt.loss, lt.mix, lt.synthetic_fraction, lt.lr, lt.batch_size) == (
+      "resnext50_32x4d", "balanced_softmax", "batch", 0.5, 0.2, 512)
+  fewshot = config_file("train_fewshot", "flowers102,8,mixup")
+  assert (fewshot.real, fewshot.shots, fewshot.synthetic, fewshot.synthetic_method) == (
+      "tfds:oxford_flowers102", 8, "out/flowers102_8shot", "mixup")
+  assert (fewshot.linear_probe, fewshot.optimizer, fewshot.mix, fewshot.epochs * fewshot.steps_per_epoch) == (
+      True, "adam", "swap", 10_000)
+  assert config_file("train_fewshot", "coco,1,real").synthetic == ""
+  with pytest.raises(ValueError, match="DATASET,SHOTS,METHOD"):
+    config_file("train_fewshot", "mnist,1,real")
+
+
+# ---------------------------------------------------------------------------
+# Pictures and bench
+
+
+def test_pictures_are_drawn(tmp_path):
+  history = [{"step": s, "loss": 2 / s, "accuracy": 1 - 1 / s} for s in range(1, 50)]
+  history += [{"step": s, "top1": 0.5 + s / 200, "many": 0.9, "medium": 0.6, "few": s / 100} for s in (10, 30, 49)]
+  evaluate.curves_png(history, str(tmp_path / "curves.png"))
+  counts = np.array([500, 300, 120, 80, 40, 20, 10, 5])
+  summary = evaluate.summarize(np.array([45, 40, 30, 20, 15, 10, 5, 1]), np.full(8, 50), counts, list("abcdefgh"))
+  evaluate.per_class_png(summary, str(tmp_path / "per_class.png"))
+  for name in ("curves.png", "per_class.png"):
+    image = np.asarray(Image.open(tmp_path / name).convert("RGB"))
+    assert image.shape[0] >= 300 and len(np.unique(image.reshape(-1, 3), axis=0)) > 10
+
+
+def test_bench_train_reports_step_and_input_rates():
+  result = train.bench_train(model="resnet_tiny", size=16, batch_size=4, steps=2, input_seconds=0.3)
+  assert result["train_images_per_s"] > 0 and result["input_images_per_s"] > 0
+  assert result["reduced"] and isinstance(result["input_keeps_up"], bool)
