@@ -69,7 +69,8 @@ def curves_png(history: Sequence[dict], path: str) -> None:
   loss = plots.line_chart({"train loss": ([h["step"] for h in train], [h["loss"] for h in train])},
                           title="Training loss", xlabel="step", ylabel="loss")
   series = {"train (batch)": ([h["step"] for h in train], [h["accuracy"] for h in train])}
-  for key in ("top1",) + GROUPS:
+  groups = [g for g in GROUPS if any(h.get(g) is not None for h in evals)]
+  for key in ("top1",) + (tuple(groups) if len(groups) > 1 else ()):  # one group would repeat "eval"
     points = [(h["step"], h[key]) for h in evals if h.get(key) is not None]
     if points:
       series["eval" if key == "top1" else f"eval {key}"] = tuple(zip(*points))

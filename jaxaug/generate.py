@@ -52,12 +52,19 @@ def get_demo_config():
   return module.get_config()
 
 
+BUILTIN_MODELS = {"tiny": ("unclip", "tiny"), "tiny-sd": ("sd", "tiny"),
+                  "random-sd21-unclip": ("unclip", "full"), "random-sd21": ("sd", "full")}
+
+
 def resolve_model(name: str) -> str:
-  """'tiny' / 'tiny-sd' are the built-in random checkpoints (written to a cache on first use)."""
-  if name in ("tiny", "tiny-unclip"):
-    return str(tiny.cached_tiny("unclip"))
-  if name == "tiny-sd":
-    return str(tiny.cached_tiny("sd"))
+  """Built-in random checkpoints (written to a cache on first use) or the name as given.
+
+  tiny / tiny-sd: toy size, for tests and the demo; random-sd21-unclip / random-sd21: full SD 2.1 size
+  with random weights, for benchmarks (throughput does not depend on weight values).
+  """
+  if name in BUILTIN_MODELS:
+    kind, size = BUILTIN_MODELS[name]
+    return str(tiny.cached_tiny(kind, size=size))
   return name
 
 

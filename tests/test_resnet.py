@@ -126,7 +126,8 @@ def test_torchvision_weights_give_torchvision_outputs(arch, tmp_path):
   # The head is not loaded (it is sized for the task); put torchvision's in to compare logits.
   assert np.array_equal(loaded["params"]["fc"]["kernel"], fresh["params"]["fc"]["kernel"])
   backbone = [k for k in state if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
-  loaded_size = sum(x.size for x in jax.tree.leaves(loaded)) - sum(x.size for x in jax.tree.leaves(fresh["params"]["fc"]))
+  head_size = sum(x.size for x in jax.tree.leaves(fresh["params"]["fc"]))
+  loaded_size = sum(x.size for x in jax.tree.leaves(loaded)) - head_size
   assert loaded_size == sum(state[k].size for k in backbone)
   loaded["params"]["fc"] = {"kernel": jnp.asarray(state["fc.weight"].T, jnp.float32),
                             "bias": jnp.asarray(state["fc.bias"], jnp.float32)}

@@ -37,11 +37,28 @@ _CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def _unet_config(kind: str, image_dim: int) -> dict:
+_UNET = dict(sample_size=16, in_channels=4, out_channels=4, down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+             up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], block_out_channels=[32, 64], layers_per_block=1,
+             attention_head_dim=[2, 4])
+
+# Full SD 2.1-unCLIP size (random weights, for benchmarks: throughput does not depend on weight values).
+_FULL_TEXT = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+                  max_position_embeddings=77, hidden_act="gelu", projection_dim=512, layer_norm_eps=1e-5)
+_FULL_VISION = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                    image_size=224, patch_size=14, num_channels=3, hidden_act="gelu", projection_dim=1024,
+                    layer_norm_eps=1e-5)
+_FULL_VAE = dict(_VAE, down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                 block_out_channels=[128, 256, 512, 512], layers_per_block=2, sample_size=768)
+_FULL_UNET = dict(sample_size=96, in_channels=4, out_channels=4,
+                  down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+                  up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, block_out_channels=[320, 640, 1280, 1280],
+                  layers_per_block=2, attention_head_dim=[5, 10, 20, 20])
+SIZES = {"tiny": (_TEXT, _VISION, _VAE, _UNET), "full": (_FULL_TEXT, _FULL_VISION, _FULL_VAE, _FULL_UNET)}
+
+
+def _unet_config(kind: str, base: dict, context_dim: int, image_dim: int) -> dict:
   config = dict(
-      sample_size=16, in_channels=4, out_channels=4, down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
-      up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], block_out_channels=[32, 64], layers_per_block=1,
-      attention_head_dim=[2, 4], cross_attention_dim=_TEXT["hidden_size"], use_linear_projection=True,
+      **base, cross_attention_dim=context_dim, use_linear_projection=True,
       flip_sin_to_cos=True, freq_shift=0, act_fn="silu", norm_num_groups=32, norm_eps=1e-5, upcast_attention=True,
       class_embed_type=None, projection_class_embeddings_input_dim=None)
   if kind == "unclip":
@@ -117,38 +134,40 @@ def _random_params(module, rng: np.random.Generator, *args, method=None) -> dict
   return jax.tree_util.tree_map_with_path(lambda p, x: draw(p, x).astype(np.float32), shapes)
 
 
-def _save(folder: Path, config: dict, config_name: str, state: dict, weights_name: str):
+def _save(folder: Path, config: dict, config_name: str, state: dict, weights_name: str, dtype=np.float32):
   folder.mkdir(parents=True, exist_ok=True)
   (folder / config_name).write_text(json.dumps(config, indent=2))
   if state:
-    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}, str(folder / weights_name),
+    save_file({k: np.ascontiguousarray(v, dtype) for k, v in state.items()}, str(folder / weights_name),
               metadata={"format": "pt"})
 
 
-def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0) -> Path:
-  """Writes a tiny random `kind` ('unclip' or 'sd') checkpoint to `out` and returns its path."""
+def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0, size: str = "tiny") -> Path:
+  """Writes a random `kind` ('unclip' or 'sd') checkpoint of `size` ('tiny', or 'full': SD 2.1 size in fp16)."""
   if kind not in ("unclip", "sd"):
     raise ValueError(f"kind must be 'unclip' or 'sd', not {kind!r}")
+  text_base, vision_base, vae_base, unet_base = SIZES[size]
+  dtype = np.float32 if size == "tiny" else np.float16
   out = Path(out)
   rng = np.random.default_rng(seed)
   vocab_size = write_tokenizer(out / "tokenizer")
-  text_cfg = {**_TEXT, "vocab_size": vocab_size, "bos_token_id": vocab_size - 2, "eos_token_id": vocab_size - 1,
+  text_cfg = {**text_base, "vocab_size": vocab_size if size == "tiny" else 49408, "bos_token_id": vocab_size - 2, "eos_token_id": vocab_size - 1,
               "pad_token_id": vocab_size - 1}
   text = pipeline.text_module(text_cfg, jnp.float32)
   _save(out / "text_encoder", {**text_cfg, "model_type": "clip_text_model", "architectures": ["CLIPTextModel"]},
         "config.json", convert.flax_to_torch(_random_params(text, rng, jnp.zeros((1, 8), jnp.int32)),
-                                             convert.TRANSFORMERS), "model.safetensors")
+                                             convert.TRANSFORMERS), "model.safetensors", dtype)
 
-  vae = pipeline.vae_module(_VAE, jnp.float32, "tiny/vae")
-  _save(out / "vae", {"_class_name": "AutoencoderKL", **_VAE}, "config.json",
+  vae = pipeline.vae_module(vae_base, jnp.float32, "tiny/vae")
+  _save(out / "vae", {"_class_name": "AutoencoderKL", **vae_base}, "config.json",
         convert.flax_to_torch(_random_params(vae, rng, jnp.zeros((1, 3, 16, 16))),
-                              pipeline.VAE_NAMING), "diffusion_pytorch_model.safetensors")
+                              pipeline.VAE_NAMING), "diffusion_pytorch_model.safetensors", dtype)
 
-  unet_cfg = _unet_config(kind, _VISION["projection_dim"])
+  unet_cfg = _unet_config(kind, unet_base, text_base["hidden_size"], vision_base["projection_dim"])
   unet = pipeline.unet_module(unet_cfg, jnp.float32, "tiny/unet")
   _save(out / "unet", {"_class_name": "UNet2DConditionModel", **unet_cfg}, "config.json",
         convert.flax_to_torch(_random_params(unet, rng, *pipeline.unet_inputs(unet, 1, 8, 8)),
-                              pipeline.UNET_NAMING), "diffusion_pytorch_model.safetensors")
+                              pipeline.UNET_NAMING), "diffusion_pytorch_model.safetensors", dtype)
   _save(out / "scheduler", {"_class_name": "PNDMScheduler", **_pndm_config()}, "scheduler_config.json", {}, "")
 
   index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.39.0",
@@ -157,23 +176,23 @@ def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0) -> P
            "vae": ["diffusers", "AutoencoderKL"], "safety_checker": [None, None],
            "feature_extractor": [None, None], "image_encoder": [None, None], "requires_safety_checker": False}
   if kind == "unclip":
-    size = _VISION["image_size"]
-    image = pipeline.image_module(_VISION, jnp.float32)
-    _save(out / "image_encoder", {**_VISION, "model_type": "clip_vision_model",
+    image_size = vision_base["image_size"]
+    image = pipeline.image_module(vision_base, jnp.float32)
+    _save(out / "image_encoder", {**vision_base, "model_type": "clip_vision_model",
                                   "architectures": ["CLIPVisionModelWithProjection"]}, "config.json",
-          convert.flax_to_torch(_random_params(image, rng, jnp.zeros((1, size, size, 3))),
-                                convert.TRANSFORMERS), "model.safetensors")
-    dim = _VISION["projection_dim"]
+          convert.flax_to_torch(_random_params(image, rng, jnp.zeros((1, image_size, image_size, 3))),
+                                convert.TRANSFORMERS), "model.safetensors", dtype)
+    dim = vision_base["projection_dim"]
     _save(out / "image_normalizer", {"_class_name": "StableUnCLIPImageNormalizer", "embedding_dim": dim},
           "config.json", {"mean": rng.normal(0, 0.5, (1, dim)), "std": rng.uniform(0.5, 1.5, (1, dim))},
-          "diffusion_pytorch_model.safetensors")
+          "diffusion_pytorch_model.safetensors", dtype)
     _save(out / "image_noising_scheduler", {
         "_class_name": "DDPMScheduler", "beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000,
         "beta_start": 0.00085, "beta_end": 0.012, "clip_sample": True, "prediction_type": "epsilon",
         "variance_type": "fixed_small"}, "scheduler_config.json", {}, "")
     _save(out / "feature_extractor", {
         "image_processor_type": "CLIPImageProcessor", "feature_extractor_type": "CLIPFeatureExtractor",
-        "crop_size": {"height": size, "width": size}, "size": {"shortest_edge": size}, "do_center_crop": True,
+        "crop_size": {"height": image_size, "width": image_size}, "size": {"shortest_edge": image_size}, "do_center_crop": True,
         "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
         "rescale_factor": 1 / 255, "resample": 3, "image_mean": _CLIP_MEAN, "image_std": _CLIP_STD},
         "preprocessor_config.json", {}, "")
@@ -187,14 +206,14 @@ def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0) -> P
   return out
 
 
-def cached_tiny(kind: str = "unclip", cache_dir: str | os.PathLike | None = None) -> Path:
-  """The tiny checkpoint in a cache directory, written atomically on first use."""
+def cached_tiny(kind: str = "unclip", cache_dir: str | os.PathLike | None = None, size: str = "tiny") -> Path:
+  """The random checkpoint in a cache directory, written atomically on first use."""
   cache = Path(cache_dir or os.environ.get("JAXAUG_CACHE_DIR", "~/.cache/jaxaug")).expanduser()
-  path = cache / f"tiny-{kind}-v{VERSION}"
+  path = cache / f"{'tiny' if size == 'tiny' else 'random-sd21'}-{kind}-v{VERSION}"
   if not (path / "model_index.json").is_file():
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tiny-{kind}-", dir=cache))
-    write_tiny(tmp, kind)
+    write_tiny(tmp, kind, size=size)
     try:
       tmp.rename(path)
     except OSError:  # another process finished first
@@ -208,9 +227,10 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True, help="directory to write the checkpoint to")
   parser.add_argument("--kind", default="unclip", choices=("unclip", "sd"))
+  parser.add_argument("--size", default="tiny", choices=sorted(SIZES))
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
-  print(write_tiny(args.out, args.kind, args.seed))
+  print(write_tiny(args.out, args.kind, args.seed, args.size))
 
 
 if __name__ == "__main__":

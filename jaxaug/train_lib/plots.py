@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 WIDTH, HEIGHT = 560, 400
-MARGIN = dict(left=64, right=16, top=36, bottom=52)
+MARGIN = dict(left=64, right=20, top=36, bottom=52)
 COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75))
 GREY = (200, 200, 200)
 
@@ -36,6 +36,14 @@ def _label(value: float) -> str:
   return f"{value:g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.0e}"
 
 
+def _count_label(value: float) -> str:
+  """1, 10, 100, 1k, 10k, 100k, 1M: powers of ten on a log axis, short enough for the frame's edge."""
+  for size, suffix in ((1e6, "M"), (1e3, "k")):
+    if value >= size:
+      return f"{value / size:g}{suffix}"
+  return f"{value:g}"
+
+
 class _Panel:
   """Maps data to pixels for one chart and draws its frame, ticks and labels."""
 
@@ -54,7 +62,7 @@ class _Panel:
       px = self.px(x)
       self.draw.line([(px, top), (px, bottom)], fill=(238, 238, 238))
       self.draw.line([(px, bottom), (px, bottom + 4)], fill="black")
-      self.draw.text((px, bottom + 6), _label(x), fill="black", font=font, anchor="mt")
+      self.draw.text((px, bottom + 6), (_count_label if log_x else _label)(x), fill="black", font=font, anchor="mt")
     for y in yticks:
       py = self.py(y)
       self.draw.line([(left, py), (right, py)], fill=(238, 238, 238))
