@@ -11,7 +11,6 @@ on fixed inputs, and saves the intermediate and final outputs that tests/test_pa
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import tempfile
 from pathlib import Path
@@ -30,22 +29,13 @@ UNET_T = 501
 NOISE_LEVELS = (0, 100)
 
 
-def checkpoint_digest(root: Path) -> str:
-  """A digest of every file of the checkpoint, so the test knows it rebuilt the same one."""
-  h = hashlib.sha256()
-  for f in sorted(p for p in root.rglob("*") if p.is_file()):
-    h.update(str(f.relative_to(root)).encode())
-    h.update(f.read_bytes())
-  return h.hexdigest()
-
-
 def main():
   torch.manual_seed(0)
   rng = np.random.default_rng(1234)
   with tempfile.TemporaryDirectory() as tmp:
     root = tiny.write_tiny(Path(tmp) / "tiny-unclip", "unclip", seed=0)
     pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(str(root), torch_dtype=torch.float32)
-    rec = {"checkpoint_sha256": np.array(checkpoint_digest(root))}
+    rec = {"checkpoint_sha256": np.array(tiny.checkpoint_digest(root))}
   pipe.set_progress_bar_config(disable=True)
   batch = len(PROMPTS)
   size = pipe.feature_extractor.crop_size["height"]

@@ -16,20 +16,10 @@ from jaxaug.sampler import SamplerSpec, denoise
 GOLDEN = np.load(Path(__file__).parent / "golden" / "unclip.npz")
 
 
-def _digest(root: Path) -> str:
-  import hashlib
-
-  h = hashlib.sha256()
-  for f in sorted(p for p in root.rglob("*") if p.is_file()):
-    h.update(str(f.relative_to(root)).encode())
-    h.update(f.read_bytes())
-  return h.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def unclip(tmp_path_factory):
   root = tiny.write_tiny(tmp_path_factory.mktemp("ckpt") / "tiny-unclip", "unclip", seed=0)
-  assert _digest(root) == str(GOLDEN["checkpoint_sha256"]), (
+  assert tiny.checkpoint_digest(root) == str(GOLDEN["checkpoint_sha256"]), (
       "the tiny checkpoint differs from the one the golden file was made with; rerun tests/make_golden.py")
   return load(str(root), jnp.float32)
 

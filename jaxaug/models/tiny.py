@@ -206,6 +206,17 @@ def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0, size
   return out
 
 
+def checkpoint_digest(root: str | os.PathLike) -> str:
+  """sha256 over every file of a checkpoint directory (names and bytes), to tell two writes apart."""
+  import hashlib
+
+  root, h = Path(root), hashlib.sha256()
+  for f in sorted(p for p in root.rglob("*") if p.is_file()):
+    h.update(str(f.relative_to(root)).encode())
+    h.update(f.read_bytes())
+  return h.hexdigest()
+
+
 def cached_tiny(kind: str = "unclip", cache_dir: str | os.PathLike | None = None, size: str = "tiny") -> Path:
   """The random checkpoint in a cache directory, written atomically on first use."""
   cache = Path(cache_dir or os.environ.get("JAXAUG_CACHE_DIR", "~/.cache/jaxaug")).expanduser()
