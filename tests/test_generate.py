@@ -179,3 +179,25 @@ def test_demo_without_flags(tmp_path):
   assert (tmp_path / "out" / "demo" / "contact_sheet.png").is_file()
   src = synthetic.SyntheticSource(tmp_path / "out" / "demo")
   assert len({src.provenance(i)["method"] for i in range(len(src))}) == 10
+
+
+@pytest.mark.parametrize("name, arg", [("demo", None), ("imagenet_lt", None), ("fewshot", "coco,8"),
+                                       ("fewshot", "pascal,1,sdedit"), ("fewshot", "flowers102,16,txt2img")])
+def test_configs_have_every_field(name, arg):
+  import importlib.util
+
+  from jaxaug import generate
+  from jaxaug.config_base import generation_config
+
+  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  base = generation_config()
+  assert set(generate.fingerprint(config)) == set(generate.fingerprint(base))
+  assert sorted(config.to_dict()) == sorted(base.to_dict())
+  if name == "imagenet_lt":
+    assert (config.plan.policy, config.plan.amount, config.sampler.steps, config.sampler.guidance, config.prompt,
+            config.methods, config.resolution) == ("fill_to", 1280, 30, 2.0, "{}", "embed_cutmix_dropout", 768)
+  if arg == "pascal,1,sdedit":
+    assert config.sampler.mode == "img2img" and config.sampler.strength == 0.5 and config.sampler.guidance == 7.5
