@@ -284,12 +284,12 @@ def run(config) -> dict:
   writes = []
   unit_start = {u: None for u in pending}
 
-  def finish(chunk, ok1, ok2, result):
+  def finish(chunk, ok1, ok2, result, dispatched):
     out = mesh.to_local(result)
     for row, item in enumerate(chunk):
       item = int(item)
       unit = unit_of[item]
-      unit_start[unit] = unit_start[unit] or time.time()
+      unit_start[unit] = unit_start[unit] or dispatched
       if _needed_ok(job, item, bool(ok1[row]), bool(ok2[row])):
         images[item], lams[item] = out["image"][row], float(out["lam"][row])
       else:
@@ -307,10 +307,10 @@ def run(config) -> dict:
   previous = None
   try:
     for chunk, ok1, ok2, host in _batches(job, pending_items, local_batch, steps):
-      result = step(params, mesh.to_global(mesh_, host))  # dispatched; runs while the last batch is written
+      result = step(params, mesh.to_global(mesh_, host))  # asynchronous: runs while the last batch is written
       if previous is not None:
         finish(*previous)
-      previous = (chunk, ok1, ok2, result)
+      previous = (chunk, ok1, ok2, result, time.time())
     if previous is not None:
       finish(*previous)
     for w in writes:
@@ -333,7 +333,8 @@ def run(config) -> dict:
 
 def _commit(job, unit, items, unit_images, unit_lams, process, began):
   n = write_unit(job, unit, items, unit_images, unit_lams, process)
-  logging.info("unit %d: %d images committed in %.2fs", unit, n, time.time() - (began or time.time()))
+  logging.info("unit %d: %d images committed, %.2fs after its first batch was dispatched", unit, n,
+               time.time() - began)
   return n
 
 
