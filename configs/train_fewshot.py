@@ -4,10 +4,12 @@
         --config.pretrained=resnet50_tv_in1k.safetensors
 
 Argument DATASET,SHOTS,METHOD: DATASET one of caltech101, flowers102, pascal, coco; METHOD the
-conditioning method whose synthetic images are used, or `real` for the real-only baseline. The
-synthetic set is read from out/<dataset>_<shots>shot (generated from the same k-shot subset: same
-shots and shots_seed). 50 epochs x 200 steps of 32; the paper's 4 trials are seeds 0-3
-(--config.seed, --config.workdir), and best_top1 in metrics.json is a run's best evaluation.
+conditioning method whose synthetic images are used (read from out/<dataset>_<shots>shot, which
+`configs/fewshot.py:DATASET,SHOTS` generates from the same k-shot subset), `txt2img` or `sdedit`
+for those baselines (out/<dataset>_<shots>shot_<method>), or `real` for the real-only baseline.
+50 epochs x 200 steps of 32; the paper's 4 trials are seeds 0-3 (--config.seed, --config.workdir),
+and best_top1 in metrics.json is a run's best evaluation. The paper's transform was resize 256,
+flip and rotation +-15 degrees; this uses the shared one (random resized crop, flip, colour jitter).
 Fields are explained in train_demo.py.
 """
 
@@ -19,6 +21,7 @@ DATASETS = {  # name -> (TFDS spec, evaluation split)
     "pascal": ("tfds:voc/2007", "test"),
     "coco": ("tfds:coco/2017", "validation"),
 }
+BASELINES = ("txt2img", "sdedit")  # other papers' generation, see configs/fewshot.py
 
 
 def get_config(arg: str = "caltech101,4,embed_cutmix_dropout"):
@@ -36,8 +39,12 @@ def get_config(arg: str = "caltech101,4,embed_cutmix_dropout"):
   c.eval_split = eval_split
   c.shots = shots
   c.shots_seed = 0
-  c.synthetic = "" if method == "real" else f"out/{dataset}_{shots}shot"
-  c.synthetic_method = "" if method == "real" else method
+  c.synthetic = f"out/{dataset}_{shots}shot"
+  c.synthetic_method = method
+  if method == "real":
+    c.synthetic, c.synthetic_method = "", ""
+  elif method in BASELINES:  # configs/fewshot.py writes these to a directory of their own
+    c.synthetic, c.synthetic_method = f"out/{dataset}_{shots}shot_{method}", ""
   c.mix = "swap"
   c.synthetic_fraction = 0.5
   c.load_size = 256

@@ -25,3 +25,38 @@ def exit_on_user_error(main):
       raise SystemExit(2) from None
 
   return wrapped
+
+
+
+def run_with_config(main, default_config: str, help_text: str):
+  """absl's app.run with an ml_collections `--config` flag; `main(config)` runs inside exit_on_user_error.
+
+  Everything that can go wrong with the flags (a missing config file, a bad config argument such as
+  `configs/fewshot.py:mnist,1`, an override of a field that does not exist) ends in one line, exit 2.
+  The flag is defined here, not on import, so modules that import each other keep their own --config.
+  """
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  def parse(argv):
+    try:
+      config_flag = config_flags.DEFINE_config_file("config", default_config, help_text, lock_config=True)
+      rest = flags.FLAGS(argv)
+      config = config_flag.value
+      config.to_dict()  # a config file that failed to load raises only when first used
+    except Exception as e:  # absl and ml_collections raise many types here; all are bad flags
+      lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
+      cause = lines[-1] if lines else type(e).__name__
+      if cause.split(":", 1)[0].endswith(("Error", "Exception")):
+        cause = cause.split(": ", 1)[-1]
+      if isinstance(e, (KeyError, AttributeError)):
+        cause = f"the config has no field {cause.strip(chr(34))} (its fields are in the config file)"
+      print(f"jaxaug: error: bad --config: {cause}", file=sys.stderr, flush=True)
+      raise SystemExit(2) from None
+    if len(rest) > 1:
+      print(f"jaxaug: error: unexpected arguments {rest[1:]}; configure with --config=... and --config.field=value",
+            file=sys.stderr, flush=True)
+      raise SystemExit(2)
+    return config
+
+  app.run(exit_on_user_error(main), flags_parser=parse)

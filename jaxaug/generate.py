@@ -22,20 +22,18 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 from PIL import Image
 
 from jaxaug import augment, condition, mesh, plan as plan_lib
 from jaxaug.data import kshot, open_source, synthetic
 from jaxaug.data.pipeline import read_units
-from jaxaug.errors import UserError, exit_on_user_error
+from jaxaug.errors import UserError, run_with_config
 from jaxaug.models import sd, tiny
 from jaxaug.models.pipeline import load
 from jaxaug.sampler import SamplerSpec, denoise
 
 _DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "demo.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "generation config file", lock_config=True)
 
 # Config fields that decide the output images; a rerun into the same directory must keep them.
 _OUTPUT_FIELDS = ("model", "data", "methods", "alpha", "plan", "prompt", "sampler", "resolution", "seed", "output.format",
@@ -197,7 +195,7 @@ def _needed_ok(job: Job, item: int, ok1: bool, ok2: bool) -> bool:
 def write_unit(job: Job, unit: int, items: np.ndarray, images: dict[int, np.ndarray], lams: dict[int, float],
                process: int) -> int:
   """Encodes and commits one unit (skipped items have no image); returns the images written."""
-  config, records, ids, labels = job.config, [], [], []
+  config, records = job.config, []
   for item in items:
     item = int(item)
     if item not in images:
@@ -210,8 +208,6 @@ def write_unit(job: Job, unit: int, items: np.ndarray, images: dict[int, np.ndar
                   "noise_level": config.sampler.noise_level, "prompt": config.prompt.format(job.source.class_names[label])}
     data = encode_image(images[item], config.output.format, config.output.jpeg_quality)
     records.append(synthetic.encode_record(data, label, job.source.class_names[label], item, provenance))
-    ids.append(item)
-    labels.append(label)
     if config.output.image_files:
       folder = job.out / "images" / _safe(job.source.class_names[label])
       folder.mkdir(parents=True, exist_ok=True)
@@ -219,7 +215,7 @@ def write_unit(job: Job, unit: int, items: np.ndarray, images: dict[int, np.ndar
       tmp = folder / f".item-{item:08d}.{ext}.tmp"
       tmp.write_bytes(data)
       os.replace(tmp, folder / f"item-{item:08d}.{ext}")
-  synthetic.write_unit(job.out, unit, records, ids, labels, process)
+  synthetic.write_unit(job.out, unit, records, process)
   return len(records)
 
 
@@ -406,15 +402,8 @@ def _finish_run(job: Job, summary: dict):
   print("\n".join(lines), flush=True)
 
 
-@exit_on_user_error
-def _main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}; configure with --config=... and --config.field=value")
-  run(_CONFIG.value)
-
-
 def main():
-  app.run(_main)
+  run_with_config(run, _DEFAULT_CONFIG, "generation config file (configs/*.py)")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     python -m jaxaug.train --config=configs/train_imagenet_lt.py --config.real=... --config.synthetic=DIR
     python -m jaxaug.train --config=configs/train_fewshot.py:caltech101,4,embed_cutmix_dropout
 
-Rerunning the same command continues from the last checkpoint in `workdir`. The workdir gets
+Rerunning the same command continues from the last checkpoint in `config.workdir`, which gets
 config.json, checkpoints/ (orbax), metrics.jsonl (train loss and accuracy every `log_every` steps,
 eval top-1 every `eval_every` steps), and at the end metrics.json (top-1 overall, many / medium /
 few, per class), curves.png and per_class.png.
@@ -24,19 +24,17 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, logging
-from ml_collections import config_flags
+from absl import logging
 
 from jaxaug import evaluate, mesh
 from jaxaug.data import kshot, open_source
 from jaxaug.data.sources import ImageSource, describe
 from jaxaug.data.synthetic import SyntheticSource
-from jaxaug.errors import UserError, exit_on_user_error
+from jaxaug.errors import UserError, run_with_config
 from jaxaug.models import resnet
 from jaxaug.train_lib import checkpoint, data as data_lib, step as step_lib
 
 _DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "train_demo.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "training config file", lock_config=True)
 
 # Config fields a rerun may change without changing the run (each host has its own mesh.process_id).
 _LOCAL_FIELDS = ("mesh",)
@@ -345,18 +343,14 @@ def _quiet_orbax(record) -> bool:
   return "orbax" not in record.pathname or record.levelno >= std_logging.WARNING
 
 
-@exit_on_user_error
-def _main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}; configure with --config=... and --config.field=value")
-  config = _CONFIG.value
+def _main(config):
   logging.get_absl_handler().addFilter(_quiet_orbax)
   mesh.initialize(config.mesh.coordinator, config.mesh.num_processes, config.mesh.process_id)
   train_and_evaluate(config)
 
 
 def main():
-  app.run(_main)
+  run_with_config(_main, _DEFAULT_CONFIG, "training config file (configs/train_*.py)")
 
 
 if __name__ == "__main__":

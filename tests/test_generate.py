@@ -9,12 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from jaxaug.data import synthetic
-from jaxaug.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 # A small run: 4 classes x 3 methods, 2 units of 4 plus... per_device 2 so batches cross unit borders.
@@ -135,6 +133,20 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, flag, expect):
   assert "Traceback" not in run.stderr
   assert len(lines) == 1 and expect in lines[0], lines
   assert not out.exists()
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--config=configs/fewshot.py:mnist,1"], "fewshot.py takes DATASET,SHOTS"),
+    (["--config.nonexistent=3"], "the config has no field 'nonexistent'"),
+    (["--config=configs/nothere.py"], "No such file or directory"),
+    (["stray"], "unexpected arguments ['stray']"),
+])
+def test_bad_flags_are_one_line(args, expect):
+  run = subprocess.run([sys.executable, "-m", "jaxaug.generate", *args], cwd=ROOT, env=_env(), capture_output=True,
+                       text=True, timeout=300)
+  assert run.returncode == 2 and "Traceback" not in run.stderr
+  lines = [l for l in run.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and expect in lines[0], lines
 
 
 def test_unwritable_output_directory(tmp_path):

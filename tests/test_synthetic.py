@@ -16,7 +16,7 @@ def _png(v):
 
 def _unit(out, unit, items, process=0):
   recs = [synthetic.encode_record(_png(i), i % 2, "ab"[i % 2], i, {"method": "mixup", "lam": 0.5}) for i in items]
-  return synthetic.write_unit(out, unit, recs, items, [i % 2 for i in items], process)
+  return synthetic.write_unit(out, unit, recs, process)
 
 
 def test_write_and_read_back(tmp_path):
@@ -27,7 +27,7 @@ def test_write_and_read_back(tmp_path):
   assert len(src) == 4 and src.labels.tolist() == [0, 1, 0, 1]
   assert src[3].image[0, 0].tolist() == [3, 3, 3] and src.id(3) == "item-3"
   assert src.provenance(1) == {"method": "mixup", "lam": 0.5}
-  assert src.record(2)["class_name"] == "a"
+  assert src.record(2)["class_name"] == "a" and src.methods.tolist() == ["mixup"] * 4
 
 
 def test_recover_tidies_what_a_kill_leaves(tmp_path):
@@ -43,7 +43,7 @@ def test_recover_tidies_what_a_kill_leaves(tmp_path):
   assert set(synthetic.read_done(tmp_path)) == {0}  # readers ignore the torn line and change nothing
   assert done.read_text().endswith('"sha')
   units = synthetic.recover(tmp_path)
-  assert set(units) == {0, 1} and units[1]["item_ids"] == [2, 3]
+  assert set(units) == {0, 1} and units[1]["item_ids"] == [2, 3] and units[1]["methods"] == ["mixup", "mixup"]
   assert not list((tmp_path / synthetic.SHARDS).glob(".*"))
   assert all(line.endswith("}") for line in done.read_text().splitlines())
   assert len(synthetic.SyntheticSource(tmp_path)) == 4

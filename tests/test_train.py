@@ -32,16 +32,14 @@ def make_synthetic(out, source, per_class, methods=("mixup",), class_names=None,
   items = [(c, int(np.flatnonzero(source.labels == c)[k % int((source.labels == c).sum())]), m)
            for m in methods for c in range(len(names)) for k in range(per_class)]
   for unit, start in enumerate(range(0, len(items), unit_size)):
-    records, ids, labels = [], [], []
+    records = []
     for item_id in range(start, min(start + unit_size, len(items))):
       label, index, method = items[item_id]
       buffer = io.BytesIO()
       Image.fromarray(255 - source[index].image).save(buffer, format="PNG")
       records.append(synthetic.encode_record(buffer.getvalue(), label, names[label], item_id,
                                              {"method": method, "source_ids": [source.id(index)]}))
-      ids.append(item_id)
-      labels.append(label)
-    synthetic.write_unit(out, unit, records, ids, labels)
+    synthetic.write_unit(out, unit, records)
   synthetic.write_info(out, {"class_names": names})
   return synthetic.SyntheticSource(out)
 
@@ -317,6 +315,7 @@ def test_paper_configs():
   assert (fewshot.linear_probe, fewshot.optimizer, fewshot.mix, fewshot.epochs * fewshot.steps_per_epoch) == (
       True, "adam", "swap", 10_000)
   assert config_file("train_fewshot", "coco,1,real").synthetic == ""
+  assert config_file("train_fewshot", "pascal,2,sdedit").synthetic == "out/pascal_2shot_sdedit"
   with pytest.raises(ValueError, match="DATASET,SHOTS,METHOD"):
     config_file("train_fewshot", "mnist,1,real")
 

@@ -2,7 +2,7 @@
 
     out/
       shards/unit-00000012.array_record   one record per image (msgpack, see `encode_record`)
-      done_units.jsonl                    one line per committed unit: unit, shard, item ids, labels
+      done_units.jsonl                    one line per committed unit: unit, shard, item ids, labels, methods
                                           (done_units.pN.jsonl from process N > 0 of a multi-host run)
       dataset_info.json                   classes, counts, config, versions
       config.json, contact_sheet.png, images/<class>/<item>.png (optional)
@@ -61,8 +61,8 @@ def done_file(process: int) -> str:
   return DONE if process == 0 else f"done_units.p{process}.jsonl"
 
 
-def write_unit(out: str | os.PathLike, unit: int, records: list[bytes], item_ids, labels, process: int = 0) -> Path:
-  """Commits one unit: shard under a temporary name, fsync, rename, then the done line."""
+def write_unit(out: str | os.PathLike, unit: int, records: list[bytes], process: int = 0) -> Path:
+  """Commits one unit of encoded records: shard under a temporary name, fsync, rename, then the done line."""
   shards = Path(out) / SHARDS
   shards.mkdir(parents=True, exist_ok=True)
   final = shards / shard_name(unit)
@@ -75,12 +75,16 @@ def write_unit(out: str | os.PathLike, unit: int, records: list[bytes], item_ids
     os.fsync(f.fileno())
   os.replace(tmp, final)
   _fsync_dir(shards)
-  _append_done(Path(out) / done_file(process), unit, [int(i) for i in item_ids], [int(l) for l in labels])
+  _append_done(Path(out) / done_file(process), unit, records)
   return final
 
 
-def _append_done(path: Path, unit: int, item_ids: list[int], labels: list[int]):
-  line = json.dumps({"unit": unit, "shard": shard_name(unit), "item_ids": item_ids, "labels": labels})
+def _append_done(path: Path, unit: int, records: list[bytes]):
+  """The done line indexes the unit (items, labels, methods), so readers never open a shard to list it."""
+  rows = [decode_record(r) for r in records]
+  line = json.dumps({"unit": unit, "shard": shard_name(unit), "item_ids": [r["item_id"] for r in rows],
+                     "labels": [r["label"] for r in rows],
+                     "methods": [r["provenance"].get("method", "") for r in rows]})
   with open(path, "a") as f:
     f.write(line + "\n")
     f.flush()
@@ -110,8 +114,7 @@ def recover(out: str | os.PathLike) -> dict[int, dict]:
   done = read_done(out, repair=True)
   on_disk = {int(m.group(1)) for p in shards.iterdir() if (m := _SHARD_RE.match(p.name))}
   for unit in sorted(on_disk - set(done)):
-    rows = [decode_record(r) for r in _read_shard(shards / shard_name(unit))]
-    _append_done(out / DONE, unit, [r["item_id"] for r in rows], [r["label"] for r in rows])
+    _append_done(out / DONE, unit, _read_shard(shards / shard_name(unit)))
   return {u: e for u, e in read_done(out).items() if u in on_disk}
 
 
@@ -172,6 +175,7 @@ class SyntheticSource(ImageSource):
     self._units = sorted(done)
     self.item_ids = np.array([i for u in self._units for i in done[u]["item_ids"]], np.int64)
     self.labels = np.array([l for u in self._units for l in done[u]["labels"]], np.int32)
+    self.methods = np.array([m for u in self._units for m in done[u]["methods"]], dtype=object)
     self._paths = [str(self.out / SHARDS / done[u]["shard"]) for u in self._units]
     self._starts = np.cumsum([0] + [len(done[u]["item_ids"]) for u in self._units])
     self._source = None

@@ -6,7 +6,6 @@ checkpoint's), images NHWC float in [0, 1].
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -1,1 +1,2 @@
-"""Pieces of `python -m jaxaug.train`: input streams (data), the train and eval steps (step), pictures (plots)."""
+"""Pieces of `python -m jaxaug.train`: input streams (data), train and eval steps (step), orbax checkpoints
+(checkpoint) and PIL charts (plots)."""

@@ -63,9 +63,9 @@ def check_no_empty_class(source: ImageSource, where: str) -> None:
                     f"({empty.size} empty classes): add images or use a source without empty classes")
 
 
-def select_method(synthetic: ImageSource, method: str, where: str) -> ImageSource:
-  """The synthetic images made with one conditioning method (read from each record's provenance)."""
-  keep = [i for i in range(len(synthetic)) if synthetic.provenance(i).get("method") == method]
+def select_method(synthetic, method: str, where: str) -> ImageSource:
+  """The synthetic images made with one conditioning method (from the done record's index, no shard read)."""
+  keep = np.flatnonzero(synthetic.methods == method).tolist()
   if not keep:
     raise UserError(f"synthetic set {where} has no images made with method {method!r}: "
                     "set --config.synthetic_method to one it holds, or '' for all")
