@@ -59,4 +59,8 @@ def run_with_config(main, default_config: str, help_text: str):
       raise SystemExit(2)
     return config
 
-  app.run(exit_on_user_error(main), flags_parser=parse)
+  @exit_on_user_error
+  def entry(config):
+    main(config)  # app.run exits with main's return value: the run's summary is not an exit status
+
+  app.run(entry, flags_parser=parse)
