@@ -8,8 +8,8 @@ conditioning method whose synthetic images are used (read from out/<dataset>_<sh
 `configs/fewshot.py:DATASET,SHOTS` generates from the same k-shot subset), `txt2img` or `sdedit`
 for those baselines (out/<dataset>_<shots>shot_<method>), or `real` for the real-only baseline.
 50 epochs x 200 steps of 32; the paper's 4 trials are seeds 0-3 (--config.seed, --config.workdir),
-and best_top1 in metrics.json is a run's best evaluation. The paper's transform was resize 256,
-flip and rotation +-15 degrees; this uses the shared one (random resized crop, flip, colour jitter).
+and best_top1 in metrics.json is a run's best evaluation. Transform as DA-Fusion: 256 px, flip,
+rotation +-15 degrees (the host fits a centred square where DA-Fusion resized without keeping aspect).
 Fields are explained in jaxaug/config_base.py (training_config).
 """
 
@@ -40,7 +40,8 @@ def get_config(arg: str = "caltech101,4,embed_cutmix_dropout"):
   elif method in BASELINES:  # configs/fewshot.py writes these to a directory of their own
     c.synthetic, c.synthetic_method = f"out/{dataset}_{shots}shot_{method}", ""
   c.mix = "swap"  # each real sample swapped for a synthetic one of its class with probability 0.5
-  c.load_size, c.crop_size = 256, 224
+  c.load_size, c.crop_size = 256, 256
+  c.transform = "flip_rotate"  # DA-Fusion: resize 256, flip, rotation +-15 degrees
   c.model = "resnet50"
   c.linear_probe = True
   c.loss = "cross_entropy"

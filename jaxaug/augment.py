@@ -282,6 +282,29 @@ def train_augment(keys, images, size: int = CROP_SIZE):
   return _per_item(_train_augment, keys, images, size=size)
 
 
+def _rotate(key, image, *, max_degrees):
+  """torchvision RandomRotation: angle ~ U(-max, max) about the centre, bilinear, zero fill."""
+  angle = jnp.deg2rad(jax.random.uniform(key, (), minval=-max_degrees, maxval=max_degrees))
+  h, w = image.shape[:2]
+  y, x = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
+  cy, cx = (h - 1) / 2, (w - 1) / 2
+  # Each output pixel samples the input at its position rotated back by the angle.
+  src_y = cy + (y - cy) * jnp.cos(angle) - (x - cx) * jnp.sin(angle)
+  src_x = cx + (y - cy) * jnp.sin(angle) + (x - cx) * jnp.cos(angle)
+  sample = lambda channel: jax.scipy.ndimage.map_coordinates(channel, [src_y, src_x], order=1, mode="constant")
+  return jnp.stack([sample(image[..., c]) for c in range(image.shape[-1])], axis=-1)
+
+
+def _fewshot_augment(key, image, *, max_degrees):
+  k_flip, k_rotate = jax.random.split(key)
+  return _rotate(k_rotate, _flip(k_flip, image), max_degrees=max_degrees)
+
+
+def fewshot_augment(keys, images, max_degrees: float = 15.0):
+  """The DA-Fusion few-shot transform on resized images: horizontal flip, rotation within +-max_degrees."""
+  return _per_item(_fewshot_augment, keys, images, max_degrees=max_degrees)
+
+
 # Conditioning methods.
 
 

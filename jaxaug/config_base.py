@@ -75,7 +75,7 @@ def training_config() -> ml_collections.ConfigDict:
   c.synthetic_fraction = 0.5
   c.load_size = 64  # host square every image is fitted to (shorter side, centre crop)
   c.crop_size = 56  # training random-resized-crop size; evaluation centre-crops to it
-  c.augment = True  # random resized crop, flip, colour jitter 0.4 on the device (off: centre crop)
+  c.transform = "crop_flip_jitter"  # on the device: crop_flip_jitter | flip_rotate (few-shot) | none
 
   # Model and loss.
   c.model = "resnet_tiny"  # resnet18 | resnet50 | resnext50_32x4d | resnet_tiny

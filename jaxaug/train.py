@@ -61,7 +61,8 @@ def open_data(config) -> Data:
 
 def check(config, data: Data) -> None:
   """Every user error we can see before compiling anything."""
-  for field, allowed in (("loss", step_lib.LOSSES), ("optimizer", step_lib.OPTIMIZERS), ("mix", data_lib.MIXES)):
+  for field, allowed in (("loss", step_lib.LOSSES), ("optimizer", step_lib.OPTIMIZERS), ("mix", data_lib.MIXES),
+                         ("transform", step_lib.TRANSFORMS)):
     if config[field] not in allowed:
       raise UserError(f"unknown {field} {config[field]!r}: set --config.{field} to one of {', '.join(allowed)}")
   if config.model not in resnet.ARCHS:
@@ -144,7 +145,7 @@ class Trainer:
     self.train_step = jax.jit(
         functools.partial(step_lib.train_step, model=self.model, tx=self.tx, prior=prior,
                           label_smoothing=config.label_smoothing, crop=config.crop_size,
-                          augment_images=config.augment),
+                          transform=config.transform),
         in_shardings=(replicated, batch), out_shardings=(replicated, replicated), donate_argnums=0)
     self.eval_step = jax.jit(functools.partial(step_lib.eval_step, model=self.model, crop=config.crop_size),
                              in_shardings=(replicated, batch), out_shardings=replicated)
@@ -315,7 +316,7 @@ def bench_train(*, model: str = "resnet50", size: int | None = None, batch_size:
   state = jax.jit(functools.partial(step_lib.init_state, net, tx, 0, size), out_shardings=replicated)()
   train_step = jax.jit(
       functools.partial(step_lib.train_step, model=net, tx=tx, prior=jnp.zeros(1000), label_smoothing=0.0,
-                        crop=size, augment_images=True),
+                        crop=size, transform="crop_flip_jitter"),
       in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated), donate_argnums=0)
   rng = np.random.default_rng(0)
   batch = jax.device_put({"image": rng.integers(0, 256, (batch_size, load, load, 3), dtype=np.uint8),

@@ -385,3 +385,22 @@ def test_sharded_over_four_devices_matches_one_device(tmp_path):
       np.testing.assert_allclose(sharded[name], value, atol=1e-6, err_msg=name)
     else:  # Draws and embedding mixes are exact.
       np.testing.assert_array_equal(sharded[name], value, err_msg=name)
+
+
+def test_fewshot_rotation_bounds_and_flip():
+  # A single bright pixel right of centre: rotation by theta moves it on a circle, by at most 15 degrees.
+  size = 33
+  image = jnp.zeros((1, size, size, 3)).at[0, 16, 28, :].set(1.0)
+  keys = jax.random.split(jax.random.key(0), 64)
+  out = augment.fewshot_augment(keys, jnp.repeat(image, 64, axis=0))
+  assert out.shape == (64, size, size, 3)
+  angles = []
+  for img in np.asarray(out):
+    y, x = np.unravel_index(np.argmax(img[..., 0]), img.shape[:2])
+    angles.append(np.degrees(np.arctan2(-(y - 16), abs(x - 16))))  # flips mirror x; the angle keeps its size
+  angles = np.asarray(angles)
+  assert np.all(np.abs(angles) <= 15 + 5)  # +-15 degrees, one pixel of rounding at radius 12
+  assert np.abs(angles).max() > 8  # and it does rotate
+  flipped = np.asarray(out)[..., 0].reshape(64, -1).argmax(1) % size < 16
+  assert 10 < flipped.sum() < 54  # about half are mirrored
+  np.testing.assert_allclose(augment.fewshot_augment(keys[:1], image), out[:1])  # same key, same output

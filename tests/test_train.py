@@ -168,7 +168,7 @@ def test_balanced_softmax_beats_cross_entropy_on_few_classes_of_long_tailed_digi
   assert real_train.counts().tolist() == [140, 91, 59, 38, 25, 16, 10, 7, 4, 3]
   results = {}
   for loss in ("cross_entropy", "balanced_softmax"):
-    config = demo_config(tmp_path / loss, loss=loss, model="resnet_tiny", load_size=8, crop_size=8, augment=False,
+    config = demo_config(tmp_path / loss, loss=loss, model="resnet_tiny", load_size=8, crop_size=8, transform="none",
                          batch_size=64, eval_batch_size=300, epochs=20, steps_per_epoch=10, lr=0.05,
                          eval_every=0, checkpoint_every=1000, log_every=50)
     results[loss] = train.train_and_evaluate(config, train.Data(real_train, real_test, None))
@@ -191,7 +191,7 @@ def test_linear_probe_updates_only_the_head():
   batch = {"image": np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8),
            "label": np.array([0, 1, 2, 0], np.int32)}
   step = jax.jit(lambda s, b: step_lib.train_step(s, b, model=model, tx=tx, prior=jnp.zeros(3), label_smoothing=0.0,
-                                                  crop=12, augment_images=True))
+                                                  crop=12, transform="crop_flip_jitter"))
   new, _ = step(state, batch)
   new, metrics = step(new, batch)
   assert int(new.step) == 2 and np.isfinite(metrics["loss"])

@@ -82,21 +82,30 @@ def centre_crop(images, crop: int):
   return images[:, top:top + crop, left:left + crop]
 
 
-def train_images(key, images, *, crop: int, augment_images: bool):
-  """uint8 host squares -> normalised float crops: random resized crop, flip, colour jitter (or centre crop)."""
+TRANSFORMS = ("crop_flip_jitter", "flip_rotate", "none")
+
+
+def train_images(key, images, *, crop: int, transform: str):
+  """uint8 host squares -> normalised float images for training.
+
+  crop_flip_jitter: random resized crop to `crop`, flip, colour jitter 0.4 (the ImageNet-LT recipe);
+  flip_rotate: centre crop to `crop`, flip, rotation within +-15 degrees (DA-Fusion's few-shot recipe);
+  none: centre crop.
+  """
   images = augment.to_float(images)
-  if augment_images:
-    images = augment.train_augment(jax.random.split(key, images.shape[0]), images, size=crop)
+  keys = jax.random.split(key, images.shape[0])
+  if transform == "crop_flip_jitter":
+    images = augment.train_augment(keys, images, size=crop)
+  elif transform == "flip_rotate":
+    images = augment.fewshot_augment(keys, centre_crop(images, crop))
   else:
     images = centre_crop(images, crop)
   return normalize(images)
 
 
-def train_step(state: TrainState, batch, *, model, tx, prior, label_smoothing: float, crop: int,
-               augment_images: bool):
+def train_step(state: TrainState, batch, *, model, tx, prior, label_smoothing: float, crop: int, transform: str):
   """One optimizer step on a global batch {'image', 'label'} -> (state, {'loss', 'accuracy'})."""
-  images = train_images(jax.random.fold_in(state.rng, state.step), batch["image"], crop=crop,
-                        augment_images=augment_images)
+  images = train_images(jax.random.fold_in(state.rng, state.step), batch["image"], crop=crop, transform=transform)
 
   def loss_fn(params):
     logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images, train=True,
