@@ -96,8 +96,6 @@ def prepare(config) -> Job:
   methods = tuple(augment.get_method(m.strip(), config.alpha) for m in config.methods.split(",") if m.strip())
   if not methods:
     raise UserError("config.methods is empty: name at least one method, e.g. --config.methods=embed_cutmix_dropout")
-  if config.resolution % 8:
-    raise UserError(f"resolution must be a multiple of 8, not {config.resolution}")
   if config.batch.per_device < 1:
     raise UserError(f"batch.per_device must be >= 1, not {config.batch.per_device}")
   if config.output.format not in ("png", "jpeg"):
@@ -115,8 +113,9 @@ def prepare(config) -> Job:
   pipe, params = load(resolve_model(config.model), dtype)
   spec = SamplerSpec(mode=config.sampler.mode, scheduler=config.sampler.scheduler or None, steps=config.sampler.steps,
                      guidance=config.sampler.guidance, strength=config.sampler.strength).check(pipe)
-  if config.resolution % (8 * pipe.vae_factor) and config.resolution % (pipe.vae_factor * 4):
-    raise UserError(f"resolution {config.resolution} does not divide into the UNet's latent grid")
+  grid = pipe.vae_factor * 2 ** (len(pipe.unet.block_out_channels) - 1)  # VAE, then the UNet's downsamplings
+  if config.resolution < grid or config.resolution % grid:
+    raise UserError(f"resolution {config.resolution} must be a multiple of {grid} for this checkpoint (e.g. 768 or 512)")
   prompts = [config.prompt.format(name) for name in source.class_names]
   out = Path(os.path.expanduser(config.output.dir))
   _check_output(out, config)
@@ -127,10 +126,10 @@ def prepare(config) -> Job:
 def _check_output(out: Path, config):
   config_file = out / "config.json"
   if config_file.is_file():
-    before = json.loads(config_file.read_text()).get("fingerprint")
-    if before != json.loads(json.dumps(fingerprint(config))):
-      changed = sorted(k for k in fingerprint(config) if (before or {}).get(k) != json.loads(json.dumps(
-          fingerprint(config)))[k])
+    before = json.loads(config_file.read_text()).get("fingerprint") or {}
+    now = json.loads(json.dumps(fingerprint(config)))  # as JSON stores it (tuples become lists)
+    if before != now:
+      changed = sorted(k for k in now if before.get(k) != now[k])
       raise UserError(f"{out} holds a run with a different config ({', '.join(changed)} changed); use a new "
                       "--config.output.dir, or rerun with the same config to resume")
   try:
@@ -306,6 +305,9 @@ def run(config) -> dict:
       result = step(params, mesh.to_global(mesh_, host))  # asynchronous: runs while the last batch is written
       if previous is not None:
         finish(*previous)
+      for w in [w for w in writes if w.done()]:  # a failed write stops the run now, not at the end
+        stats["written"] += w.result()
+        writes.remove(w)
       previous = (chunk, ok1, ok2, result, time.time())
     if previous is not None:
       finish(*previous)
@@ -328,7 +330,11 @@ def run(config) -> dict:
 
 
 def _commit(job, unit, items, unit_images, unit_lams, process, began):
-  n = write_unit(job, unit, items, unit_images, unit_lams, process)
+  try:
+    n = write_unit(job, unit, items, unit_images, unit_lams, process)
+  except OSError as e:
+    raise UserError(f"writing unit {unit} to {job.out} failed ({e.strerror or e}); free space or fix the "
+                    "directory and rerun the same command to continue") from None
   logging.info("unit %d: %d images committed, %.2fs after its first batch was dispatched", unit, n,
                time.time() - began)
   return n

@@ -126,6 +126,7 @@ def _bad(tmp_path, *flags):
     ("--config.sampler.scheduler=euler", "unknown scheduler 'euler'"),
     ("--config.model=/no/such/checkpoint", "checkpoint '/no/such/checkpoint' not found"),
     ("--config.data.source=folder:/no/such/images", "/no/such/images"),
+    ("--config.resolution=30", "resolution 30 must be a multiple of 4"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, flag, expect):
   run, lines, out = _bad(tmp_path, flag)
