@@ -21,7 +21,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxaug.errors import exit_on_user_error
+from jaxaug.errors import UserError, exit_on_user_error
+
+
+# Dense bf16 peak of the accelerators we expect, for the fraction-of-peak figure (vendor datasheets).
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
+                    "TPU v5p": 459.0, "TPU v6 lite": 918.0}
+
+
+def bf16_peak(device_kind: str) -> float | None:
+  return next((peak for name, peak in BF16_PEAK_TFLOPS.items() if name in device_kind), None)
 
 
 def _device() -> dict:
@@ -71,6 +80,24 @@ def _flops(compiled) -> float:
   return float((cost or {}).get("flops", 0.0))
 
 
+def _unet_figures(job, batch: int, resolution: int, repeats: int) -> dict:
+  """One guided UNet evaluation (2 x batch rows) alone: the loop's share of the work and its TFLOP/s."""
+  from jaxaug.models import sd
+
+  pipe, params = job.pipe, job.params
+  latent = resolution // pipe.vae_factor
+  rows = 2 * batch
+  lat = jnp.zeros((rows, pipe.latent_channels, latent, latent))
+  ctx = jnp.zeros((rows, pipe.tokenizer.model_max_length, pipe.unet.cross_attention_dim))
+  vec = jnp.zeros((rows, 2 * pipe.image_embed_dim)) if pipe.kind == "unclip" else None
+  unet = jax.jit(lambda params, lat, ctx, vec: sd.predict(pipe, params, lat, jnp.full((rows,), 500), ctx, vec))
+  compiled = unet.lower(params, lat, ctx, vec).compile()
+  seconds = _timed(compiled, params, lat, ctx, vec, repeats=repeats)
+  flops = _flops(compiled)
+  return {"unet_call_s": seconds, "unet_tflops_per_s": flops / seconds / 1e12 if flops else None,
+          "unet_tflop_per_call": flops / 1e12}
+
+
 def bench_sampler(args) -> dict:
   from jaxaug import generate, mesh
 
@@ -89,11 +116,39 @@ def bench_sampler(args) -> dict:
   unet_calls = int(sched.set_timesteps(sched.create_state(), args.steps, (1,)).timesteps.shape[0])
   flops = _flops(compiled)
   stats = jax.devices()[0].memory_stats() or {}
-  return {"images_per_s": images / seconds, "seconds_per_batch": seconds, "seconds_per_step": seconds / unet_calls,
-          "unet_calls": unet_calls, "tflops_per_s": flops / seconds / 1e12 if flops else None,
-          "peak_memory_gib": stats.get("peak_bytes_in_use", 0) / 2**30 or None, "compile_s": compile_s,
-          "batch_per_device": args.batch, "resolution": args.resolution, "steps": args.steps,
-          "guidance": args.guidance, "model": args.model, "dtype": str(jnp.dtype(job.pipe.dtype))}
+  result = {"images_per_s": images / seconds, "seconds_per_batch": seconds, "seconds_per_step": seconds / unet_calls,
+            "unet_calls": unet_calls, "tflops_per_s": flops / seconds / 1e12 if flops else None,
+            "peak_memory_gib": stats.get("peak_bytes_in_use", 0) / 2**30 or None, "compile_s": compile_s,
+            "batch_per_device": args.batch, "resolution": args.resolution, "steps": args.steps,
+            "guidance": args.guidance, "model": args.model, "dtype": str(jnp.dtype(job.pipe.dtype))}
+  result.update(_unet_figures(job, args.batch, args.resolution, args.repeats))
+  peak = bf16_peak(jax.devices()[0].device_kind)
+  if peak and result["unet_tflops_per_s"]:
+    result["unet_fraction_of_bf16_peak"] = result["unet_tflops_per_s"] / peak
+  if args.vs_torch:
+    if jax.device_count() > 1:
+      raise UserError("--vs-torch compares one device with one GPU: run it with a single visible device")
+    result.update(args.torch_result)
+    result["jax_over_torch"] = result["images_per_s"] / result["torch_images_per_s"]
+  return result
+
+
+def torch_baseline(args) -> dict:
+  """diffusers' PyTorch pipeline timed in a child process (see jaxaug/models/torch_reference.py)."""
+  import os
+  import subprocess
+
+  env = {k: v for k, v in os.environ.items() if k not in ("USE_TORCH", "USE_FLAX")}
+  env["JAX_PLATFORMS"] = "cpu"  # the child only writes built-in checkpoints with jax; the GPU is torch's
+  request = {"model": args.model, "batch": args.batch, "resolution": args.resolution, "steps": args.steps,
+             "guidance": args.guidance, "scheduler": args.scheduler, "repeats": args.repeats}
+  child = subprocess.run([sys.executable, "-m", "jaxaug.models.torch_reference", json.dumps(request)], env=env,
+                         capture_output=True, text=True)
+  if child.returncode != 0:
+    lines = [l for l in child.stderr.splitlines() if l.strip()]
+    message = lines[-1] if lines else f"exit status {child.returncode}"
+    raise UserError(f"the PyTorch baseline failed: {message.removeprefix('jaxaug: error: ')}")
+  return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def bench_condition(args) -> dict:
@@ -169,12 +224,18 @@ def main(argv=None):
   parser.add_argument("--source-size", type=int, default=64)
   parser.add_argument("--input-size", type=int, default=224)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--vs-torch", action="store_true",
+                      help="sampler: also time diffusers' PyTorch pipeline on the same weights and print the ratio")
   parser.add_argument("--json", default="", help="also write the result here")
   args = parser.parse_args(argv)
+  if args.vs_torch and args.bench != "sampler":
+    raise UserError("--vs-torch goes with the sampler bench")
+  args.torch_result = torch_baseline(args) if args.vs_torch else None  # first: JAX has not taken the GPU yet
   device = _device()
   result = BENCHES[args.bench](args)
   print(_table(args.bench, result, device))
-  record = {"bench": args.bench, "device": device, "args": vars(args), "result": result}
+  record = {"bench": args.bench, "device": device,
+            "args": {k: v for k, v in vars(args).items() if k != "torch_result"}, "result": result}
   if args.json:
     with open(args.json, "w") as f:
       json.dump(record, f, indent=2)

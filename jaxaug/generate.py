@@ -29,7 +29,8 @@ from jaxaug import augment, condition, mesh, plan as plan_lib
 from jaxaug.data import kshot, open_source, synthetic
 from jaxaug.data.pipeline import read_units
 from jaxaug.errors import UserError, run_with_config
-from jaxaug.models import sd, tiny
+from jaxaug.models import sd
+from jaxaug.models.tiny import resolve_model
 from jaxaug.models.pipeline import load
 from jaxaug.sampler import SamplerSpec, denoise
 
@@ -48,22 +49,6 @@ def get_demo_config():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
-
-
-BUILTIN_MODELS = {"tiny": ("unclip", "tiny"), "tiny-sd": ("sd", "tiny"),
-                  "random-sd21-unclip": ("unclip", "full"), "random-sd21": ("sd", "full")}
-
-
-def resolve_model(name: str) -> str:
-  """Built-in random checkpoints (written to a cache on first use) or the name as given.
-
-  tiny / tiny-sd: toy size, for tests and the demo; random-sd21-unclip / random-sd21: full SD 2.1 size
-  with random weights, for benchmarks (throughput does not depend on weight values).
-  """
-  if name in BUILTIN_MODELS:
-    kind, size = BUILTIN_MODELS[name]
-    return str(tiny.cached_tiny(kind, size=size))
-  return name
 
 
 def _lookup(config, dotted: str):

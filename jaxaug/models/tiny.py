@@ -232,6 +232,22 @@ def cached_tiny(kind: str = "unclip", cache_dir: str | os.PathLike | None = None
   return path
 
 
+BUILTIN_MODELS = {"tiny": ("unclip", "tiny"), "tiny-sd": ("sd", "tiny"),
+                  "random-sd21-unclip": ("unclip", "full"), "random-sd21": ("sd", "full")}
+
+
+def resolve_model(name: str) -> str:
+  """Built-in random checkpoints (written to a cache on first use) or the name as given.
+
+  tiny / tiny-sd: toy size, for tests and the demo; random-sd21-unclip / random-sd21: full SD 2.1 size
+  with random weights, for benchmarks (throughput does not depend on weight values).
+  """
+  if name in BUILTIN_MODELS:
+    kind, size = BUILTIN_MODELS[name]
+    return str(cached_tiny(kind, size=size))
+  return name
+
+
 def main(argv=None):
   import argparse
 

@@ -1,0 +1,77 @@
+"""The PyTorch baseline for `python -m jaxaug.bench sampler --vs-torch`: diffusers' own unCLIP pipeline.
+
+It times StableUnCLIPImg2ImgPipeline on the same checkpoint directory (so the same random or real
+weights), resolution, steps, guidance and batch, in fp16 with PyTorch's scaled-dot-product attention on a
+GPU (fp32 on a CPU). The bench runs it as a child process before JAX touches the device, so the two
+never share GPU memory and jaxaug's own process never imports torch (torch is no jaxaug dependency):
+
+    python -m jaxaug.models.torch_reference '{"model": "tiny", "batch": 4, ...}'   # prints one JSON line
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from jaxaug.errors import UserError
+
+
+def time_unclip_pipeline(model: str, *, batch: int, resolution: int, steps: int, guidance: float,
+                         scheduler: str, repeats: int) -> dict:
+  """Median seconds per batch and images/s of diffusers' PyTorch pipeline."""
+  try:
+    import torch
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler, StableUnCLIPImg2ImgPipeline
+    from diffusers.models.attention_processor import AttnProcessor2_0
+  except ImportError as e:
+    raise UserError(f"--vs-torch needs torch and diffusers' PyTorch pipeline ({e.name} is missing): "
+                    "pip install torch diffusers==0.39.0 transformers==4.57.6") from None
+  from jaxaug.models.tiny import resolve_model  # after diffusers: jaxaug's hf.py would hide torch from it
+
+  cuda = torch.cuda.is_available()
+  dtype = torch.float16 if cuda else torch.float32
+  pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(resolve_model(model), torch_dtype=dtype)
+  if scheduler:
+    classes = {"pndm": PNDMScheduler, "ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler}
+    pipe.scheduler = classes[scheduler].from_config(pipe.scheduler.config)
+  pipe = pipe.to("cuda" if cuda else "cpu")
+  pipe.unet.set_attn_processor(AttnProcessor2_0())
+  pipe.set_progress_bar_config(disable=True)
+  size = pipe.feature_extractor.crop_size["height"]
+  rng = np.random.default_rng(0)
+  image = torch.from_numpy(rng.normal(size=(batch, 3, size, size)).astype(np.float32)).to(pipe.device, dtype)
+  prompts = ["a photo of a red circle"] * batch
+
+  def run():
+    out = pipe(prompt=prompts, image=image, height=resolution, width=resolution, num_inference_steps=steps,
+               guidance_scale=guidance, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    if cuda:
+      torch.cuda.synchronize()
+    return out
+
+  run()  # warm-up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  seconds = float(np.median(times))
+  return {"torch_seconds_per_batch": seconds, "torch_images_per_s": batch / seconds, "torch_dtype": str(dtype),
+          "torch_device": torch.cuda.get_device_name() if cuda else "cpu", "torch_version": torch.__version__}
+
+
+def main():
+  args = json.loads(sys.argv[1])
+  try:
+    result = time_unclip_pipeline(**args)
+  except UserError as e:
+    print(f"jaxaug: error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()
