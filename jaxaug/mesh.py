@@ -19,8 +19,9 @@ from jaxaug.errors import UserError
 def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = -1):
   """Starts jax.distributed when this is a multi-process run; a no-op for one process.
 
-  With a coordinator address given, the three values are used as they are (local multi-process runs).
-  Otherwise jax finds them itself on TPU pods and under SLURM (and from JAX_COORDINATOR_ADDRESS etc.).
+  With a coordinator address given, the three values are used as they are (launch/local.sh). Otherwise,
+  where JAXAUG_DISTRIBUTED=1 (launch/tpu_pod.sh, launch/slurm_gpu.sbatch), inside a multi-task srun step,
+  or with JAX_COORDINATOR_ADDRESS set, jax.distributed finds them itself (TPU pod metadata, SLURM).
   """
   if coordinator:
     if num_processes < 1 or not 0 <= process_id < num_processes:
@@ -34,11 +35,9 @@ def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = 
 
 
 def _multi_process_environment() -> bool:
-  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+  if os.environ.get("JAXAUG_DISTRIBUTED") == "1" or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     return True
-  if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_ID" in os.environ:
-    return True
-  return bool(os.environ.get("TPU_WORKER_HOSTNAMES", "").count(","))  # a TPU pod slice
+  return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_ID" in os.environ
 
 
 def data_mesh() -> Mesh:

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -86,17 +85,20 @@ def test_four_devices_give_identical_records(reference, tmp_path):
 
 
 def test_two_processes_give_identical_records(reference, tmp_path):
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
+  # launch/local.sh: two processes joined by jax.distributed over localhost, each writing its own units.
   out = tmp_path / "out"
-  procs = [_generate(out, *SMALL, f"--config.mesh.coordinator=localhost:{port}", "--config.mesh.num_processes=2",
-                     f"--config.mesh.process_id={i}", wait=False) for i in range(2)]
-  results = [p.communicate(timeout=600) for p in procs]
-  for p, (_, err) in zip(procs, results):
-    assert p.returncode == 0, err[-3000:]
+  run = subprocess.run(["bash", str(ROOT / "launch" / "local.sh"), "2", "jaxaug.generate", f"--config.output.dir={out}",
+                        *SMALL], env=_env(), capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
   assert (out / "done_units.p1.jsonl").is_file()  # process 1 wrote its own units
   assert _records(out) == _records(reference)
+
+
+def test_local_launcher_stops_on_the_first_failure(tmp_path):
+  run = subprocess.run(["bash", str(ROOT / "launch" / "local.sh"), "2", "jaxaug.generate", *SMALL,
+                        "--config.methods=nonsense", f"--config.output.dir={tmp_path / 'out'}"], env=_env(),
+                       capture_output=True, text=True, timeout=600)
+  assert run.returncode == 2 and "unknown augmentation method 'nonsense'" in run.stderr
 
 
 def test_sigkill_and_rerun_is_identical(reference, tmp_path):

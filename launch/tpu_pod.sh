@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Cloud TPU pod slice: the same command on every worker; jax.distributed finds the others by itself.
+#
+#   launch/tpu_pod.sh TPU_NAME ZONE jaxaug.generate --config=configs/imagenet_lt.py \
+#       --config.model=stabilityai/stable-diffusion-2-1-unclip --config.output.dir=gs-fuse-or-nfs/out
+#
+# Assumes jaxaug is installed on every worker (`pip install -e ".[tpu]"` in ~/jaxaug) and the output
+# directory is shared (a Filestore/NFS or gcsfuse mount). Rerun the same line to resume.
+set -euo pipefail
+if [ $# -lt 3 ]; then
+  echo "usage: launch/tpu_pod.sh TPU_NAME ZONE MODULE [flags...]" >&2
+  exit 2
+fi
+tpu=$1
+zone=$2
+module=$3
+shift 3
+args=$(printf ' %q' "$@")
+gcloud compute tpus tpu-vm ssh "$tpu" --zone="$zone" --worker=all \
+  --command="cd ~/jaxaug && JAXAUG_DISTRIBUTED=1 python -m $module$args"
