@@ -117,6 +117,11 @@ def _check_output(out: Path, config):
       changed = sorted(k for k in now if before.get(k) != now[k])
       raise UserError(f"{out} holds a run with a different config ({', '.join(changed)} changed); use a new "
                       "--config.output.dir, or rerun with the same config to resume")
+    was = json.loads(config_file.read_text())["config"]["batch"]["per_device"]
+    if was != config.batch.per_device:
+      logging.warning("resuming with batch.per_device=%d (was %d): the remaining images equal an uninterrupted "
+                      "run's up to float rounding (about one grey level in rare pixels), not byte for byte",
+                      config.batch.per_device, was)
   try:
     out.mkdir(parents=True, exist_ok=True)
     probe = out / f".write-test-{os.getpid()}"
