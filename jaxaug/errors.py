@@ -45,10 +45,7 @@ def run_with_config(main, default_config: str, help_text: str):
       config = config_flag.value
       config.to_dict()  # a config file that failed to load raises only when first used
     except Exception as e:  # absl and ml_collections raise many types here; all are bad flags
-      lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
-      cause = lines[-1] if lines else type(e).__name__
-      if cause.split(":", 1)[0].endswith(("Error", "Exception")):
-        cause = cause.split(": ", 1)[-1]
+      cause = _last_line(e)
       if isinstance(e, (KeyError, AttributeError)):
         cause = f"the config has no field {cause.strip(chr(34))} (its fields are in the config file)"
       print(f"jaxaug: error: bad --config: {cause}", file=sys.stderr, flush=True)
@@ -64,3 +61,21 @@ def run_with_config(main, default_config: str, help_text: str):
     main(config)  # app.run exits with main's return value: the run's summary is not an exit status
 
   app.run(entry, flags_parser=parse)
+
+
+def _last_line(e: Exception) -> str:
+  """The cause in a flag error: its last line, without a leading 'SomeError: '."""
+  lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
+  cause = lines[-1] if lines else type(e).__name__
+  return cause.split(": ", 1)[-1] if cause.split(":", 1)[0].endswith(("Error", "Exception")) else cause
+
+
+def parse_flags(argv):
+  """absl flag parsing for `app.run(main, flags_parser=parse_flags)`: a bad flag is one line, exit 2."""
+  from absl import flags
+
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"jaxaug: error: {_last_line(e)}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None

@@ -25,6 +25,7 @@ from PIL import ImageOps
 from jaxaug import augment
 from jaxaug.errors import UserError
 from jaxaug.errors import exit_on_user_error
+from jaxaug.errors import parse_flags
 
 _OUT = flags.DEFINE_string("out", "preview.png", "PNG file to write.")
 _IMAGES = flags.DEFINE_list(
@@ -159,4 +160,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -84,3 +84,13 @@ def test_out_must_be_a_png_in_an_existing_folder(tmp_path):
   with pytest.raises(UserError, match=r"\.png"):
     preview.check_out(str(tmp_path / "sheet.jpg"))
   preview.check_out(str(tmp_path / "sheet.png"))
+
+
+def test_unknown_flag_is_one_line_exit_2():
+  import subprocess
+  import sys
+
+  run = subprocess.run([sys.executable, "-m", "jaxaug.preview", "--nonsense=1"], capture_output=True, text=True,
+                       timeout=120)
+  lines = [l for l in run.stderr.splitlines() if l.strip()]
+  assert run.returncode == 2 and lines == ["jaxaug: error: Unknown command line flag 'nonsense'"]
