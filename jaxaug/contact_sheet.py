@@ -23,16 +23,15 @@ HEAD_H = 34
 
 
 def pick_items(source: synthetic.SyntheticSource, methods: tuple[str, ...], max_classes: int) -> dict:
-  """{(class, method index): position in `source`} for the first generated item of each pair."""
+  """{(class, method index): position in `source`} for the first generated item of each pair.
+
+  Reads the done record's index (labels, methods), never a shard.
+  """
+  classes = set(sorted(set(source.labels.tolist()))[:max_classes])
   chosen = {}
-  classes = sorted(set(source.labels.tolist()))[:max_classes]
-  for pos, label in enumerate(source.labels):
+  for pos, (label, method) in enumerate(zip(source.labels.tolist(), source.methods)):
     if label in classes:
-      prov = source.provenance(pos) if len(chosen) < len(classes) * len(methods) else None
-      if prov is None:
-        break
-      key = (int(label), methods.index(prov["method"]))
-      chosen.setdefault(key, pos)
+      chosen.setdefault((label, methods.index(method)), pos)
   return chosen
 
 
