@@ -170,15 +170,18 @@ def encode_image(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
   return buf.getvalue()
 
 
-def _source_ids(job: Job, item: int) -> list[str]:
+def _uses_second_image(job: Job, item: int) -> bool:
   method = job.methods[job.plan.method[item]]
-  uses_two = job.spec.mode == "unclip" and (method.pixel is not None or method.embed is not None)
-  ids = job.plan.source[item][: 2 if uses_two else 1]
+  return job.spec.mode == "unclip" and (method.pixel is not None or method.embed is not None)
+
+
+def _source_ids(job: Job, item: int) -> list[str]:
+  ids = job.plan.source[item][: 2 if _uses_second_image(job, item) else 1]
   return [job.source.id(int(i)) for i in ids]
 
 
 def _needed_ok(job: Job, item: int, ok1: bool, ok2: bool) -> bool:
-  return ok1 and (ok2 or len(_source_ids(job, item)) == 1)
+  return ok1 and (ok2 or not _uses_second_image(job, item))
 
 
 def write_unit(job: Job, unit: int, items: np.ndarray, images: dict[int, np.ndarray], lams: dict[int, float],
