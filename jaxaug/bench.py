@@ -11,7 +11,9 @@ Every figure names the device it ran on. On CPU the models are the tiny random c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -36,7 +38,7 @@ def bf16_peak(device_kind: str) -> float | None:
 def _device() -> dict:
   d = jax.devices()[0]
   return {"platform": d.platform, "device_kind": d.device_kind, "device_count": jax.device_count(),
-          "jax": jax.__version__, "python": platform.python_version()}
+          "jax": jax.__version__, "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def _timed(fn, *args, repeats: int):
@@ -57,7 +59,8 @@ def _job(args, out_dir: str):
   config.resolution = args.resolution
   config.sampler.steps = args.steps
   config.sampler.guidance = args.guidance
-  config.batch.per_device = args.batch
+  config.batch.per_device = _sizes(args.batch)[0]
+  config.attention = _names(args.attention)[0]
   config.data.source_size = args.source_size
   config.output.dir = out_dir
   if args.scheduler:
@@ -98,49 +101,115 @@ def _unet_figures(job, batch: int, resolution: int, repeats: int) -> dict:
           "unet_tflop_per_call": flops / 1e12}
 
 
-def bench_sampler(args) -> dict:
+def _memory_gib(compiled) -> float | None:
+  """Device memory the executable needs (arguments + outputs + scratch, less donated): per run, not cumulative."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return None
+  used = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+  return used / 2**30
+
+
+def _out_of_memory(error: Exception) -> bool:
+  return "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
+
+
+def _sampler_run(job, attention_impl: str, batch: int, args) -> dict:
+  """One (attention, per-device batch) point: the whole sampling step, then one UNet call alone."""
   from jaxaug import generate, mesh
 
-  with tempfile.TemporaryDirectory() as out:
-    job = _job(args, out)
-    mesh_ = mesh.data_mesh()
-    step = generate.make_step(job, mesh_)
-    params = jax.device_put(job.params, mesh.replicated(mesh_))
-    batch = mesh.to_global(mesh_, _batch(job, args.batch * jax.local_device_count()))
-    start = time.perf_counter()
-    compiled = step.lower(params, batch).compile()
-    compile_s = time.perf_counter() - start
-    seconds = _timed(compiled, params, batch, repeats=args.repeats)
-  images = args.batch * jax.device_count()
+  job = dataclasses.replace(job, pipe=dataclasses.replace(job.pipe, attention=attention_impl))
+  mesh_ = mesh.data_mesh()
+  step = generate.make_step(job, mesh_)
+  params = jax.device_put(job.params, mesh.replicated(mesh_))
+  inputs = mesh.to_global(mesh_, _batch(job, batch * jax.local_device_count()))
+  start = time.perf_counter()
+  compiled = step.lower(params, inputs).compile()
+  compile_s = time.perf_counter() - start
+  seconds = _timed(compiled, params, inputs, repeats=args.repeats)
   sched = job.pipe.make_scheduler(job.spec.scheduler)
   unet_calls = int(sched.set_timesteps(sched.create_state(), args.steps, (1,)).timesteps.shape[0])
   flops = _flops(compiled)
-  stats = jax.devices()[0].memory_stats() or {}
-  result = {"images_per_s": images / seconds, "seconds_per_batch": seconds, "seconds_per_step": seconds / unet_calls,
-            "unet_calls": unet_calls, "tflops_per_s": flops / seconds / 1e12 if flops else None,
-            "peak_memory_gib": stats.get("peak_bytes_in_use", 0) / 2**30 or None, "compile_s": compile_s,
-            "batch_per_device": args.batch, "resolution": args.resolution, "steps": args.steps,
-            "guidance": args.guidance, "model": args.model, "dtype": str(jnp.dtype(job.pipe.dtype))}
-  result.update(_unet_figures(job, args.batch, args.resolution, args.repeats))
+  images = batch * jax.device_count()
+  run = {"attention": attention_impl, "batch_per_device": batch, "images_per_s": images / seconds,
+         "seconds_per_batch": seconds, "seconds_per_step": seconds / unet_calls, "unet_calls": unet_calls,
+         "tflops_per_s": flops / seconds / 1e12 if flops else None, "memory_gib": _memory_gib(compiled),
+         "compile_s": compile_s}
+  run.update(_unet_figures(job, batch, args.resolution, args.repeats))
   peak = bf16_peak(jax.devices()[0].device_kind)
-  if peak and result["unet_tflops_per_s"]:
-    result["unet_fraction_of_bf16_peak"] = result["unet_tflops_per_s"] / peak
+  if peak and run["unet_tflops_per_s"]:
+    run["unet_fraction_of_bf16_peak"] = run["unet_tflops_per_s"] / peak
+  return run
+
+
+def bench_sampler(args) -> dict:
+  """Every (attention, batch) pair asked for; a batch that runs out of memory ends that kernel's row."""
+  from jaxaug.models import attention
+
+  with tempfile.TemporaryDirectory() as out:
+    job = _job(args, out)
+  kernels = [attention.resolve(a, job.pipe.dtype) for a in _names(args.attention)]
+  runs = []
+  for kernel in dict.fromkeys(kernels):
+    for batch in _sizes(args.batch):
+      try:
+        run = _sampler_run(job, kernel, batch, args)
+      except Exception as e:  # noqa: BLE001 (XLA raises its runtime error type for OOM)
+        if not _out_of_memory(e):
+          raise
+        runs.append({"attention": kernel, "batch_per_device": batch, "images_per_s": None, "error": "out of memory"})
+        break
+      runs.append(run)
+      _progress(run)
+  done = [r for r in runs if r["images_per_s"]]
+  if not done:
+    raise UserError("every batch size ran out of device memory; try a smaller --batch")
+  best = max(done, key=lambda r: r["images_per_s"])
+  result = {"model": args.model, "resolution": args.resolution, "steps": args.steps, "guidance": args.guidance,
+            "dtype": jnp.dtype(job.pipe.dtype).name, "best": best, "runs": runs}
   if args.vs_torch:
     if jax.device_count() > 1:
       raise UserError("--vs-torch compares one device with one GPU: run it with a single visible device")
-    result.update(args.torch_result)
-    result["jax_over_torch"] = result["images_per_s"] / result["torch_images_per_s"]
+    result["torch"] = args.torch_result
+    torch_best = max((r for r in args.torch_result["runs"] if r["torch_images_per_s"]),
+                     key=lambda r: r["torch_images_per_s"], default=None)
+    if torch_best:
+      result["jax_over_torch"] = best["images_per_s"] / torch_best["torch_images_per_s"]
   return result
+
+
+def _progress(run: dict):
+  print(f"  attention={run['attention']:6s} batch={run['batch_per_device']:<4d} {run['images_per_s']:.4g} images/s, "
+        f"compile {run['compile_s']:.1f}s", file=sys.stderr, flush=True)
+
+
+def _sizes(text: str) -> list[int]:
+  try:
+    sizes = [int(b) for b in text.split(",") if b.strip()]
+  except ValueError:
+    raise UserError(f"--batch takes per-device sizes separated by commas, e.g. 4,8,16, not {text!r}") from None
+  if not sizes or min(sizes) < 1:
+    raise UserError(f"--batch sizes must be >= 1, not {text!r}")
+  return sorted(set(sizes))
+
+
+def _one(values: list, flag: str):
+  if len(values) != 1:
+    raise UserError(f"{flag} takes one value here; lists are for the sampler bench")
+  return values[0]
+
+
+def _names(text: str) -> list[str]:
+  return [a.strip() for a in text.split(",") if a.strip()] or ["auto"]
 
 
 def torch_baseline(args) -> dict:
   """diffusers' PyTorch pipeline timed in a child process (see jaxaug/models/torch_reference.py)."""
-  import os
   import subprocess
 
   env = {k: v for k, v in os.environ.items() if k not in ("USE_TORCH", "USE_FLAX")}
   env["JAX_PLATFORMS"] = "cpu"  # the child only writes built-in checkpoints with jax; the GPU is torch's
-  request = {"model": args.model, "batch": args.batch, "resolution": args.resolution, "steps": args.steps,
+  request = {"model": args.model, "batches": _sizes(args.batch), "resolution": args.resolution, "steps": args.steps,
              "guidance": args.guidance, "scheduler": args.scheduler, "repeats": args.repeats}
   child = subprocess.run([sys.executable, "-m", "jaxaug.models.torch_reference", json.dumps(request)], env=env,
                          capture_output=True, text=True)
@@ -156,9 +225,11 @@ def bench_condition(args) -> dict:
   from jaxaug import augment, condition
   from jaxaug.models import sd
 
+  b = _one(_sizes(args.batch), "--batch")
+  _one(_names(args.attention), "--attention")
   with tempfile.TemporaryDirectory() as out:
     job = _job(args, out)
-  pipe, params, b = job.pipe, job.params, args.batch
+  pipe, params = job.pipe, job.params
   methods = tuple(augment.get_method(m) for m in augment.METHODS)
   batch = _batch(job, b)
   method_index = jnp.arange(b, dtype=jnp.int32) % len(methods)
@@ -199,15 +270,42 @@ def bench_train(args) -> dict:
 BENCHES = {"sampler": bench_sampler, "condition": bench_condition, "input": bench_input, "train": bench_train}
 
 
+_COLUMNS = (("attention", "attention", "{}"), ("batch_per_device", "batch", "{}"), ("images_per_s", "images/s", "{:.4g}"),
+            ("seconds_per_step", "s/step", "{:.4g}"), ("unet_tflops_per_s", "UNet TFLOP/s", "{:.4g}"),
+            ("unet_fraction_of_bf16_peak", "of bf16 peak", "{:.1%}"), ("memory_gib", "GiB", "{:.3g}"),
+            ("compile_s", "compile s", "{:.1f}"))
+
+
+def _grid(runs: list[dict]) -> list[str]:
+  cells = [[title for _, title, _ in _COLUMNS]]
+  for run in runs:
+    if run.get("error"):
+      cells.append([str(run["attention"]), str(run["batch_per_device"]), run["error"]] + [""] * (len(_COLUMNS) - 3))
+      continue
+    cells.append([fmt.format(run[key]) if run.get(key) is not None else "-" for key, _, fmt in _COLUMNS])
+  widths = [max(len(row[i]) for row in cells) for i in range(len(_COLUMNS))]
+  return ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+
+
 def _table(name: str, result: dict, device: dict) -> str:
   rows = [f"jaxaug.bench {name} on {device['device_count']} x {device['device_kind']} ({device['platform']}), "
-          f"jax {device['jax']}"]
+          f"jax {device['jax']}" + (f", XLA_FLAGS={device['xla_flags']}" if device["xla_flags"] else "")]
   if device["platform"] == "cpu":
     rows.append("  (CPU: reduced sizes; these figures check the plumbing, not accelerator speed)")
   for key, value in result.items():
-    if isinstance(value, float):
-      value = f"{value:.4g}"
-    rows.append(f"  {key:28s} {value}")
+    if key in ("runs", "best", "torch"):
+      continue
+    rows.append(f"  {key:28s} {f'{value:.4g}' if isinstance(value, float) else value}")
+  if "runs" in result:
+    rows += _grid(result["runs"])
+    best = result["best"]
+    rows.append(f"  best: attention={best['attention']} batch={best['batch_per_device']} "
+                f"({best['images_per_s']:.4g} images/s)")
+  if result.get("torch"):
+    torch = result["torch"]
+    rows.append(f"  PyTorch {torch['torch_version']} diffusers, {torch['torch_dtype']}, SDPA on {torch['torch_device']}:")
+    rows += [f"    batch {r['batch']:<4d} " + (f"{r['torch_images_per_s']:.4g} images/s" if r["torch_images_per_s"]
+                                               else r.get("error", "-")) for r in torch["runs"]]
   return "\n".join(rows)
 
 
@@ -220,7 +318,9 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--guidance", type=float, default=2.0)
   parser.add_argument("--scheduler", default="")
-  parser.add_argument("--batch", type=int, default=4, help="per device")
+  parser.add_argument("--batch", default="4", help="per device; the sampler bench takes a list, e.g. 4,8,16")
+  parser.add_argument("--attention", default="auto",
+                      help="UNet attention kernel (auto, xla, cudnn, einsum); the sampler bench takes a list")
   parser.add_argument("--source-size", type=int, default=64)
   parser.add_argument("--input-size", type=int, default=224)
   parser.add_argument("--repeats", type=int, default=3)

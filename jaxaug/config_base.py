@@ -18,6 +18,7 @@ def generation_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.model = "tiny"  # a diffusers directory or hub id; 'tiny' / 'tiny-sd' are built-in random checkpoints
   c.dtype = "auto"  # auto: fp32 on CPU, bf16 on accelerators; or fp32 / bf16
+  c.attention = "auto"  # UNet attention kernel: auto (cuDNN on NVIDIA bf16, else xla) | xla | cudnn | einsum
   c.seed = 0
   c.methods = "embed_cutmix_dropout"  # comma-separated names (method.md); a run may mix several
   c.alpha = 1.0  # lambda ~ Beta(alpha, alpha)

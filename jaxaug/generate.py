@@ -95,7 +95,7 @@ def prepare(config) -> Job:
     dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
   if dtype is None:
     raise UserError(f"dtype must be auto, fp32 or bf16, not {config.dtype!r}")
-  pipe, params = load(resolve_model(config.model), dtype)
+  pipe, params = load(resolve_model(config.model), dtype, config.attention)
   spec = SamplerSpec(mode=config.sampler.mode, scheduler=config.sampler.scheduler or None, steps=config.sampler.steps,
                      guidance=config.sampler.guidance, strength=config.sampler.strength).check(pipe)
   grid = pipe.vae_factor * 2 ** (len(pipe.unet.block_out_channels) - 1)  # VAE, then the UNet's downsamplings
@@ -103,25 +103,34 @@ def prepare(config) -> Job:
     raise UserError(f"resolution {config.resolution} must be a multiple of {grid} for this checkpoint (e.g. 768 or 512)")
   prompts = [config.prompt.format(name) for name in source.class_names]
   out = Path(os.path.expanduser(config.output.dir))
-  _check_output(out, config)
+  _check_output(out, config, numerics(config, pipe))
   return Job(config=config, out=out, source=source, methods=methods, plan=plan, pipe=pipe, params=params, spec=spec,
              prompt_ids=sd.tokenize(pipe, prompts), empty_ids=sd.tokenize(pipe, [""]))
 
 
-def _check_output(out: Path, config):
+def numerics(config, pipe) -> dict:
+  """What changes an image's float rounding but not what it depicts: a resume may change these, with a warning."""
+  return {"batch.per_device": config.batch.per_device, "dtype": jnp.dtype(pipe.dtype).name,
+          "attention": pipe.attention}
+
+
+def _check_output(out: Path, config, now_numerics: dict):
   config_file = out / "config.json"
   if config_file.is_file():
-    before = json.loads(config_file.read_text()).get("fingerprint") or {}
+    stored = json.loads(config_file.read_text())
+    before = stored.get("fingerprint") or {}
     now = json.loads(json.dumps(fingerprint(config)))  # as JSON stores it (tuples become lists)
     if before != now:
       changed = sorted(k for k in now if before.get(k) != now[k])
       raise UserError(f"{out} holds a run with a different config ({', '.join(changed)} changed); use a new "
                       "--config.output.dir, or rerun with the same config to resume")
-    was = json.loads(config_file.read_text())["config"]["batch"]["per_device"]
-    if was != config.batch.per_device:
-      logging.warning("resuming with batch.per_device=%d (was %d): the remaining images equal an uninterrupted "
-                      "run's up to float rounding (about one grey level in rare pixels), not byte for byte",
-                      config.batch.per_device, was)
+    was = stored.get("numerics") or {}
+    changed = [f"{k}={v} (was {was[k]})" for k, v in now_numerics.items() if k in was and was[k] != v]
+    if changed:
+      rounding = ("up to bf16 rounding (visibly close, not equal)" if "dtype" in " ".join(changed)
+                  else "up to float rounding (about one grey level in rare pixels)")
+      logging.warning("resuming with %s: the remaining images equal an uninterrupted run's %s, not byte for byte",
+                      ", ".join(changed), rounding)
   try:
     out.mkdir(parents=True, exist_ok=True)
     probe = out / f".write-test-{os.getpid()}"
@@ -365,7 +374,8 @@ def _versions() -> dict:
 def _write_run_files(job: Job):
   config = job.config
   (job.out / "config.json").write_text(json.dumps({"config": json.loads(config.to_json()),
-                                                   "fingerprint": fingerprint(config)}, indent=2))
+                                                   "fingerprint": fingerprint(config),
+                                                   "numerics": numerics(config, job.pipe)}, indent=2))
   _write_info(job)
 
 

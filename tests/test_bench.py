@@ -5,14 +5,34 @@ import json
 from jaxaug import bench
 
 
-def test_sampler_bench(tmp_path):
+def test_sampler_bench_sweeps_batches_and_kernels(tmp_path, capsys):
   out = tmp_path / "sampler.json"
-  record = bench.main(["sampler", "--resolution=32", "--steps=2", "--batch=2", "--repeats=1", f"--json={out}"])
+  record = bench.main(["sampler", "--resolution=32", "--steps=2", "--batch=2,1", "--attention=xla,einsum",
+                       "--repeats=1", f"--json={out}"])
   result = json.loads(out.read_text())["result"]
   assert result == json.loads(json.dumps(record["result"]))
-  assert result["images_per_s"] > 0 and result["unet_calls"] == 3  # PNDM runs steps + 1 UNet calls
-  assert result["tflops_per_s"] > 0 and result["compile_s"] > 0
+  runs = result["runs"]
+  assert [(r["attention"], r["batch_per_device"]) for r in runs] == [("xla", 1), ("xla", 2), ("einsum", 1),
+                                                                      ("einsum", 2)]
+  for run in runs:
+    assert run["images_per_s"] > 0 and run["unet_calls"] == 3  # PNDM runs steps + 1 UNet calls
+    assert run["tflops_per_s"] > 0 and run["compile_s"] > 0 and run["memory_gib"] > 0
+    assert run["unet_tflop_per_call"] > 0
+  assert result["best"] == max(runs, key=lambda r: r["images_per_s"])
   assert record["device"]["platform"] == "cpu"
+  table = capsys.readouterr().out
+  assert "images/s" in table and f"best: attention={result['best']['attention']}" in table
+
+
+def test_sampler_bench_bad_lists_are_one_line(capsys):
+  import pytest
+
+  with pytest.raises(SystemExit) as exit_:
+    bench.main(["sampler", "--batch=4,x"])
+  assert exit_.value.code == 2 and "comma" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_:
+    bench.main(["condition", "--batch=1,2"])
+  assert exit_.value.code == 2 and "--batch takes one value here" in capsys.readouterr().err
 
 
 def test_condition_bench(capsys):

@@ -117,14 +117,14 @@ def test_sigkill_and_rerun_is_identical(reference, tmp_path):
   assert not list((out / synthetic.SHARDS).glob(".*"))  # no temporary shard left
 
 
-def test_batch_size_changes_images_only_by_rounding(reference, tmp_path):
-  """Different per-device batches compile different shapes; XLA may round differently, nothing more.
+def test_batch_size_and_attention_change_images_only_by_rounding(reference, tmp_path):
+  """Another per-device batch or attention kernel computes the same function; XLA may round differently.
 
   (Device and host counts at the same per-device batch give identical bytes: the tests above.)
   """
   import io
 
-  run = _generate(tmp_path / "out", *SMALL, "--config.batch.per_device=3")
+  run = _generate(tmp_path / "out", *SMALL, "--config.batch.per_device=3", "--config.attention=einsum")
   assert run.returncode == 0, run.stderr[-3000:]
   a, b = _records(reference), _records(tmp_path / "out")
   assert a.keys() == b.keys()
@@ -239,3 +239,22 @@ def test_configs_have_every_field(name, arg):
             config.methods, config.resolution) == ("fill_to", 1280, 30, 2.0, "{}", "embed_cutmix_dropout", 768)
   if arg == "pascal,1,sdedit":
     assert config.sampler.mode == "img2img" and config.sampler.strength == 0.5 and config.sampler.guidance == 7.5
+
+
+def test_resume_with_other_numerics_warns(reference, tmp_path):
+  import shutil
+
+  out = tmp_path / "out"
+  shutil.copytree(reference, out)
+  run = _generate(out, *SMALL, "--config.batch.per_device=3", "--config.attention=einsum")
+  assert run.returncode == 0, run.stderr[-3000:]
+  warning = next(line for line in run.stderr.splitlines() if "resuming with" in line)
+  assert "batch.per_device=3 (was 2)" in warning and "attention=einsum (was xla)" in warning
+  assert _records(out) == _records(reference)  # a finished run stays as it was
+
+
+def test_bad_attention_is_one_line(tmp_path):
+  run = _generate(tmp_path / "out", *SMALL, "--config.attention=cudnn")  # CPU: no cuDNN here
+  assert run.returncode == 2 and "Traceback" not in run.stderr
+  assert "attention=cudnn needs an NVIDIA GPU" in run.stderr.strip().splitlines()[-1]
+  assert not (tmp_path / "out").exists()

@@ -85,6 +85,32 @@ def test_bf16_parameters_close_to_fp32(unclip_dir):
   assert float(jnp.max(jnp.abs(a - b))) < 0.1 * float(jnp.max(jnp.abs(a)))
 
 
+def test_attention_kernel_replaces_every_unet_attention_layer(unclip_dir, monkeypatch):
+  import dataclasses
+
+  from flax import traverse_util as tu
+
+  pipe, params = load(str(unclip_dir))
+  assert pipe.attention == "xla"  # auto on CPU
+  layers = {k[:k.index("to_q")] for k in tu.flatten_dict(params["unet"]) if "to_q" in k}
+  calls = []
+  real = jax.nn.dot_product_attention
+  monkeypatch.setattr(jax.nn, "dot_product_attention", lambda *a, **k: calls.append(k) or real(*a, **k))
+  x, ctx, vec = jnp.zeros((1, 4, 16, 16)), jnp.zeros((1, 77, 32)), jnp.zeros((1, 64))
+  sd.predict(pipe, params, x, jnp.array([500]), ctx, vec)
+  assert len(calls) == len(layers) > 0 and {c["implementation"] for c in calls} == {"xla"}
+  calls.clear()
+  sd.predict(dataclasses.replace(pipe, attention="einsum"), params, x, jnp.array([500]), ctx, vec)
+  assert not calls  # diffusers' own einsum path
+
+
+def test_attention_choice_errors(unclip_dir):
+  with pytest.raises(UserError, match="attention must be one of auto, einsum, xla, cudnn"):
+    load(str(unclip_dir), jnp.float32, "flash")
+  with pytest.raises(UserError, match="attention=cudnn needs an NVIDIA GPU"):
+    load(str(unclip_dir), jnp.bfloat16, "cudnn")
+
+
 def test_plain_sd_txt2img_and_img2img(sd_dir):
   pipe, params = load(str(sd_dir))
   assert pipe.kind == "sd" and pipe.image_encoder is None

@@ -3,6 +3,7 @@
 Reference outputs come from tests/make_golden.py (the only torch user); see the README's developer section.
 """
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -53,8 +54,10 @@ def test_noise_augmented_image_vector(unclip, level):
   assert _err(vec, GOLDEN[f"image_vector_{level}"]) < 1e-5
 
 
-def test_guided_unet_output(unclip):
+@pytest.mark.parametrize("attention", ["xla", "einsum"])
+def test_guided_unet_output(unclip, attention):
   pipe, params = unclip
+  pipe = dataclasses.replace(pipe, attention=attention)  # jax.nn.dot_product_attention, or diffusers' own
   lat = jnp.asarray(GOLDEN["latents"])
   vec = jnp.asarray(GOLDEN["image_vector_0"])
   x = jnp.concatenate([lat, lat])

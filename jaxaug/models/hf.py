@@ -63,11 +63,13 @@ import flax.linen as _linen  # noqa: E402
 from diffusers.models import attention_flax as _attention_flax  # noqa: E402
 
 _attention_flax.nn = _TorchMatchingLinen()
+Attention = _attention_flax.FlaxAttention  # the UNet's attention layer (see attention.py)
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 logging.getLogger("transformers").setLevel(logging.ERROR)
 
 __all__ = [
+    "Attention",
     "AutoencoderKL",
     "CLIPTextConfig",
     "CLIPTextTransformer",

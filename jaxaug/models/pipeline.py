@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxaug.errors import UserError
-from jaxaug.models import checkpoint, convert, hf
+from jaxaug.models import attention, checkpoint, convert, hf
 from jaxaug.models.clip import ImageEncoder, TextEncoder
 
 UNCLIP_PIPELINES = ("StableUnCLIPImg2ImgPipeline", "StableUnCLIPPipeline")
@@ -81,6 +81,7 @@ class Pipeline:
   clip_image: ClipImageSpec | None = None
   noising_alphas_cumprod: np.ndarray | None = None  # the image-noising DDPM schedule (unCLIP)
   dtype: Any = jnp.float32
+  attention: str = "xla"  # the UNet's attention kernel, resolved (see attention.py)
 
   @property
   def latent_channels(self) -> int:
@@ -184,8 +185,13 @@ def image_module(config: dict, dtype):
   return ImageEncoder(hf.CLIPVisionConfig.from_dict(config), dtype=dtype)
 
 
-def load(model: str, dtype=jnp.float32) -> tuple[Pipeline, dict]:
-  """Loads `model` (a diffusers directory or hub id) as (Pipeline, params) with float params in `dtype`."""
+def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[Pipeline, dict]:
+  """Loads `model` (a diffusers directory or hub id) as (Pipeline, params) with float params in `dtype`.
+
+  `attention_impl` picks the UNet's attention kernel (attention.IMPLEMENTATIONS; auto: the fastest that
+  runs here).
+  """
+  attention_impl = attention.resolve(attention_impl, dtype)
   root = checkpoint.resolve(model)
   index = checkpoint.model_index(root)
   cls = index.get("_class_name", "?")
@@ -234,7 +240,7 @@ def load(model: str, dtype=jnp.float32) -> tuple[Pipeline, dict]:
   pipe = Pipeline(
       name=str(model), kind=kind, unet=unet, vae=vae, text_encoder=text, tokenizer=_tokenizer(root),
       scheduler_name=_SCHEDULER_NAMES[sched_cls], scheduler_config=scheduler_config,
-      vae_scale=float(vae_config.get("scaling_factor", 0.18215)), dtype=dtype, **extra)
+      vae_scale=float(vae_config.get("scaling_factor", 0.18215)), dtype=dtype, attention=attention_impl, **extra)
   models = {k: _cast(v, dtype) for k, v in params.items() if k != "image_normalizer"}
   return pipe, {**params, **models}  # the normaliser stays fp32: it is noise-schedule arithmetic
 

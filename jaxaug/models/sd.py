@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from jaxaug.models import attention
 from jaxaug.models.pipeline import Pipeline, class_inputs
 
 
@@ -56,8 +57,9 @@ def image_condition(pipe: Pipeline, params, image_embeds, noise_level, noise):
 def predict(pipe: Pipeline, params, latents, timesteps, context, image_vector=None):
   """One UNet evaluation: noise (or v) prediction for latents (B, C, h, w) at `timesteps` (B,)."""
   extra = None if image_vector is None else class_inputs(pipe.unet, image_vector.astype(pipe.dtype))
-  out = pipe.unet.apply({"params": params["unet"]}, latents.astype(pipe.dtype), timesteps,
-                        context.astype(pipe.dtype), added_cond_kwargs=extra)
+  with attention.implementation(pipe.attention):
+    out = pipe.unet.apply({"params": params["unet"]}, latents.astype(pipe.dtype), timesteps,
+                          context.astype(pipe.dtype), added_cond_kwargs=extra)
   return out.sample.astype(jnp.float32)
 
 

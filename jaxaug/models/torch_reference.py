@@ -5,7 +5,7 @@ weights), resolution, steps, guidance and batch, in fp16 with PyTorch's scaled-d
 GPU (fp32 on a CPU). The bench runs it as a child process before JAX touches the device, so the two
 never share GPU memory and jaxaug's own process never imports torch (torch is no jaxaug dependency):
 
-    python -m jaxaug.models.torch_reference '{"model": "tiny", "batch": 4, ...}'   # prints one JSON line
+    python -m jaxaug.models.torch_reference '{"model": "tiny", "batches": [4, 8], ...}'   # prints one JSON line
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 from jaxaug.errors import UserError
 
 
-def time_unclip_pipeline(model: str, *, batch: int, resolution: int, steps: int, guidance: float,
+def time_unclip_pipeline(model: str, *, batches: list[int], resolution: int, steps: int, guidance: float,
                          scheduler: str, repeats: int) -> dict:
-  """Median seconds per batch and images/s of diffusers' PyTorch pipeline."""
+  """Median seconds per batch and images/s of diffusers' PyTorch pipeline at each batch size."""
   try:
     import torch
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler, StableUnCLIPImg2ImgPipeline
@@ -42,25 +42,36 @@ def time_unclip_pipeline(model: str, *, batch: int, resolution: int, steps: int,
   pipe.set_progress_bar_config(disable=True)
   size = pipe.feature_extractor.crop_size["height"]
   rng = np.random.default_rng(0)
-  image = torch.from_numpy(rng.normal(size=(batch, 3, size, size)).astype(np.float32)).to(pipe.device, dtype)
-  prompts = ["a photo of a red circle"] * batch
 
-  def run():
-    out = pipe(prompt=prompts, image=image, height=resolution, width=resolution, num_inference_steps=steps,
-               guidance_scale=guidance, output_type="np", generator=torch.Generator().manual_seed(0)).images
-    if cuda:
-      torch.cuda.synchronize()
-    return out
+  def time_batch(batch: int) -> float:
+    image = torch.from_numpy(rng.normal(size=(batch, 3, size, size)).astype(np.float32)).to(pipe.device, dtype)
 
-  run()  # warm-up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-  seconds = float(np.median(times))
-  return {"torch_seconds_per_batch": seconds, "torch_images_per_s": batch / seconds, "torch_dtype": str(dtype),
-          "torch_device": torch.cuda.get_device_name() if cuda else "cpu", "torch_version": torch.__version__}
+    def run():
+      out = pipe(prompt=["a photo of a red circle"] * batch, image=image, height=resolution, width=resolution,
+                 num_inference_steps=steps, guidance_scale=guidance, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images
+      if cuda:
+        torch.cuda.synchronize()
+      return out
+
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      run()
+      times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+  runs = []
+  for batch in batches:
+    try:
+      seconds = time_batch(batch)
+    except torch.cuda.OutOfMemoryError:
+      runs.append({"batch": batch, "torch_images_per_s": None, "error": "out of memory"})
+      break
+    runs.append({"batch": batch, "torch_seconds_per_batch": seconds, "torch_images_per_s": batch / seconds})
+  return {"runs": runs, "torch_dtype": str(dtype), "torch_device": torch.cuda.get_device_name() if cuda else "cpu",
+          "torch_version": torch.__version__}
 
 
 def main():
