@@ -1,7 +1,8 @@
-"""python -m jaxaug.bench {sampler,condition,input,train}: speed figures as a table and as JSON.
+"""python -m jaxaug.bench {sampler,condition,flops,input,train}: speed figures as a table and as JSON.
 
-    python -m jaxaug.bench sampler --model=tiny --resolution=64 --steps=10 --batch=8
+    python -m jaxaug.bench sampler --model=random-sd21-unclip --resolution=768 --steps=30 --batch=4,8,16
     python -m jaxaug.bench condition --model=DIR --batch=8
+    python -m jaxaug.bench flops --model=random-sd21-unclip --resolution=768 --images=1164154
     python -m jaxaug.bench input
 
 Every figure names the device it ran on. On CPU the models are the tiny random checkpoints unless
@@ -77,28 +78,60 @@ def _batch(job, batch: int):
           "prompt_ids": np.repeat(job.prompt_ids[:1], batch, axis=0)}
 
 
-def _flops(compiled) -> float:
-  cost = compiled.cost_analysis()
+def _flops(stage) -> float:
+  cost = stage.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float((cost or {}).get("flops", 0.0))
 
 
-def _unet_figures(job, batch: int, resolution: int, repeats: int) -> dict:
-  """One guided UNet evaluation (2 x batch rows) alone: the loop's share of the work and its TFLOP/s."""
+def _with_kernel(job, kernel: str):
+  return dataclasses.replace(job, pipe=dataclasses.replace(job.pipe, attention=kernel))
+
+
+def _unet_call(job, batch: int, resolution: int):
+  """One guided UNet evaluation (2 x batch rows), lowered alone: the loop's unit of work."""
   from jaxaug.models import sd
 
-  pipe, params = job.pipe, job.params
+  pipe = job.pipe
   latent = resolution // pipe.vae_factor
   rows = 2 * batch
   lat = jnp.zeros((rows, pipe.latent_channels, latent, latent))
   ctx = jnp.zeros((rows, pipe.tokenizer.model_max_length, pipe.unet.cross_attention_dim))
   vec = jnp.zeros((rows, 2 * pipe.image_embed_dim)) if pipe.kind == "unclip" else None
   unet = jax.jit(lambda params, lat, ctx, vec: sd.predict(pipe, params, lat, jnp.full((rows,), 500), ctx, vec))
-  compiled = unet.lower(params, lat, ctx, vec).compile()
-  seconds = _timed(compiled, params, lat, ctx, vec, repeats=repeats)
-  flops = _flops(compiled)
-  return {"unet_call_s": seconds, "unet_tflops_per_s": flops / seconds / 1e12 if flops else None,
-          "unet_tflop_per_call": flops / 1e12}
+  return unet.lower(job.params, lat, ctx, vec), (job.params, lat, ctx, vec)
+
+
+def _unet_calls(job, steps: int) -> int:
+  sched = job.pipe.make_scheduler(job.spec.scheduler)
+  return int(sched.set_timesteps(sched.create_state(), steps, (1,)).timesteps.shape[0])
+
+
+def _step_inputs(job, mesh_, batch: int, abstract: bool):
+  from jaxaug import mesh
+
+  params = job.params
+  if abstract:
+    params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=mesh.replicated(mesh_)), params)
+  else:
+    params = jax.device_put(params, mesh.replicated(mesh_))
+  return params, mesh.to_global(mesh_, _batch(job, batch * jax.local_device_count()))
+
+
+def model_flops(job, batch: int, resolution: int, steps: int) -> tuple[float, float]:
+  """(FLOPs of one sampling step, of one guided UNet call), per device, as XLA counts the model.
+
+  Counted on the lowered program with the plain xla attention kernel whatever kernel runs: a fused
+  kernel (cuDNN) is a custom call whose FLOPs XLA does not see, and every kernel is measured against
+  the same count. XLA counts a while loop's body once, so the denoising loop's other UNet calls are added.
+  """
+  from jaxaug import generate, mesh
+
+  job = _with_kernel(job, "xla")
+  unet = _flops(_unet_call(job, batch, resolution)[0])
+  mesh_ = mesh.data_mesh()
+  step = _flops(generate.make_step(job, mesh_).lower(*_step_inputs(job, mesh_, batch, abstract=True)))
+  return step + (_unet_calls(job, steps) - 1) * unet, unet
 
 
 def _memory_gib(compiled) -> float | None:
@@ -114,30 +147,28 @@ def _out_of_memory(error: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
 
 
-def _sampler_run(job, attention_impl: str, batch: int, args) -> dict:
-  """One (attention, per-device batch) point: the whole sampling step, then one UNet call alone."""
+def _sampler_run(job, kernel: str, batch: int, flops: tuple[float, float], args) -> dict:
+  """One (attention kernel, per-device batch) point: the whole sampling step, then one UNet call alone."""
   from jaxaug import generate, mesh
 
-  job = dataclasses.replace(job, pipe=dataclasses.replace(job.pipe, attention=attention_impl))
+  job = _with_kernel(job, kernel)
   mesh_ = mesh.data_mesh()
-  step = generate.make_step(job, mesh_)
-  params = jax.device_put(job.params, mesh.replicated(mesh_))
-  inputs = mesh.to_global(mesh_, _batch(job, batch * jax.local_device_count()))
+  inputs = _step_inputs(job, mesh_, batch, abstract=False)
   start = time.perf_counter()
-  compiled = step.lower(params, inputs).compile()
+  compiled = generate.make_step(job, mesh_).lower(*inputs).compile()
   compile_s = time.perf_counter() - start
-  seconds = _timed(compiled, params, inputs, repeats=args.repeats)
-  sched = job.pipe.make_scheduler(job.spec.scheduler)
-  unet_calls = int(sched.set_timesteps(sched.create_state(), args.steps, (1,)).timesteps.shape[0])
-  flops = _flops(compiled)
-  images = batch * jax.device_count()
-  run = {"attention": attention_impl, "batch_per_device": batch, "images_per_s": images / seconds,
-         "seconds_per_batch": seconds, "seconds_per_step": seconds / unet_calls, "unet_calls": unet_calls,
-         "tflops_per_s": flops / seconds / 1e12 if flops else None, "memory_gib": _memory_gib(compiled),
-         "compile_s": compile_s}
-  run.update(_unet_figures(job, batch, args.resolution, args.repeats))
+  seconds = _timed(compiled, *inputs, repeats=args.repeats)
+  unet_lowered, unet_inputs = _unet_call(job, batch, args.resolution)
+  unet_s = _timed(unet_lowered.compile(), *unet_inputs, repeats=args.repeats)
+  calls = _unet_calls(job, args.steps)
+  step_flops, unet_flops = flops
+  run = {"attention": kernel, "batch_per_device": batch, "images_per_s": batch * jax.device_count() / seconds,
+         "seconds_per_batch": seconds, "seconds_per_step": seconds / calls, "unet_calls": calls,
+         "tflops_per_s": step_flops / seconds / 1e12, "unet_call_s": unet_s,
+         "unet_tflops_per_s": unet_flops / unet_s / 1e12, "unet_tflop_per_call": unet_flops / 1e12,
+         "memory_gib": _memory_gib(compiled), "compile_s": compile_s}
   peak = bf16_peak(jax.devices()[0].device_kind)
-  if peak and run["unet_tflops_per_s"]:
+  if peak:
     run["unet_fraction_of_bf16_peak"] = run["unet_tflops_per_s"] / peak
   return run
 
@@ -149,11 +180,12 @@ def bench_sampler(args) -> dict:
   with tempfile.TemporaryDirectory() as out:
     job = _job(args, out)
   kernels = [attention.resolve(a, job.pipe.dtype) for a in _names(args.attention)]
+  flops = {batch: model_flops(job, batch, args.resolution, args.steps) for batch in _sizes(args.batch)}
   runs = []
   for kernel in dict.fromkeys(kernels):
     for batch in _sizes(args.batch):
       try:
-        run = _sampler_run(job, kernel, batch, args)
+        run = _sampler_run(job, kernel, batch, flops[batch], args)
       except Exception as e:  # noqa: BLE001 (XLA raises its runtime error type for OOM)
         if not _out_of_memory(e):
           raise
@@ -255,6 +287,22 @@ def bench_condition(args) -> dict:
           "model": args.model, "resolution": args.resolution}
 
 
+def bench_flops(args) -> dict:
+  """FLOPs per image from XLA's cost analysis (lowered, never run: any machine can plan a GPU run), and
+  the device-hours `--images` would take at the target 40% of each accelerator's bf16 peak."""
+  batch = _one(_sizes(args.batch), "--batch")
+  _one(_names(args.attention), "--attention")
+  with tempfile.TemporaryDirectory() as out:
+    job = _job(args, out)
+  step, unet = model_flops(job, batch, args.resolution, args.steps)
+  calls = _unet_calls(job, args.steps)
+  per_image = step / batch / 1e12
+  hours = {name: args.images * per_image / (0.4 * peak) / 3600 for name, peak in BF16_PEAK_TFLOPS.items()}
+  return {"model": args.model, "resolution": args.resolution, "steps": args.steps, "unet_calls": calls,
+          "guided": job.spec.guided, "tflop_per_image": per_image, "unet_share": calls * unet / step,
+          "images": args.images, "device_hours_at_40pct_bf16_peak": hours}
+
+
 def bench_input(args) -> dict:
   from jaxaug.data.pipeline import bench_input as run
 
@@ -267,7 +315,8 @@ def bench_train(args) -> dict:
   return train.bench_train()
 
 
-BENCHES = {"sampler": bench_sampler, "condition": bench_condition, "input": bench_input, "train": bench_train}
+BENCHES = {"sampler": bench_sampler, "condition": bench_condition, "flops": bench_flops, "input": bench_input,
+           "train": bench_train}
 
 
 _COLUMNS = (("attention", "attention", "{}"), ("batch_per_device", "batch", "{}"), ("images_per_s", "images/s", "{:.4g}"),
@@ -290,10 +339,16 @@ def _grid(runs: list[dict]) -> list[str]:
 def _table(name: str, result: dict, device: dict) -> str:
   rows = [f"jaxaug.bench {name} on {device['device_count']} x {device['device_kind']} ({device['platform']}), "
           f"jax {device['jax']}" + (f", XLA_FLAGS={device['xla_flags']}" if device["xla_flags"] else "")]
-  if device["platform"] == "cpu":
+  if name == "flops":
+    rows.append("  (lowered, not run: FLOPs depend on the model and shapes, not on this device)")
+  elif device["platform"] == "cpu":
     rows.append("  (CPU: reduced sizes; these figures check the plumbing, not accelerator speed)")
   for key, value in result.items():
     if key in ("runs", "best", "torch"):
+      continue
+    if isinstance(value, dict):
+      rows.append(f"  {key}:")
+      rows += [f"    {k:26s} {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in value.items()]
       continue
     rows.append(f"  {key:28s} {f'{value:.4g}' if isinstance(value, float) else value}")
   if "runs" in result:
@@ -324,6 +379,8 @@ def main(argv=None):
   parser.add_argument("--source-size", type=int, default=64)
   parser.add_argument("--input-size", type=int, default=224)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--images", type=int, default=1_164_154, help="flops: how many images to plan for "
+                      "(default: ImageNet-LT's synthetic set)")
   parser.add_argument("--vs-torch", action="store_true",
                       help="sampler: also time diffusers' PyTorch pipeline on the same weights and print the ratio")
   parser.add_argument("--json", default="", help="also write the result here")

@@ -54,3 +54,19 @@ def test_vs_torch_without_torch_is_one_clear_line():
   else:
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "--vs-torch needs torch" in run.stderr.strip().splitlines()[-1]
+
+
+def test_flops_counts_every_denoising_step():
+  """XLA counts a loop body once; the bench adds the other UNet calls, so two more steps add two calls."""
+  import pytest
+
+  def flops(steps):
+    return bench.main(["flops", "--resolution=32", f"--steps={steps}", "--batch=2", "--images=1000"])["result"]
+
+  a, b = flops(2), flops(4)
+  assert (a["unet_calls"], b["unet_calls"]) == (3, 5)
+  unet_per_image = a["unet_share"] * a["tflop_per_image"] / a["unet_calls"]
+  assert b["tflop_per_image"] - a["tflop_per_image"] == pytest.approx(2 * unet_per_image, rel=1e-3)
+  assert 0.5 < a["unet_share"] < 1
+  hours = a["device_hours_at_40pct_bf16_peak"]
+  assert hours["H100"] == pytest.approx(1000 * a["tflop_per_image"] / (0.4 * 989.0) / 3600)

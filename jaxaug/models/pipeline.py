@@ -40,7 +40,8 @@ _UNET_FIELDS = ("sample_size", "in_channels", "out_channels", "down_block_types"
                 "only_cross_attention", "block_out_channels", "layers_per_block", "attention_head_dim",
                 "num_attention_heads", "cross_attention_dim", "dropout", "use_linear_projection", "flip_sin_to_cos",
                 "freq_shift", "transformer_layers_per_block")
-# upcast_attention only changes bf16/fp16 rounding inside attention; the Flax UNet computes in its own dtype.
+# upcast_attention asks for fp32 attention scores in bf16/fp16: the xla and cudnn kernels (attention.py)
+# always compute them in fp32; diffusers' einsum path does not (a rounding difference, not a different model).
 _UNET_IGNORED = ("upcast_attention", "class_embed_type", "projection_class_embeddings_input_dim")
 
 _VAE_FIXED = {"use_quant_conv": True, "use_post_quant_conv": True, "mid_block_add_attention": True,
