@@ -27,11 +27,16 @@ def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = 
     if num_processes < 1 or not 0 <= process_id < num_processes:
       raise UserError(f"multi-process start needs num_processes >= 1 and 0 <= process_id < num_processes, got "
                       f"{num_processes} and {process_id}")
-    # CPU processes need a collectives backend for the barrier and host gathers (GPU/TPU have their own).
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    _cpu_collectives()
     jax.distributed.initialize(coordinator, num_processes, process_id)
   elif _multi_process_environment():
+    _cpu_collectives()
     jax.distributed.initialize()
+
+
+def _cpu_collectives():
+  # CPU processes need a collectives backend for the barrier and host gathers (GPU/TPU have their own).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
 def _multi_process_environment() -> bool:

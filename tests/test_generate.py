@@ -95,6 +95,39 @@ def test_two_processes_give_identical_records(reference, tmp_path):
   assert _records(out) == _records(reference)
 
 
+def test_slurm_launcher_under_a_stand_in_srun(reference, tmp_path):
+  """launch/slurm_gpu.sbatch as sbatch runs it, with an `srun` that starts its two tasks on this machine
+  and the SLURM variables a real step sets: jax.distributed takes coordinator and ranks from them."""
+  import socket
+
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "srun").write_text("""#!/usr/bin/env bash
+shift  # --kill-on-bad-exit=1
+pids=()
+for ((i = 0; i < SLURM_NTASKS; i++)); do SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_STEP_ID=0 "$@" & pids+=($!); done
+status=0
+for p in "${pids[@]}"; do wait "$p" || status=$?; done
+exit "$status"
+""")
+  (bin_dir / "srun").chmod(0o755)
+  for job_id in range(1000, 1000 + 4096):  # jax derives the coordinator port from the job id
+    with socket.socket() as probe:
+      try:
+        probe.bind(("localhost", job_id % 4096 + 61440))
+        break
+      except OSError:
+        continue
+  env = {**_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": str(job_id), "SLURM_NTASKS": "2",
+         "SLURM_STEP_NODELIST": "localhost", "SLURM_STEP_NUM_NODES": "1"}
+  out = tmp_path / "out"
+  run = subprocess.run(["bash", str(ROOT / "launch" / "slurm_gpu.sbatch"), "jaxaug.generate",
+                        f"--config.output.dir={out}", *SMALL], env=env, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert (out / "done_units.p1.jsonl").is_file()  # two processes, each writing its own units
+  assert _records(out) == _records(reference)
+
+
 def test_local_launcher_stops_on_the_first_failure(tmp_path):
   run = subprocess.run(["bash", str(ROOT / "launch" / "local.sh"), "2", "jaxaug.generate", *SMALL,
                         "--config.methods=nonsense", f"--config.output.dir={tmp_path / 'out'}"], env=_env(),
