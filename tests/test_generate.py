@@ -95,37 +95,72 @@ def test_two_processes_give_identical_records(reference, tmp_path):
   assert _records(out) == _records(reference)
 
 
+def _free_slurm_job_id() -> int:
+  """A job id whose derived coordinator port (jax: id % 4096 + 61440) is free here."""
+  import socket
+
+  for job_id in range(1000, 1000 + 4096):
+    with socket.socket() as probe:
+      try:
+        probe.bind(("localhost", job_id % 4096 + 61440))
+        return job_id
+      except OSError:
+        continue
+  raise RuntimeError("no free port in jax's SLURM port range")
+
+
+def _stand_in(bin_dir, name, script):
+  bin_dir.mkdir(exist_ok=True)
+  (bin_dir / name).write_text("#!/usr/bin/env bash\n" + script)
+  (bin_dir / name).chmod(0o755)
+
+
 def test_slurm_launcher_under_a_stand_in_srun(reference, tmp_path):
   """launch/slurm_gpu.sbatch as sbatch runs it, with an `srun` that starts its two tasks on this machine
   and the SLURM variables a real step sets: jax.distributed takes coordinator and ranks from them."""
-  import socket
-
-  bin_dir = tmp_path / "bin"
-  bin_dir.mkdir()
-  (bin_dir / "srun").write_text("""#!/usr/bin/env bash
-shift  # --kill-on-bad-exit=1
+  _stand_in(tmp_path / "bin", "srun", """shift  # --kill-on-bad-exit=1
 pids=()
 for ((i = 0; i < SLURM_NTASKS; i++)); do SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_STEP_ID=0 "$@" & pids+=($!); done
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=$?; done
 exit "$status"
 """)
-  (bin_dir / "srun").chmod(0o755)
-  for job_id in range(1000, 1000 + 4096):  # jax derives the coordinator port from the job id
-    with socket.socket() as probe:
-      try:
-        probe.bind(("localhost", job_id % 4096 + 61440))
-        break
-      except OSError:
-        continue
-  env = {**_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": str(job_id), "SLURM_NTASKS": "2",
-         "SLURM_STEP_NODELIST": "localhost", "SLURM_STEP_NUM_NODES": "1"}
+  env = {**_env(), "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_JOB_ID": str(_free_slurm_job_id()),
+         "SLURM_NTASKS": "2", "SLURM_STEP_NODELIST": "localhost", "SLURM_STEP_NUM_NODES": "1"}
   out = tmp_path / "out"
   run = subprocess.run(["bash", str(ROOT / "launch" / "slurm_gpu.sbatch"), "jaxaug.generate",
                         f"--config.output.dir={out}", *SMALL], env=env, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
   assert (out / "done_units.p1.jsonl").is_file()  # two processes, each writing its own units
   assert _records(out) == _records(reference)
+
+
+def test_tpu_pod_launcher_under_a_stand_in_gcloud(tmp_path):
+  """launch/tpu_pod.sh with a `gcloud` that runs --command on two local "workers" (HOME/jaxaug is this
+  checkout). TPU metadata cannot be emulated, so the stand-in hands the workers ranks the SLURM way;
+  what is tested is the launcher's own part: every worker, and flags with spaces and quotes intact."""
+  home = tmp_path / "home"
+  home.mkdir()
+  (home / "jaxaug").symlink_to(ROOT)
+  _stand_in(tmp_path / "bin", "gcloud", """
+command=$(printf '%s\\n' "$@" | sed -n 's/^--command=//p')
+[[ " $* " == *" compute tpus tpu-vm ssh my-tpu --zone=us-central2-b --worker=all "* ]] || { echo "bad: $*" >&2; exit 9; }
+pids=()
+for i in 0 1; do SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_NTASKS=2 bash -c "$command" & pids+=($!); done
+status=0
+for p in "${pids[@]}"; do wait "$p" || status=$?; done
+exit "$status"
+""")
+  prompt = "a photo of a {}, 'outdoors' & \"wide\""
+  env = {**_env(), "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "HOME": str(home),
+         "SLURM_JOB_ID": str(_free_slurm_job_id()), "SLURM_STEP_NODELIST": "localhost"}
+  out = tmp_path / "out"
+  run = subprocess.run(["bash", str(ROOT / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", "jaxaug.generate",
+                        f"--config.output.dir={out}", *SMALL, f"--config.prompt={prompt}"], env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert json.loads((out / "config.json").read_text())["config"]["prompt"] == prompt
+  assert (out / "done_units.p1.jsonl").is_file() and len(synthetic.SyntheticSource(out)) == 12
 
 
 def test_local_launcher_stops_on_the_first_failure(tmp_path):
