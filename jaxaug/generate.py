@@ -267,8 +267,9 @@ def run(config) -> dict:
   steps = _max_over_hosts(-(-len(pending_items) // local_batch))
   total = sum(len(job.plan.unit_items(u)) for u in range(job.plan.num_units) if u not in done)
   if process == 0:
-    logging.info("%d items in %d units; %d done, %d to make on %d device(s), %d process(es)", len(job.plan),
-                 job.plan.num_units, len(done), total, jax.device_count(), processes)
+    logging.info("%d items in %d units; %d done, %d to make on %d device(s), %d process(es); %s, %s attention",
+                 len(job.plan), job.plan.num_units, len(done), total, jax.device_count(), processes,
+                 jnp.dtype(job.pipe.dtype).name, job.pipe.attention)
   params = jax.device_put(job.params, mesh.replicated(mesh_))
   step = make_step(job, mesh_)
 
