@@ -130,8 +130,9 @@ def model_flops(job, batch: int, resolution: int, steps: int) -> tuple[float, fl
   job = _with_kernel(job, "xla")
   unet = _flops(_unet_call(job, batch, resolution)[0])
   mesh_ = mesh.data_mesh()
+  # Lowered, not yet partitioned: the count is for the global batch, which every device shares equally.
   step = _flops(generate.make_step(job, mesh_).lower(*_step_inputs(job, mesh_, batch, abstract=True)))
-  return step + (_unet_calls(job, steps) - 1) * unet, unet
+  return step / jax.device_count() + (_unet_calls(job, steps) - 1) * unet, unet
 
 
 def _memory_gib(compiled) -> float | None:

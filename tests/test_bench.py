@@ -70,3 +70,21 @@ def test_flops_counts_every_denoising_step():
   assert 0.5 < a["unet_share"] < 1
   hours = a["device_hours_at_40pct_bf16_peak"]
   assert hours["H100"] == pytest.approx(1000 * a["tflop_per_image"] / (0.4 * 989.0) / 3600)
+
+
+def test_flops_per_image_do_not_depend_on_the_device_count(tmp_path):
+  import os
+  import subprocess
+  import sys
+
+  import pytest
+
+  flags = ["flops", "--resolution=32", "--steps=2", "--batch=2"]
+  one = bench.main(flags)["result"]["tflop_per_image"]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  run = subprocess.run([sys.executable, "-m", "jaxaug.bench", *flags, f"--json={tmp_path / 'four.json'}"], env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  four = json.loads((tmp_path / "four.json").read_text())
+  assert four["device"]["device_count"] == 4
+  assert four["result"]["tflop_per_image"] == pytest.approx(one, rel=1e-2)
