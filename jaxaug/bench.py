@@ -337,6 +337,10 @@ def _grid(runs: list[dict]) -> list[str]:
   return ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
 
 
+def _number(value) -> str:
+  return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _table(name: str, result: dict, device: dict) -> str:
   rows = [f"jaxaug.bench {name} on {device['device_count']} x {device['device_kind']} ({device['platform']}), "
           f"jax {device['jax']}" + (f", XLA_FLAGS={device['xla_flags']}" if device["xla_flags"] else "")]
@@ -349,9 +353,9 @@ def _table(name: str, result: dict, device: dict) -> str:
       continue
     if isinstance(value, dict):
       rows.append(f"  {key}:")
-      rows += [f"    {k:26s} {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in value.items()]
+      rows += [f"    {k:26s} {_number(v)}" for k, v in value.items()]
       continue
-    rows.append(f"  {key:28s} {f'{value:.4g}' if isinstance(value, float) else value}")
+    rows.append(f"  {key:28s} {_number(value)}")
   if "runs" in result:
     rows += _grid(result["runs"])
     best = result["best"]

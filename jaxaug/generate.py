@@ -125,12 +125,12 @@ def _check_output(out: Path, config, now_numerics: dict):
       raise UserError(f"{out} holds a run with a different config ({', '.join(changed)} changed); use a new "
                       "--config.output.dir, or rerun with the same config to resume")
     was = stored.get("numerics") or {}
-    changed = [f"{k}={v} (was {was[k]})" for k, v in now_numerics.items() if k in was and was[k] != v]
+    changed = {k: v for k, v in now_numerics.items() if k in was and was[k] != v}
     if changed:
-      rounding = ("up to bf16 rounding (visibly close, not equal)" if "dtype" in " ".join(changed)
+      rounding = ("up to bf16 rounding (visibly close, not equal)" if "dtype" in changed
                   else "up to float rounding (about one grey level in rare pixels)")
       logging.warning("resuming with %s: the remaining images equal an uninterrupted run's %s, not byte for byte",
-                      ", ".join(changed), rounding)
+                      ", ".join(f"{k}={v} (was {was[k]})" for k, v in changed.items()), rounding)
   try:
     out.mkdir(parents=True, exist_ok=True)
     probe = out / f".write-test-{os.getpid()}"
