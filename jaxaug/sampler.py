@@ -59,7 +59,7 @@ class SamplerSpec:
 
 
 def denoise(pipe: Pipeline, params, spec: SamplerSpec, latents, context, uncond_context, image_vector=None,
-            start_latents=None, noise_key=None):
+            start_latents=None):
   """Runs the scheduler loop and returns final latents (B, C, h, w), fp32.
 
   latents: the initial Gaussian latents (unclip, txt2img) or the img2img noise; context / uncond_context:
@@ -67,33 +67,30 @@ def denoise(pipe: Pipeline, params, spec: SamplerSpec, latents, context, uncond_
   real image's latents for img2img.
   """
   scheduler = pipe.make_scheduler(spec.scheduler)
-  state = scheduler.set_timesteps(scheduler.create_state(), spec.steps, latents.shape)
-  timesteps = state.timesteps
+  timesteps = scheduler.timesteps(spec.steps)
   first = 0
   if spec.mode == "img2img":
     # SDEdit: skip the first (1 - strength) of the schedule and start from the noised real latents.
     first = spec.steps - min(int(spec.steps * spec.strength), spec.steps)
-    latents = scheduler.add_noise(state, start_latents, latents, timesteps[first:first + 1])
+    latents = scheduler.add_noise_at(start_latents.astype(jnp.float32), latents, spec.steps, first)
   else:
-    latents = latents * state.init_noise_sigma
+    latents = latents * scheduler.init_noise_sigma
   batch = latents.shape[0]
   if spec.guided:
     context = interleave(uncond_context, context)
     if image_vector is not None:
       image_vector = interleave(sd.unconditional_image_vector(batch, image_vector.shape[-1]), image_vector)
+  timesteps_dev = jnp.asarray(timesteps)
 
   def step(i, carry):
     latents, state = carry
-    t = timesteps[i]
-    x = scheduler.scale_model_input(state, latents, t)
-    if spec.guided:
-      x = interleave(x, x)
-    out = sd.predict(pipe, params, x, jnp.broadcast_to(t, x.shape[:1]), context, image_vector)
+    x = interleave(latents, latents) if spec.guided else latents
+    out = sd.predict(pipe, params, x, jnp.broadcast_to(timesteps_dev[i], x.shape[:1]), context, image_vector)
     if spec.guided:
       uncond, cond = deinterleave(out)
       out = uncond + spec.guidance * (cond - uncond)
-    latents, state = scheduler.step(state, out, t, latents, return_dict=False)
-    return latents, state
+    return scheduler.step(state, spec.steps, i, out, latents)
 
-  latents, _ = jax.lax.fori_loop(first, timesteps.shape[0], step, (latents.astype(jnp.float32), state))
+  latents = latents.astype(jnp.float32)
+  latents, _ = jax.lax.fori_loop(first, len(timesteps), step, (latents, scheduler.init(latents)))
   return latents

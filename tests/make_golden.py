@@ -1,11 +1,12 @@
-"""Records PyTorch diffusers reference outputs for the tiny unCLIP checkpoint (tests/golden/unclip.npz).
+"""Records PyTorch diffusers reference outputs for the tiny checkpoints (tests/golden/unclip.npz).
 
-This is the one script in the project that uses torch. It writes the tiny checkpoint with jaxaug's own
+This is the one script in the project that uses torch. It writes the tiny checkpoints with jaxaug's own
 writer (so PyTorch diffusers also checks that layout), runs diffusers 0.39.0's StableUnCLIPImg2ImgPipeline
-on fixed inputs, and saves the intermediate and final outputs that tests/test_parity.py compares against.
+(fp32 and bf16) and StableDiffusionImg2ImgPipeline on fixed inputs, and saves the intermediate and final
+outputs that tests/test_parity.py compares against.
 
     python -m venv /tmp/golden && . /tmp/golden/bin/activate
-    pip install torch==2.13.0 diffusers==0.39.0 transformers==4.57.6 accelerate -e .
+    pip install torch==2.13.0 -e ".[reference]"
     python tests/make_golden.py            # rewrites tests/golden/unclip.npz
 """
 
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler, StableUnCLIPImg2ImgPipeline
+from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler, StableDiffusionImg2ImgPipeline,
+                       StableUnCLIPImg2ImgPipeline)
 
 from jaxaug.models import tiny
 
@@ -27,6 +29,11 @@ GUIDANCE = 2.0
 STEPS = 3
 UNET_T = 501
 NOISE_LEVELS = (0, 100)
+SCHEDULERS = {"pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {}),
+              # PyTorch's default DPM-Solver++ ends at sigma 0; diffusers' Flax one ended at sigma_min.
+              "dpm++": (DPMSolverMultistepScheduler, {}),
+              "dpm++_sigma_min": (DPMSolverMultistepScheduler, {"final_sigmas_type": "sigma_min"})}
+IMG2IMG = {"steps": 4, "strength": 0.5, "guidance": 7.5, "size": 32, "seed": 11}
 
 
 def main():
@@ -35,7 +42,11 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     root = tiny.write_tiny(Path(tmp) / "tiny-unclip", "unclip", seed=0)
     pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(str(root), torch_dtype=torch.float32)
+    pipe16 = StableUnCLIPImg2ImgPipeline.from_pretrained(str(root), torch_dtype=torch.bfloat16)
     rec = {"checkpoint_sha256": np.array(tiny.checkpoint_digest(root))}
+    sd_root = tiny.write_tiny(Path(tmp) / "tiny-sd", "sd", seed=0)
+    sd_pipe = StableDiffusionImg2ImgPipeline.from_pretrained(str(sd_root), torch_dtype=torch.float32)
+    rec["sd_checkpoint_sha256"] = np.array(tiny.checkpoint_digest(sd_root))
   pipe.set_progress_bar_config(disable=True)
   batch = len(PROMPTS)
   size = pipe.feature_extractor.crop_size["height"]
@@ -76,34 +87,90 @@ def main():
     rec["vae_decoded"] = pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample.numpy()
 
     # Whole samples: the pipeline draws the image-embedding noise from the generator, so record what it used.
-    for name, cls in (("pndm", PNDMScheduler), ("ddim", DDIMScheduler), ("dpm++", DPMSolverMultistepScheduler)):
-      # diffusers' Flax DPM-Solver++ ends its last step at alpha_cumprod[0], as PyTorch's final_sigmas_type
-      # 'sigma_min' does (PyTorch's default 'zero' goes to sigma 0: a 0.027 pixel difference in 3 tiny steps).
-      extra = {"final_sigmas_type": "sigma_min"} if name == "dpm++" else {}
+    for name, (cls, extra) in SCHEDULERS.items():
       pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
-      seen = {}
-
-      def record(module, args, kwargs):
-        seen.setdefault("class_labels", kwargs["class_labels"].clone())
-
-      hook = pipe.unet.register_forward_pre_hook(record, with_kwargs=True)
-      gen = torch.Generator().manual_seed(7)
-      images = pipe(prompt=PROMPTS, image=torch.from_numpy(pixel_values), height=res, width=res,
-                    num_inference_steps=STEPS, guidance_scale=GUIDANCE, generator=gen,
-                    latents=torch.from_numpy(latents), output_type="np", noise_level=0).images
-      hook.remove()
-      sample_noise = torch.randn(embed_noise.shape, generator=torch.Generator().manual_seed(7))
-      expect = pipe.noise_image_embeddings(image_embeds, noise_level=0, noise=sample_noise)
-      used = seen["class_labels"].chunk(2)[1]
-      if not torch.allclose(used, expect, atol=1e-6):
-        sys.exit("the pipeline's image-embedding noise was not the generator's first draw; update this script")
+      images, sample_noise = _unclip_sample(pipe, pixel_values, latents, image_embeds, torch.float32)
       rec[f"{name}_timesteps"] = pipe.scheduler.timesteps.numpy()
       rec[f"{name}_embed_noise"] = sample_noise.numpy()
-      rec[f"{name}_images"] = images.astype(np.float32)
+      rec[f"{name}_images"] = images
+
+    # bf16: the guided UNet output and a PNDM sample, for the bf16 parity test's yardstick.
+    pipe16.set_progress_bar_config(disable=True)
+    bf = torch.bfloat16
+    out = pipe16.unet(torch.cat([lat, lat]).to(bf), UNET_T, encoder_hidden_states=torch.cat([uncond_text, text]).to(bf),
+                      class_labels=torch.cat([torch.zeros_like(vec), vec]).to(bf)).sample.float()
+    uncond, cond = out.chunk(2)
+    rec["bf16_unet_guided"] = (uncond + GUIDANCE * (cond - uncond)).numpy()
+    embeds16 = pipe16.image_encoder(torch.from_numpy(pixel_values).to(bf)).image_embeds
+    rec["bf16_pndm_images"], _ = _unclip_sample(pipe16, pixel_values, latents, embeds16, bf)
+
+    rec.update(_sd_img2img(sd_pipe, rng))
 
   OUT.parent.mkdir(parents=True, exist_ok=True)
   np.savez_compressed(OUT, **rec)
   print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KiB): {', '.join(sorted(rec))}")
+
+
+def _unclip_sample(pipe, pixel_values, latents, image_embeds, dtype):
+  """One guided 3-step unCLIP sample; returns the images and the image-embedding noise the pipeline drew."""
+  seen = {}
+
+  def record(module, args, kwargs):
+    seen.setdefault("class_labels", kwargs["class_labels"].clone())
+
+  hook = pipe.unet.register_forward_pre_hook(record, with_kwargs=True)
+  gen = torch.Generator().manual_seed(7)
+  images = pipe(prompt=PROMPTS, image=torch.from_numpy(pixel_values).to(dtype), height=2 * pixel_values.shape[-1],
+                width=2 * pixel_values.shape[-1], num_inference_steps=STEPS, guidance_scale=GUIDANCE, generator=gen,
+                latents=torch.from_numpy(latents).to(dtype), output_type="np", noise_level=0).images
+  hook.remove()
+  sample_noise = torch.randn(image_embeds.shape, generator=torch.Generator().manual_seed(7))
+  expect = pipe.noise_image_embeddings(image_embeds, noise_level=0, noise=sample_noise.to(dtype))
+  used = seen["class_labels"].chunk(2)[1]
+  if not torch.allclose(used.float(), expect.float(), atol=1e-6):
+    sys.exit("the pipeline's image-embedding noise was not the generator's first draw; update this script")
+  return images.astype(np.float32), sample_noise
+
+
+def _sd_img2img(pipe, rng) -> dict:
+  """SDEdit on the plain tiny SD checkpoint (PNDM, its own, and DPM-Solver++): the real image's latents noised
+  to `strength`, then denoised. The generator's two draws (the VAE posterior's, then the noise) are replayed
+  and checked against the UNet's first input, so the JAX side can start from the same numbers."""
+  pipe.set_progress_bar_config(disable=True)
+  cfg = IMG2IMG
+  image01 = rng.uniform(0, 1, (1, 3, cfg["size"], cfg["size"])).astype(np.float32)
+  rec = {"img2img_image": 2 * image01 - 1}
+  base = pipe.scheduler.config
+  for name, cls in (("pndm", PNDMScheduler), ("dpm++", DPMSolverMultistepScheduler)):
+    pipe.scheduler = cls.from_config(base)
+    seen = {}
+
+    def record(module, args, kwargs):
+      seen.setdefault("sample", args[0].clone())
+
+    hook = pipe.unet.register_forward_pre_hook(record, with_kwargs=True)
+    images = pipe(prompt=PROMPTS[:1], image=torch.from_numpy(image01), strength=cfg["strength"],
+                  num_inference_steps=cfg["steps"], guidance_scale=cfg["guidance"],
+                  generator=torch.Generator().manual_seed(cfg["seed"]), output_type="np").images
+    hook.remove()
+    h = cfg["size"] // pipe.vae_scale_factor
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    posterior_noise = torch.randn((1, 4, h, h), generator=gen)
+    noise = torch.randn((1, 4, h, h), generator=gen)
+    with torch.no_grad():
+      dist = pipe.vae.encode(torch.from_numpy(2 * image01 - 1)).latent_dist
+      start = (dist.mean + dist.std * posterior_noise) * pipe.vae.config.scaling_factor
+    t_start = cfg["steps"] - min(int(cfg["steps"] * cfg["strength"]), cfg["steps"])
+    first = pipe.scheduler.timesteps[t_start:t_start + 1]
+    if hasattr(pipe.scheduler, "_step_index"):
+      pipe.scheduler._step_index = None  # DPM-Solver noises at its begin index, not where the run ended
+    expect = pipe.scheduler.add_noise(start, noise, first)
+    if not torch.allclose(seen["sample"].chunk(2)[0], expect, atol=1e-5):
+      sys.exit("img2img: the pipeline's first UNet input is not the replayed draws; update this script")
+    rec[f"img2img_{name}_posterior_noise"] = posterior_noise.numpy()
+    rec[f"img2img_{name}_noise"] = noise.numpy()
+    rec[f"img2img_{name}_images"] = images.astype(np.float32)
+  return rec
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def _copy(src, tmp_path):
 
 def test_names_round_trip():
   params = {"down_blocks_0": {"attentions_1": {"transformer_blocks_0": {"ff": {"net_0": {"proj": {
-      "kernel": np.zeros((3, 4))}}}}}}, "add_embedding": {"linear_1": {"bias": np.zeros(2)}},
+      "kernel": np.zeros((3, 4))}}}}}}, "class_embedding": {"linear_1": {"bias": np.zeros(2)}},
       "conv_in": {"kernel": np.zeros((3, 3, 4, 8))}, "norm": {"scale": np.zeros(8)}}
   state = convert.flax_to_torch(params, pipeline.UNET_NAMING)
   assert set(state) == {"down_blocks.0.attentions.1.transformer_blocks.0.ff.net.0.proj.weight",
@@ -45,8 +45,13 @@ def test_names_round_trip():
   assert state["down_blocks.0.attentions.1.transformer_blocks.0.ff.net.0.proj.weight"].shape == (4, 3)
   back = convert.torch_to_flax(state, params, pipeline.UNET_NAMING, "test")
   assert traverse_util.flatten_dict(back).keys() == traverse_util.flatten_dict(params).keys()
-  vae_state = convert.flax_to_torch({"attentions_0": {"proj_attn": {"kernel": np.zeros((2, 2))}}}, pipeline.VAE_NAMING)
-  assert list(vae_state) == ["attentions.0.to_out.0.weight"]
+  vae = {"attentions_0": {"to_out_0": {"kernel": np.zeros((2, 2))}, "to_q": {"bias": np.zeros(2)}}}
+  vae_state = convert.flax_to_torch(vae, pipeline.VAE_NAMING)
+  assert set(vae_state) == {"attentions.0.to_out.0.weight", "attentions.0.to_q.bias"}
+  # diffusers before 0.14 named the VAE's attention query/key/value/proj_attn, stored as 1x1 convs: still read.
+  old = {"attentions.0.proj_attn.weight": np.ones((2, 2, 1, 1)), "attentions.0.query.bias": np.ones(2)}
+  back = convert.torch_to_flax(old, vae, pipeline.VAE_NAMING, "test")
+  assert back["attentions_0"]["to_out_0"]["kernel"].shape == (2, 2)
 
 
 def test_loaded_weights_equal_the_file(unclip_dir):
@@ -55,7 +60,7 @@ def test_loaded_weights_equal_the_file(unclip_dir):
   flat = traverse_util.flatten_dict(params["unet"])
   conv = state["down_blocks.0.resnets.0.conv1.weight"]
   np.testing.assert_array_equal(flat[("down_blocks_0", "resnets_0", "conv1", "kernel")], conv.transpose(2, 3, 1, 0))
-  np.testing.assert_array_equal(flat[("add_embedding", "linear_2", "kernel")], state["class_embedding.linear_2.weight"].T)
+  np.testing.assert_array_equal(flat[("class_embedding", "linear_2", "kernel")], state["class_embedding.linear_2.weight"].T)
   assert len(flat) == len(state)
 
 
@@ -85,23 +90,47 @@ def test_bf16_parameters_close_to_fp32(unclip_dir):
   assert float(jnp.max(jnp.abs(a - b))) < 0.1 * float(jnp.max(jnp.abs(a)))
 
 
-def test_attention_kernel_replaces_every_unet_attention_layer(unclip_dir, monkeypatch):
+def test_attention_kernel_is_a_field_every_unet_attention_layer_uses(unclip_dir, monkeypatch):
   import dataclasses
 
-  from flax import traverse_util as tu
-
-  pipe, params = load(str(unclip_dir))
+  pipe, params = load(str(unclip_dir), jnp.bfloat16)
   assert pipe.attention == "xla"  # auto on CPU
-  layers = {k[:k.index("to_q")] for k in tu.flatten_dict(params["unet"]) if "to_q" in k}
+  layers = {k[:k.index("to_q")] for k in traverse_util.flatten_dict(params["unet"]) if "to_q" in k}
   calls = []
-  real = attention.KERNELS["xla"]
-  monkeypatch.setitem(attention.KERNELS, "xla", lambda q, k, v: calls.append(q.shape) or real(q, k, v))
+  real = attention.dot_product_attention
+  monkeypatch.setattr(attention, "dot_product_attention",
+                      lambda q, k, v, **kw: calls.append(kw["fp32_scores"]) or real(q, k, v, **kw))
   x, ctx, vec = jnp.zeros((1, 4, 16, 16)), jnp.zeros((1, 77, 32)), jnp.zeros((1, 64))
   sd.predict(pipe, params, x, jnp.array([500]), ctx, vec)
-  assert len(calls) == len(layers) > 0
+  assert len(calls) == len(layers) > 0 and all(calls)  # xla honours the checkpoint's upcast_attention in bf16
+  assert pipe.unet_config.upcast_attention
   calls.clear()
   sd.predict(dataclasses.replace(pipe, attention="einsum"), params, x, jnp.array([500]), ctx, vec)
-  assert not calls  # diffusers' own einsum path
+  assert len(calls) == len(layers) and not any(calls)  # einsum: scores in the model dtype
+  calls.clear()
+  sd.predict(dataclasses.replace(pipe, unet_config=dataclasses.replace(pipe.unet_config, upcast_attention=False)),
+             params, x, jnp.array([500]), ctx, vec)
+  assert len(calls) == len(layers) and not any(calls)  # SD 1.x / 2.0 base: no upcast
+
+
+def test_schedule_timesteps_as_diffusers_spaces_them(unclip_dir):
+  from jaxaug.models import schedulers
+
+  base = {"num_train_timesteps": 1000, "steps_offset": 1, "skip_prk_steps": True}
+  def steps(kind, spacing=None, n=3):
+    return schedulers.Scheduler.from_config(kind, {**base, "timestep_spacing": spacing}).timesteps(n).tolist()
+  assert steps("pndm") == [667, 334, 334, 1]  # leading, offset 1, the PLMS warm-up repeats a step
+  assert steps("ddim") == [667, 334, 1]
+  assert steps("ddim", "trailing") == [999, 666, 332]
+  assert steps("ddim", "linspace") == [999, 500, 0]
+  assert steps("dpm++") == [999, 666, 333]  # DPM-Solver's own default spacing is linspace
+  assert steps("dpm++", "leading") == [751, 501, 251]
+  with pytest.raises(UserError, match="timestep_spacing 'sideways'"):
+    steps("ddim", "sideways")
+  with pytest.raises(UserError, match="skip_prk_steps=false"):
+    schedulers.Scheduler.from_config("pndm", {"skip_prk_steps": False})
+  with pytest.raises(UserError, match="use_karras_sigmas=true"):
+    schedulers.Scheduler.from_config("dpm++", {"use_karras_sigmas": True})
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -227,3 +256,26 @@ def test_cli_exit_status_and_no_traceback(unclip_dir, tmp_path):
     assert "Traceback" not in bad.stderr
     lines = [l for l in bad.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("jaxaug: error:"), bad.stderr
+
+
+def test_generation_imports_no_upstream_model_code(tmp_path):
+  """The models are jaxaug's own: after a whole generate run, neither diffusers nor any Flax code of
+  transformers (nor torch) has been imported; transformers is there for the CLIP tokenizer only."""
+  flags = ["--config.methods=cutmix,embed_mixup_dropout", "--config.plan.amount=1", "--config.sampler.steps=2",
+           "--config.resolution=32", "--config.data.source=demo:2", "--config.data.source_size=48",
+           f"--config.output.dir={tmp_path / 'out'}", "--config.output.image_files=false"]
+  code = ("import runpy, sys\n"
+          f"sys.argv = ['jaxaug.generate'] + {flags!r}\n"
+          "try:\n  runpy.run_module('jaxaug.generate', run_name='__main__')\nexcept SystemExit as e:\n"
+          "  assert not e.code, e.code\n"
+          "mods = sorted(sys.modules)\n"
+          "print('UPSTREAM', [m for m in mods if m.split('.')[0] in ('diffusers', 'torch') or "
+          "(m.startswith('transformers') and 'flax' in m)])\n"
+          "print('TOKENIZER', 'transformers.models.clip.tokenization_clip' in mods or "
+          "'transformers.models.clip.tokenization_clip_fast' in mods)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "UPSTREAM []" in out.stdout, out.stdout
+  assert "TOKENIZER True" in out.stdout, out.stdout
+  assert (tmp_path / "out" / "done_units.jsonl").is_file()

@@ -1,7 +1,8 @@
 """Stable Diffusion (unCLIP and plain) in Flax, loaded from diffusers-format checkpoints without torch.
 
-Every use of diffusers and transformers stays inside this package (see hf.py). The package itself
-imports nothing heavy, so `python -m jaxaug.models.torch_reference` can bring up PyTorch diffusers alone.
+The models are jaxaug's own flax.linen modules (unet.py, vae.py, clip.py, schedulers.py); checkpoints are
+read from their safetensors and configs, and transformers is used only for the CLIP tokenizer. The
+package itself imports nothing heavy.
 """
 
 __all__ = ["Pipeline", "load"]

@@ -1,27 +1,26 @@
-"""Which kernel computes the UNet's attention: on a GPU the choice that most changes its speed.
+"""Attention for the SD models, with the kernel as a field of the module: on a GPU the choice that most
+changes the UNet's speed.
 
-diffusers' Flax attention builds the full (tokens x tokens) score matrix with einsum and a softmax in
-the model's dtype ("einsum"). At 768 px the UNet's first level attends over 96 x 96 = 9,216 tokens: per
-image row and head an 85M-entry matrix written to and read from memory. "cudnn" is one fused cuDNN
-flash-attention kernel (`jax.nn.dot_product_attention`) that never materialises the scores. "xla" is
-diffusers' arithmetic with fp32 scores and softmax, as SD 2.1's `upcast_attention` asks for in bf16.
-(It is written here rather than taken from `jax.nn.dot_product_attention(implementation="xla")`,
-which ran 1.7-2.2x slower on a 2-core CPU than these heads-major batched matmuls.)
-
-The swap is a flax method interceptor around the UNet call: the checkpoint's parameters and the
-diffusers module tree stay as they are, only the arithmetic inside each attention layer changes.
+At 768 px the UNet's first level attends over 96 x 96 = 9,216 tokens: a materialised score matrix is an
+85M-entry array per image row and head, written to and read from memory. The kernels compute the same
+function and differ only in how:
+- "cudnn": one fused cuDNN flash-attention kernel (`jax.nn.dot_product_attention`) that never materialises
+  the scores; per layer it falls back to "xla" where the head size forbids it (not a multiple of 8, > 128).
+- "xla": heads-major batched matmuls, scores and softmax in fp32 when the checkpoint asks for
+  `upcast_attention` (SD 2.1) or the model runs in fp32, else in the model dtype, as PyTorch does.
+  (Ours rather than `jax.nn.dot_product_attention(implementation="xla")`, which ran 1.7-2.2x slower
+  on a 2-core CPU than these heads-major matmuls.)
+- "einsum": the same matmuls with scores in the model dtype whatever `upcast_attention` says: half the
+  score memory of "xla" in bf16, at the cost of the rounding SD 2.1 asked to avoid.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxaug.errors import UserError
-from jaxaug.models import hf
 
 IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn")
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
@@ -49,52 +48,61 @@ def resolve(name: str, dtype) -> str:
   return name
 
 
-def _cudnn_head_ok(dim_head: int) -> bool:
+def cudnn_head_ok(dim_head: int) -> bool:
   return dim_head % 8 == 0 and dim_head <= 128
 
 
-def xla_attention(q, k, v):
-  """Softmax attention over (B, T, N, H) inputs, heads-major, scores and softmax in fp32."""
+def dot_product_attention(q, k, v, *, fp32_scores: bool = True, mask=None):
+  """Softmax attention over (B, T, N, H) inputs, heads-major; `mask` (T, S) True where a query may look.
+
+  With fp32_scores the scores and the softmax are fp32 whatever the inputs' dtype; the probabilities are
+  cast back to it before they weight the values (as PyTorch's upcast attention does).
+  """
   q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
-  scores = jnp.einsum("bnth,bnsh->bnts", q, k, preferred_element_type=jnp.float32) * q.shape[-1] ** -0.5
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  score_dtype = jnp.float32 if fp32_scores else q.dtype
+  scores = jnp.einsum("bnth,bnsh->bnts", q, k, preferred_element_type=score_dtype) * q.shape[-1] ** -0.5
+  if mask is not None:
+    scores = jnp.where(mask, scores, jnp.finfo(score_dtype).min)
+  probs = jax.nn.softmax(scores.astype(jnp.promote_types(score_dtype, jnp.float32)), axis=-1).astype(v.dtype)
   return jnp.einsum("bnts,bnsh->bnth", probs, v).transpose(0, 2, 1, 3)
+
+
+def xla_attention(q, k, v):
+  """The "xla" kernel with fp32 scores (what SD 2.1's upcast_attention asks for)."""
+  return dot_product_attention(q, k, v, fp32_scores=True)
 
 
 def cudnn_attention(q, k, v):
   return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
 
 
-KERNELS = {"xla": xla_attention, "cudnn": cudnn_attention}
+def attend(kernel: str, q, k, v, *, upcast: bool):
+  """(B, T, N, H) attention with a resolved kernel name; cuDNN falls back to xla where the head forbids."""
+  if kernel == "cudnn" and cudnn_head_ok(q.shape[-1]):
+    return cudnn_attention(q, k, v)
+  if kernel == "einsum":
+    return dot_product_attention(q, k, v, fp32_scores=q.dtype == jnp.float32)
+  return dot_product_attention(q, k, v, fp32_scores=upcast or q.dtype == jnp.float32)
 
 
-def _attend(module, implementation: str, hidden, context):
-  """diffusers' FlaxAttention.__call__ (inference: dropout is off) with one of KERNELS inside."""
-  context = hidden if context is None else context
-  b = hidden.shape[0]
-  heads = (b, -1, module.heads, module.dim_head)  # (B, T, N, H): the layout dot_product_attention takes
-  q = module.query(hidden).reshape(heads)
-  k = module.key(context).reshape(heads)
-  v = module.value(context).reshape(heads)
-  if implementation == "cudnn" and not _cudnn_head_ok(module.dim_head):
-    implementation = "xla"
-  out = KERNELS[implementation](q, k, v)
-  return module.proj_attn(out.reshape(b, -1, module.heads * module.dim_head))
+class Attention(nn.Module):
+  """Multi-head attention of SD's transformer blocks (to_q/to_k/to_v without bias, to_out.0 with bias).
 
+  `kernel` is a resolved name from IMPLEMENTATIONS; `upcast` is the checkpoint's upcast_attention.
+  """
+  heads: int
+  dim_head: int
+  kernel: str = "xla"
+  upcast: bool = False
+  dtype: jnp.dtype = jnp.float32
 
-@contextlib.contextmanager
-def implementation(name: str):
-  """Within this context every diffusers FlaxAttention layer computes with `name` (a resolved name)."""
-  if name == "einsum":
-    yield
-    return
-
-  def interceptor(next_fun, args, kwargs, context):
-    if context.method_name != "__call__" or not isinstance(context.module, hf.Attention):
-      return next_fun(*args, **kwargs)
-    hidden = args[0]
-    ctx = args[1] if len(args) > 1 else kwargs.get("context")
-    return _attend(context.module, name, hidden, ctx)
-
-  with nn.intercept_methods(interceptor):
-    yield
+  @nn.compact
+  def __call__(self, hidden, context=None):
+    context = hidden if context is None else context
+    b, inner = hidden.shape[0], self.heads * self.dim_head
+    split = (b, -1, self.heads, self.dim_head)  # (B, T, N, H): the layout dot_product_attention takes
+    q = nn.Dense(inner, use_bias=False, dtype=self.dtype, name="to_q")(hidden).reshape(split)
+    k = nn.Dense(inner, use_bias=False, dtype=self.dtype, name="to_k")(context).reshape(split)
+    v = nn.Dense(inner, use_bias=False, dtype=self.dtype, name="to_v")(context).reshape(split)
+    out = attend(self.kernel, q, k, v, upcast=self.upcast).reshape(b, -1, inner)
+    return nn.Dense(hidden.shape[-1], dtype=self.dtype, name="to_out_0")(out)

@@ -26,14 +26,15 @@ _BUFFERS = ("position_ids",)
 
 @dataclasses.dataclass(frozen=True)
 class Naming:
-  """How one component's module names differ between the checkpoint and the Flax tree.
+  """How one component's checkpoint names become paths in our Flax tree (whose modules carry the same names).
 
   numbered_suffix: diffusers style (`blocks.0` <-> `blocks_0`); otherwise transformers style
     (`layers.0` <-> `layers/0`).
-  renames: checkpoint module name -> Flax module name, applied to whole path parts.
+  aliases: older checkpoint module names read as ours (after numbering), e.g. diffusers' pre-0.14 VAE
+    attention `query` for `to_q`; only for reading, never written.
   """
   numbered_suffix: bool
-  renames: tuple[tuple[str, str], ...] = ()
+  aliases: tuple[tuple[str, str], ...] = ()
 
 
 DIFFUSERS = Naming(numbered_suffix=True)
@@ -50,8 +51,8 @@ def _module_parts(torch_key: str, naming: Naming) -> list[str]:
       else:
         merged.append(p)
     parts = merged
-  renames = dict(naming.renames)
-  return [renames.get(p, p) for p in parts]
+  aliases = dict(naming.aliases)
+  return [aliases.get(p, p) for p in parts]
 
 
 def _to_flax_leaf(path: tuple[str, ...], value: np.ndarray, target: dict) -> tuple[tuple[str, ...], np.ndarray]:
@@ -122,10 +123,8 @@ def _torch_shape(path, shape) -> tuple[int, ...]:
 def flax_to_torch_key(path: tuple[str, ...], naming: Naming) -> str:
   """The checkpoint name of a Flax parameter path (inverse of the mapping above)."""
   *mods, leaf = path
-  inverse = {v: k for k, v in naming.renames}
   parts = []
   for m in mods:
-    m = inverse.get(m, m)
     if naming.numbered_suffix:
       head, _, tail = m.rpartition("_")
       if head in _NUMBERED and tail.isdigit():

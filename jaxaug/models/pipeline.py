@@ -8,6 +8,7 @@ cannot honour end in a UserError that names them, rather than in a silently diff
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,46 +17,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxaug.errors import UserError
-from jaxaug.models import attention, checkpoint, convert, hf
-from jaxaug.models.clip import ImageEncoder, TextEncoder
+from jaxaug.models import attention, checkpoint, convert, schedulers
+from jaxaug.models.clip import CLIPConfig, ImageEncoder, TextEncoder
+from jaxaug.models.unet import UNet, UNetConfig
+from jaxaug.models.vae import AutoencoderKL, VAEConfig
 
 UNCLIP_PIPELINES = ("StableUnCLIPImg2ImgPipeline", "StableUnCLIPPipeline")
 SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
-SCHEDULERS = {"pndm": hf.PNDMScheduler, "ddim": hf.DDIMScheduler, "dpm++": hf.DPMSolverMultistepScheduler}
+SCHEDULERS = ("pndm", "ddim", "dpm++")
 _SCHEDULER_NAMES = {"PNDMScheduler": "pndm", "DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpm++"}
 
-# Config keys of diffusers' PyTorch UNet that the Flax UNet has no option for: allowed only at these values.
-_UNET_FIXED = {
-    "act_fn": "silu", "norm_num_groups": 32, "norm_eps": 1e-5, "time_embedding_type": "positional",
-    "resnet_time_scale_shift": "default", "addition_embed_type": None, "encoder_hid_dim": None,
-    "encoder_hid_dim_type": None, "num_class_embeds": None, "time_cond_proj_dim": None, "conv_in_kernel": 3,
-    "conv_out_kernel": 3, "center_input_sample": False, "downsample_padding": 1, "mid_block_scale_factor": 1,
-    "dual_cross_attention": False, "class_embeddings_concat": False, "timestep_post_act": None,
-    "time_embedding_dim": None, "time_embedding_act_fn": None, "attention_type": "default",
-    "reverse_transformer_layers_per_block": None, "cross_attention_norm": None,
-    "mid_block_only_cross_attention": None, "addition_time_embed_dim": None, "resnet_skip_time_act": False,
-    "resnet_out_scale_factor": 1.0, "addition_embed_type_num_heads": 64,
-}
-_UNET_FIELDS = ("sample_size", "in_channels", "out_channels", "down_block_types", "up_block_types", "mid_block_type",
-                "only_cross_attention", "block_out_channels", "layers_per_block", "attention_head_dim",
-                "num_attention_heads", "cross_attention_dim", "dropout", "use_linear_projection", "flip_sin_to_cos",
-                "freq_shift", "transformer_layers_per_block")
-# upcast_attention asks for fp32 attention scores in bf16/fp16: the xla and cudnn kernels (attention.py)
-# always compute them in fp32; diffusers' einsum path does not (a rounding difference, not a different model).
-_UNET_IGNORED = ("upcast_attention", "class_embed_type", "projection_class_embeddings_input_dim")
-
-_VAE_FIXED = {"use_quant_conv": True, "use_post_quant_conv": True, "mid_block_add_attention": True,
-              "shift_factor": None, "latents_mean": None, "latents_std": None}
-_VAE_FIELDS = ("in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
-               "layers_per_block", "act_fn", "latent_channels", "norm_num_groups", "sample_size", "scaling_factor")
-_VAE_IGNORED = ("force_upcast",)
-
-# The UNet's projection class embedding (unCLIP) runs through the Flax UNet's `text_time` addition path:
-# both are Dense -> SiLU -> Dense added to the timestep embedding. We feed the whole conditioning vector as
-# `text_embeds` and an empty `time_ids`, so that path computes exactly class_embedding(vector).
-UNET_NAMING = convert.Naming(numbered_suffix=True, renames=(("class_embedding", "add_embedding"),))
-VAE_NAMING = convert.Naming(numbered_suffix=True, renames=(
-    ("to_q", "query"), ("to_k", "key"), ("to_v", "value"), ("to_out_0", "proj_attn")))
+# Our modules carry the checkpoint's own names; the VAE also accepts the names diffusers used before 0.14.
+UNET_NAMING = convert.DIFFUSERS
+VAE_NAMING = convert.Naming(numbered_suffix=True, aliases=(
+    ("query", "to_q"), ("key", "to_k"), ("value", "to_v"), ("proj_attn", "to_out_0")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,95 +43,70 @@ class ClipImageSpec:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Pipeline:
-  """The static half of a checkpoint; the arrays live in the params tree returned beside it."""
+  """The static half of a checkpoint; the arrays live in the params tree returned beside it.
+
+  Modules are built from their configs on access, so `dataclasses.replace(pipe, attention=...)` or
+  `dtype=...` gives a pipeline whose modules compute with that kernel or dtype.
+  """
   name: str
   kind: str  # "unclip" or "sd"
-  unet: Any
-  vae: Any
-  text_encoder: TextEncoder
+  unet_config: UNetConfig
+  vae_config: VAEConfig
+  text_config: CLIPConfig
   tokenizer: Any
   scheduler_name: str
   scheduler_config: dict
   vae_scale: float
-  image_encoder: ImageEncoder | None = None
+  image_config: CLIPConfig | None = None
   clip_image: ClipImageSpec | None = None
   noising_alphas_cumprod: np.ndarray | None = None  # the image-noising DDPM schedule (unCLIP)
   dtype: Any = jnp.float32
   attention: str = "xla"  # the UNet's attention kernel, resolved (see attention.py)
 
   @property
+  def unet(self) -> UNet:
+    return UNet(self.unet_config, dtype=self.dtype, attention=self.attention)
+
+  @property
+  def vae(self) -> AutoencoderKL:
+    return AutoencoderKL(self.vae_config, dtype=self.dtype)
+
+  @property
+  def text_encoder(self) -> TextEncoder:
+    return TextEncoder(self.text_config, dtype=self.dtype)
+
+  @property
+  def image_encoder(self) -> ImageEncoder | None:
+    return None if self.image_config is None else ImageEncoder(self.image_config, dtype=self.dtype)
+
+  @property
   def latent_channels(self) -> int:
-    return self.unet.in_channels
+    return self.unet_config.in_channels
 
   @property
   def vae_factor(self) -> int:
-    return 2 ** (len(self.vae.block_out_channels) - 1)
+    return 2 ** (len(self.vae_config.block_out_channels) - 1)
 
   @property
   def image_embed_dim(self) -> int:
-    return self.image_encoder.config.projection_dim
+    return self.image_config.projection_dim
 
-  def make_scheduler(self, name: str | None = None):
-    """A Flax scheduler configured from the checkpoint's scheduler/ folder (its own class by default)."""
+  def make_scheduler(self, name: str | None = None) -> schedulers.Scheduler:
+    """A scheduler configured from the checkpoint's scheduler/ folder (its own class by default)."""
     name = name or self.scheduler_name
     if name not in SCHEDULERS:
       raise UserError(f"unknown scheduler '{name}'; choose one of {', '.join(SCHEDULERS)}")
+    # As diffusers' from_config: another class reads the keys it knows and keeps its own defaults for the rest.
     config = dict(self.scheduler_config)
-    spacing = config.get("timestep_spacing", "leading")
-    if name in ("pndm", "ddim") and spacing != "leading":
-      raise UserError(f"scheduler '{name}' supports timestep_spacing 'leading' only; the checkpoint says '{spacing}' "
-                      "(use --config.sampler.scheduler=dpm++)")
-    for flag in ("thresholding", "rescale_betas_zero_snr"):
-      if config.get(flag):
-        raise UserError(f"the checkpoint's scheduler sets {flag}=true, which jaxaug's schedulers do not support")
-    if name == "dpm++":
-      config.setdefault("algorithm_type", "dpmsolver++")
-      config.setdefault("solver_order", 2)
-    return SCHEDULERS[name].from_config(config)
+    return schedulers.Scheduler.from_config(name, config)
 
 
-def _module_kwargs(config: dict, fields, fixed: dict, ignored, where: str) -> dict:
-  kwargs = {}
-  for key, value in config.items():
-    if key.startswith("_") or key in ignored:
-      continue
-    if key in fields:
-      kwargs[key] = tuple(value) if isinstance(value, list) else value
-    elif key in fixed:
-      if value != fixed[key]:
-        raise UserError(f"{where}: unsupported architecture option {key}={value!r} (jaxaug's Flax modules support "
-                        f"only {fixed[key]!r})")
-    else:
-      raise UserError(f"{where}: unknown architecture option '{key}' in config.json; this checkpoint is not an "
-                      "SD 1.x/2.x or SD 2.1-unCLIP model jaxaug can load")
-  return kwargs
-
-
-def unet_module(config: dict, dtype, where: str):
-  kwargs = _module_kwargs(config, _UNET_FIELDS, _UNET_FIXED, _UNET_IGNORED, where)
-  class_embed = config.get("class_embed_type")
-  if class_embed == "projection":
-    kwargs.update(addition_embed_type="text_time", addition_time_embed_dim=2,
-                  projection_class_embeddings_input_dim=config["projection_class_embeddings_input_dim"])
-  elif class_embed is not None:
-    raise UserError(f"{where}: unsupported architecture option class_embed_type={class_embed!r} (only 'projection', "
-                    "the unCLIP image embedding, or none)")
-  return hf.UNet2DConditionModel(dtype=dtype, **kwargs)
-
-
-def unet_inputs(unet, batch: int, height: int, width: int):
+def unet_inputs(unet: UNet, batch: int, height: int, width: int):
   """Dummy UNet inputs of the right shapes (for init and shape checks)."""
   sample = jnp.zeros((batch, unet.in_channels, height, width), jnp.float32)
   context = jnp.zeros((batch, 1, unet.cross_attention_dim), jnp.float32)
-  extra = class_inputs(unet, jnp.zeros((batch, unet.projection_class_embeddings_input_dim or 0)))
-  return sample, jnp.zeros((batch,), jnp.int32), context, extra
-
-
-def class_inputs(unet, vector):
-  """The UNet's extra conditioning for an unCLIP vector (None for plain SD)."""
-  if unet.addition_embed_type is None:
-    return None
-  return {"text_embeds": vector, "time_ids": jnp.zeros((vector.shape[0], 0), vector.dtype)}
+  vector = None if unet.class_embed_input_dim is None else jnp.zeros((batch, unet.class_embed_input_dim))
+  return sample, jnp.zeros((batch,), jnp.int32), context, vector
 
 
 def init_shapes(module, *args, method=None):
@@ -174,16 +124,20 @@ def _load_component(root: Path, name: str, module, naming, *init_args, method=No
   return convert.torch_to_flax(checkpoint.read_weights(root, name), target, naming, where)
 
 
-def vae_module(config: dict, dtype, where: str):
-  return hf.AutoencoderKL(dtype=dtype, **_module_kwargs(config, _VAE_FIELDS, _VAE_FIXED, _VAE_IGNORED, where))
+def unet_module(config: dict, dtype, where: str) -> UNet:
+  return UNet(UNetConfig.from_diffusers(config, where), dtype=dtype)
 
 
-def text_module(config: dict, dtype):
-  return TextEncoder(hf.CLIPTextConfig.from_dict(config), dtype=dtype)
+def vae_module(config: dict, dtype, where: str) -> AutoencoderKL:
+  return AutoencoderKL(VAEConfig.from_diffusers(config, where), dtype=dtype)
 
 
-def image_module(config: dict, dtype):
-  return ImageEncoder(hf.CLIPVisionConfig.from_dict(config), dtype=dtype)
+def text_module(config: dict, dtype, where: str = "text_encoder") -> TextEncoder:
+  return TextEncoder(CLIPConfig.from_transformers(config, where, vision=False), dtype=dtype)
+
+
+def image_module(config: dict, dtype, where: str = "image_encoder") -> ImageEncoder:
+  return ImageEncoder(CLIPConfig.from_transformers(config, where, vision=True), dtype=dtype)
 
 
 def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[Pipeline, dict]:
@@ -208,14 +162,14 @@ def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[P
   vae_config = checkpoint.read_config(root, "vae")
   vae = vae_module(vae_config, dtype, f"{root.name}/vae")
   text_config = checkpoint.read_config(root, "text_encoder")
-  text = text_module(text_config, dtype)
+  text = text_module(text_config, dtype, f"{root.name}/text_encoder")
   params = {
       "unet": _load_component(root, "unet", unet, UNET_NAMING, *unet_inputs(unet, 1, 8, 8)),
       "vae": _load_component(root, "vae", vae, VAE_NAMING, jnp.zeros((1, vae.in_channels, 8, 8))),
       "text_encoder": _load_component(root, "text_encoder", text, convert.TRANSFORMERS, jnp.zeros((1, 4), jnp.int32)),
   }
-  if text_config.get("hidden_size") != unet.cross_attention_dim:
-    raise UserError(f"{root}: text_encoder hidden_size {text_config.get('hidden_size')} does not match the UNet's "
+  if text.config.hidden_size != unet.cross_attention_dim:
+    raise UserError(f"{root}: text_encoder hidden_size {text.config.hidden_size} does not match the UNet's "
                     f"cross_attention_dim {unet.cross_attention_dim}")
   scheduler_config = checkpoint.read_config(root, "scheduler", "scheduler_config.json")
   sched_cls = scheduler_config.get("_class_name", "?")
@@ -224,22 +178,24 @@ def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[P
   extra = {}
   if kind == "unclip":
     image_config = checkpoint.read_config(root, "image_encoder")
-    image = image_module(image_config, dtype)
+    image = image_module(image_config, dtype, f"{root.name}/image_encoder")
     size = image.config.image_size
     params["image_encoder"] = _load_component(root, "image_encoder", image, convert.TRANSFORMERS,
                                               jnp.zeros((1, size, size, image.config.num_channels)))
     params["image_normalizer"] = _normalizer(root, image.config.projection_dim)
     want = 2 * image.config.projection_dim
-    if unet.projection_class_embeddings_input_dim != want:
-      raise UserError(f"{root}/unet: projection_class_embeddings_input_dim is "
-                      f"{unet.projection_class_embeddings_input_dim} but the image encoder gives {want} "
-                      "(image embedding + noise-level embedding)")
+    if unet.class_embed_input_dim != want:
+      raise UserError(f"{root}/unet: projection_class_embeddings_input_dim is {unet.class_embed_input_dim} but the "
+                      f"image encoder gives {want} (image embedding + noise-level embedding)")
     noising = checkpoint.read_config(root, "image_noising_scheduler", "scheduler_config.json")
-    extra = dict(image_encoder=image, clip_image=_clip_image_spec(root),
-                 noising_alphas_cumprod=np.asarray(hf.DDPMScheduler.from_config(noising).create_state()
-                                                   .common.alphas_cumprod, np.float32))
+    extra = dict(image_config=image.config, clip_image=_clip_image_spec(root),
+                 noising_alphas_cumprod=schedulers.alphas_cumprod(noising, f"{root.name}/image_noising_scheduler"))
+  elif unet.class_embed_input_dim is not None:
+    raise UserError(f"{root}/unet: the UNet has an unCLIP image embedding but model_index.json names {cls}")
+  schedulers.Scheduler.from_config(_SCHEDULER_NAMES[sched_cls], scheduler_config)  # checks the options now
   pipe = Pipeline(
-      name=str(model), kind=kind, unet=unet, vae=vae, text_encoder=text, tokenizer=_tokenizer(root),
+      name=str(model), kind=kind, unet_config=unet.config, vae_config=vae.config, text_config=text.config,
+      tokenizer=_tokenizer(root),
       scheduler_name=_SCHEDULER_NAMES[sched_cls], scheduler_config=scheduler_config,
       vae_scale=float(vae_config.get("scaling_factor", 0.18215)), dtype=dtype, attention=attention_impl, **extra)
   models = {k: _cast(v, dtype) for k, v in params.items() if k != "image_normalizer"}
@@ -266,8 +222,13 @@ def _clip_image_spec(root: Path) -> ClipImageSpec:
 
 
 def _tokenizer(root: Path):
+  """transformers' CLIPTokenizer (its only use in jaxaug; works with transformers 4.x and 5.x)."""
   checkpoint.component_dir(root, "tokenizer")
+  os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+  os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+  from transformers import CLIPTokenizer  # imported here: heavy, and only loading needs it
+
   try:
-    return hf.CLIPTokenizer.from_pretrained(str(root / "tokenizer"))
+    return CLIPTokenizer.from_pretrained(str(root / "tokenizer"))
   except (OSError, ValueError, TypeError) as e:
     raise UserError(f"{root}/tokenizer cannot be read ({e}); it needs vocab.json and merges.txt") from None

@@ -9,8 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jaxaug.models import attention
-from jaxaug.models.pipeline import Pipeline, class_inputs
+from jaxaug.models.pipeline import Pipeline
 
 
 def tokenize(pipe: Pipeline, prompts: list[str]) -> np.ndarray:
@@ -56,24 +55,20 @@ def image_condition(pipe: Pipeline, params, image_embeds, noise_level, noise):
 
 def predict(pipe: Pipeline, params, latents, timesteps, context, image_vector=None):
   """One UNet evaluation: noise (or v) prediction for latents (B, C, h, w) at `timesteps` (B,)."""
-  extra = None if image_vector is None else class_inputs(pipe.unet, image_vector.astype(pipe.dtype))
-  with attention.implementation(pipe.attention):
-    out = pipe.unet.apply({"params": params["unet"]}, latents.astype(pipe.dtype), timesteps,
-                          context.astype(pipe.dtype), added_cond_kwargs=extra)
-  return out.sample.astype(jnp.float32)
+  out = pipe.unet.apply({"params": params["unet"]}, latents.astype(pipe.dtype), timesteps, context, image_vector)
+  return out.astype(jnp.float32)
 
 
 def decode(pipe: Pipeline, params, latents):
   """Latents (B, C, h, w) -> the VAE decoder's raw output (B, 3, H, W), about [-1, 1]."""
-  out = pipe.vae.apply({"params": params["vae"]}, latents.astype(pipe.dtype) / pipe.vae_scale,
-                       method=pipe.vae.decode)
-  return out.sample.astype(jnp.float32)
+  out = pipe.vae.apply({"params": params["vae"]}, latents / pipe.vae_scale, method="decode")
+  return out.astype(jnp.float32)
 
 
 def encode(pipe: Pipeline, params, images, key):
   """Images (B, 3, H, W) in [-1, 1] -> scaled latents sampled from the VAE posterior (img2img start)."""
-  dist = pipe.vae.apply({"params": params["vae"]}, images.astype(pipe.dtype), method=pipe.vae.encode).latent_dist
-  latents = jnp.transpose(dist.sample(key), (0, 3, 1, 2))  # the Flax VAE's posterior is NHWC
+  posterior = pipe.vae.apply({"params": params["vae"]}, images, method="encode")
+  latents = jnp.transpose(posterior.sample(key), (0, 3, 1, 2))  # the posterior is over NHWC latents
   return (latents * pipe.vae_scale).astype(jnp.float32)
 
 

@@ -23,7 +23,7 @@ from safetensors.numpy import save_file
 from jaxaug.models import convert, pipeline
 
 TOKEN_WORDS = ("a", "photo", "of", "the", "red", "blue", "green", "circle", "square", "stripes", "checker")
-VERSION = 1  # bump when the tiny architecture changes, so cached copies are rebuilt
+VERSION = 2  # bump when the tiny architecture changes, so cached copies are rebuilt
 
 _TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              max_position_embeddings=77, hidden_act="gelu", projection_dim=32, layer_norm_eps=1e-5)
@@ -69,7 +69,7 @@ def _unet_config(kind: str, base: dict, context_dim: int, image_dim: int) -> dic
 def _pndm_config() -> dict:
   return dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
               prediction_type="v_prediction", set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1,
-              clip_sample=False, timestep_spacing="leading", trained_betas=None)
+              clip_sample=False, trained_betas=None)  # as SD 2.1-unCLIP's scheduler/ (no timestep_spacing)
 
 
 def _bytes_to_unicode() -> dict[int, str]:

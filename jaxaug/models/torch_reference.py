@@ -28,8 +28,8 @@ def time_unclip_pipeline(model: str, *, batches: list[int], resolution: int, ste
     from diffusers.models.attention_processor import AttnProcessor2_0
   except ImportError as e:
     raise UserError(f"--vs-torch needs torch and diffusers' PyTorch pipeline ({e.name} is missing): "
-                    "pip install torch diffusers==0.39.0 transformers==4.57.6") from None
-  from jaxaug.models.tiny import resolve_model  # after diffusers: jaxaug's hf.py would hide torch from it
+                    "pip install torch \"jaxaug[reference]\"") from None
+  from jaxaug.models.tiny import resolve_model  # here: the child process imports JAX only if it must
 
   cuda = torch.cuda.is_available()
   dtype = torch.float16 if cuda else torch.float32
