@@ -240,8 +240,7 @@ def torch_baseline(args) -> dict:
   """diffusers' PyTorch pipeline timed in a child process (see jaxaug/models/torch_reference.py)."""
   import subprocess
 
-  env = {k: v for k, v in os.environ.items() if k not in ("USE_TORCH", "USE_FLAX")}
-  env["JAX_PLATFORMS"] = "cpu"  # the child only writes built-in checkpoints with jax; the GPU is torch's
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # the child only writes built-in checkpoints with jax; the GPU is torch's
   request = {"model": args.model, "batches": _sizes(args.batch), "resolution": args.resolution, "steps": args.steps,
              "guidance": args.guidance, "scheduler": args.scheduler, "repeats": args.repeats}
   child = subprocess.run([sys.executable, "-m", "jaxaug.models.torch_reference", json.dumps(request)], env=env,

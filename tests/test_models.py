@@ -279,3 +279,55 @@ def test_generation_imports_no_upstream_model_code(tmp_path):
   assert "UPSTREAM []" in out.stdout, out.stdout
   assert "TOKENIZER True" in out.stdout, out.stdout
   assert (tmp_path / "out" / "done_units.jsonl").is_file()
+
+
+# The configs of stabilityai/stable-diffusion-2-1-unclip as published (the keys jaxaug must read or accept).
+_REAL_UNET = {
+    "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.15.0.dev0", "act_fn": "silu",
+    "attention_head_dim": [5, 10, 20, 20], "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False,
+    "class_embed_type": "projection", "conv_in_kernel": 3, "conv_out_kernel": 3, "cross_attention_dim": 1024,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1, "dual_cross_attention": False, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4,
+    "layers_per_block": 2, "mid_block_scale_factor": 1, "mid_block_type": "UNetMidBlock2DCrossAttn", "norm_eps": 1e-05,
+    "norm_num_groups": 32, "num_class_embeds": None, "only_cross_attention": False, "out_channels": 4,
+    "projection_class_embeddings_input_dim": 2048, "resnet_time_scale_shift": "default", "sample_size": 96,
+    "time_cond_proj_dim": None, "time_embedding_type": "positional", "timestep_post_act": None,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "upcast_attention": True, "use_linear_projection": True}
+_REAL_VAE = {
+    "_class_name": "AutoencoderKL", "_diffusers_version": "0.15.0.dev0", "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3,
+    "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3, "sample_size": 768,
+    "up_block_types": ["UpDecoderBlock2D"] * 4}
+_REAL_TEXT = {
+    "_name_or_path": "hf-models/stable-diffusion-v2-768x768/text_encoder", "architectures": ["CLIPTextModel"],
+    "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0, "eos_token_id": 2, "hidden_act": "gelu",
+    "hidden_size": 1024, "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 4096,
+    "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "model_type": "clip_text_model", "num_attention_heads": 16,
+    "num_hidden_layers": 23, "pad_token_id": 1, "projection_dim": 512, "torch_dtype": "float16",
+    "transformers_version": "4.27.0.dev0", "vocab_size": 49408}
+_REAL_IMAGE = {
+    "_name_or_path": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "architectures": ["CLIPVisionModelWithProjection"],
+    "attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 1280, "image_size": 224,
+    "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 5120, "layer_norm_eps": 1e-05,
+    "model_type": "clip_vision_model", "num_attention_heads": 16, "num_channels": 3, "num_hidden_layers": 32,
+    "patch_size": 14, "projection_dim": 1024, "torch_dtype": "float16", "transformers_version": "4.27.0.dev0"}
+
+
+def test_real_sd21_unclip_configs_build_the_full_size_models():
+  """Read the real configs, do not assume: every key is read or knowingly accepted, and the modules they
+  build have SD 2.1-unCLIP's parameter counts (what `python -m jaxaug.models.tiny --size=full` writes)."""
+  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))  # noqa: E731
+  unet = pipeline.unet_module(_REAL_UNET, jnp.float32, "real/unet")
+  assert unet.config.heads == (5, 10, 20, 20) and unet.config.upcast_attention
+  assert count(pipeline.init_shapes(unet, *pipeline.unet_inputs(unet, 1, 8, 8))) == 870_173_124
+  vae = pipeline.vae_module(_REAL_VAE, jnp.float32, "real/vae")
+  assert count(pipeline.init_shapes(vae, jnp.zeros((1, 3, 16, 16)))) == 83_653_863
+  text = pipeline.text_module(_REAL_TEXT, jnp.float32)
+  assert count(pipeline.init_shapes(text, jnp.zeros((1, 8), jnp.int32))) == 340_387_840
+  image = pipeline.image_module(_REAL_IMAGE, jnp.float32)
+  assert count(pipeline.init_shapes(image, jnp.zeros((1, 224, 224, 3)))) == 632_076_800
+  with pytest.raises(UserError, match="unsupported hidden_act 'relu'"):
+    pipeline.text_module({**_REAL_TEXT, "hidden_act": "relu"}, jnp.float32)
+  with pytest.raises(UserError, match="unsupported down block 'AttnDownBlock2D'"):
+    pipeline.unet_module({**_REAL_UNET, "down_block_types": ["AttnDownBlock2D"] * 4}, jnp.float32, "real/unet")
