@@ -227,6 +227,43 @@ def embed_dropout(keys, e):
   return _per_item(_embed_dropout, keys, e)
 
 
+# The released code's behaviour (method.md), for reproducing the published numbers: `reference_quirks`.
+
+GUIDED_ROWS = 2  # the reference cut along the batch of the guided pair: (unconditional zeros, conditional)
+
+
+def reference_cut_rows(lam) -> jax.Array:
+  """Rows of image 2's guided pair the reference code's embed_cutmix took: int((1 - lam) * 2).
+
+  Its cut size came from the tensor's first dimension, the 2 rows under guidance, truncated as
+  CutMix code does; row 0 is the unconditional all-zero row, so for any lam > 0 the conditional row is
+  still image 1's.
+  """
+  return jnp.floor((1.0 - lam) * GUIDED_ROWS).astype(jnp.int32)
+
+
+def _reference_embed_cutmix(key, e1, e2, *, alpha=1.0):
+  """embed_cutmix as released: the guided pairs (0, e1) and (0, e2) cut along their row axis; the
+  conditional row is kept, with lam = 1 where it is image 1's (always, unless lam is exactly 0)."""
+  take = reference_cut_rows(_draw_lam(key, alpha))
+  zero = jnp.zeros_like(e1)
+  rows = jnp.where((jnp.arange(GUIDED_ROWS) < take)[:, None], jnp.stack([zero, e2]), jnp.stack([zero, e1]))
+  from_e1 = take < GUIDED_ROWS
+  return rows[1], from_e1.astype(jnp.float32)
+
+
+def drop_keys(keys):
+  """The per-item dropout keys `apply_embed` uses (its key's second half), for dropout done elsewhere."""
+  return jax.vmap(lambda k: jax.random.split(k)[1])(keys)
+
+
+def vector_dropout(keys, vectors):
+  """The released code's dropout: `F.dropout(p=0.4) * 0.6` on the whole conditioning vector (image and
+  noise-level halves alike), i.e. entries zeroed with probability 0.4 and the rest left unscaled.
+  `keys` are the items' embedding keys, as given to `apply_embed`."""
+  return _per_item(_embed_dropout, drop_keys(keys), vectors)
+
+
 # Colour jitter and the classifier's training transform.
 
 
@@ -315,13 +352,22 @@ class Method:
   pixel: None, 'cutmix' or 'mixup' (on the two images, after cropping them);
   embed: None, 'embed_cutmix' or 'embed_mixup' (on the two CLIP embeddings);
   dropout: whether the final image embedding goes through embed_dropout;
-  alpha: the Beta(alpha, alpha) parameter of the mixing weight.
+  alpha: the Beta(alpha, alpha) parameter of the mixing weight;
+  reference_quirks: behave as the paper's released code did (method.md): embed_cutmix cuts the guided
+    pair's rows, keeping image 1's embedding, and dropout hits the whole 2048-d conditioning vector
+    (`condition` applies it there, so `apply_embed` then skips it).
   """
   name: str
   pixel: str | None = None
   embed: str | None = None
   dropout: bool = False
   alpha: float = 1.0
+  reference_quirks: bool = False
+
+  @property
+  def vector_dropout(self) -> bool:
+    """Whether dropout goes on the whole conditioning vector (the released code) instead of the embedding."""
+    return self.dropout and self.reference_quirks
 
   def __post_init__(self):
     if self.pixel not in (None, "cutmix", "mixup"):
@@ -345,14 +391,14 @@ METHODS = {m.name: m for m in (
 )}
 
 
-def get_method(name: str, alpha: float = 1.0) -> Method:
-  """The registered method `name` with mixing weight lam ~ Beta(alpha, alpha)."""
+def get_method(name: str, alpha: float = 1.0, reference_quirks: bool = False) -> Method:
+  """The registered method `name` with mixing weight lam ~ Beta(alpha, alpha) (as released, with quirks)."""
   if name not in METHODS:
     raise UserError(
         f"unknown augmentation method {name!r}; use one of: {', '.join(METHODS)}")
   if not alpha > 0:
     raise UserError(f"Beta alpha for method {name!r} must be > 0, got {alpha}")
-  return dataclasses.replace(METHODS[name], alpha=float(alpha))
+  return dataclasses.replace(METHODS[name], alpha=float(alpha), reference_quirks=bool(reference_quirks))
 
 
 _PIXEL_MIX = {"cutmix": _cutmix, "mixup": _mixup}
@@ -385,8 +431,10 @@ def _apply_embed(key, e1, e2, *, method):
   lam = jnp.float32(1.0)
   e = e1
   if method.embed is not None:
-    e, lam = _EMBED_MIX[method.embed](k_mix, e1, e2, alpha=method.alpha)
-  if method.dropout:
+    mix = _reference_embed_cutmix if method.reference_quirks and method.embed == "embed_cutmix" else \
+        _EMBED_MIX[method.embed]
+    e, lam = mix(k_mix, e1, e2, alpha=method.alpha)
+  if method.dropout and not method.vector_dropout:
     e = _embed_dropout(k_drop, e)
   return e, lam
 
@@ -397,6 +445,7 @@ def apply_embed(method: Method, keys, e1, e2):
   Mixes e1 with e2 if the method is embedding-level (else keeps e1, lam = 1),
   then applies embed_dropout if method.dropout. The mix and the dropout use
   separate halves of each key, so X and X_dropout share lam for the same key.
-  Pass only the 1024-d image embedding, never the noise-level half.
+  Pass only the 1024-d image embedding, never the noise-level half. With
+  method.reference_quirks, dropout is left to `vector_dropout` on the whole vector.
   """
   return _per_item(_apply_embed, keys, e1, e2, method=method)

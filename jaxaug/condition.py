@@ -8,6 +8,7 @@ centre crop: `jaxaug.data.images.fit_square`). Everything after that runs inside
   -> CLIP vision tower on both images
   -> embedding aug (embed_cutmix / embed_mixup, then dropout on the image embedding only)
   -> noise-level augmentation and its sinusoidal embedding (`models.sd.image_condition`)
+  -> (methods with reference_quirks only) dropout on the whole 2048-d vector, as the released code did
 
 A batch may mix methods (the demo runs all ten): each distinct pixel and embedding behaviour is computed
 for the whole batch and the item's own is selected, so one compiled step serves every method. The extra
@@ -95,4 +96,7 @@ def condition(pipe: Pipeline, params, methods: tuple[augment.Method, ...], metho
 
   noise = jax.vmap(lambda k: jax.random.normal(k, e1.shape[1:]))(k_noise)
   vector = sd.image_condition(pipe, params, embeds, noise_level, noise)
+  if any(m.vector_dropout for m in methods):  # reference_quirks: the released code's dropout, noise level included
+    quirky = jnp.asarray([m.vector_dropout for m in methods])[method_index]
+    vector = jnp.where(quirky[:, None], augment.vector_dropout(k_embed, vector), vector)
   return Condition(vector=vector, image=image, lam=lam_pixel * lam_embed)

@@ -25,6 +25,9 @@ def generation_config() -> ml_collections.ConfigDict:
   c.prompt = "a photo of a {}"  # {} is the class name
   c.resolution = 768  # output pixels
   c.reader_threads = 8  # host threads decoding real images
+  # True: embed_cutmix and dropout behave as the paper's released code did (method.md): the cut keeps image 1's
+  # embedding, dropout zeroes 40% of the whole 2048-d vector (noise-level half too). False: the intended method.
+  c.reference_quirks = False
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "demo:6"  # spec string, see jaxaug/data/sources.py

@@ -38,7 +38,7 @@ _DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "demo
 
 # Config fields that decide the output images; a rerun into the same directory must keep them.
 _OUTPUT_FIELDS = ("model", "data", "methods", "alpha", "plan", "prompt", "sampler", "resolution", "seed", "output.format",
-                  "output.jpeg_quality")
+                  "output.jpeg_quality", "reference_quirks")
 
 
 def get_demo_config():
@@ -78,7 +78,8 @@ class Job:
 
 def prepare(config) -> Job:
   """Validates the config and loads everything; raises UserError before any output exists."""
-  methods = tuple(augment.get_method(m.strip(), config.alpha) for m in config.methods.split(",") if m.strip())
+  methods = tuple(augment.get_method(m.strip(), config.alpha, config.reference_quirks)
+                  for m in config.methods.split(",") if m.strip())
   if not methods:
     raise UserError("config.methods is empty: name at least one method, e.g. --config.methods=embed_cutmix_dropout")
   if config.batch.per_device < 1:
@@ -206,7 +207,8 @@ def write_unit(job: Job, unit: int, items: np.ndarray, images: dict[int, np.ndar
                   "lam": float(lams[item]), "seed": config.seed, "model": config.model, "mode": job.spec.mode,
                   "steps": job.spec.steps, "guidance": job.spec.guidance,
                   "scheduler": job.spec.scheduler or job.pipe.scheduler_name,
-                  "noise_level": config.sampler.noise_level, "prompt": config.prompt.format(job.source.class_names[label])}
+                  "noise_level": config.sampler.noise_level, "prompt": config.prompt.format(job.source.class_names[label]),
+                  "reference_quirks": bool(config.reference_quirks)}
     data = encode_image(images[item], config.output.format, config.output.jpeg_quality)
     records.append(synthetic.encode_record(data, label, job.source.class_names[label], item, provenance))
     if config.output.image_files:
