@@ -1,0 +1,85 @@
+"""Batched runs (train_lib/multirun.py): R runs as one vmapped program equal R separate train.py runs."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxaug import train
+from jaxaug.data import open_source
+from jaxaug.errors import UserError
+from jaxaug.train_lib import multirun
+from test_train import demo_config, make_synthetic
+
+SMALL = dict(real="demo:4", load_size=20, crop_size=16, batch_size=8, eval_batch_size=16, epochs=2, steps_per_epoch=4,
+             log_every=2, eval_every=4, checkpoint_every=4, lr=0.05, num_threads=2, mix="swap")
+# (seed, synthetic method): a real-only run beside two of one synthetic set's methods, as in a grid cell.
+RUNS = ((0, None), (1, "mixup"), (2, "cutmix"))
+
+
+def _history(workdir):
+  lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return [{k: v for k, v in json.loads(l).items() if k != "images_per_s"} for l in lines]
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory):
+  out = tmp_path_factory.mktemp("syn")
+  return make_synthetic(str(out), open_source("demo:4", "train"), 2, methods=("mixup", "cutmix")).out
+
+
+def _config(workdir, syn, seed, method):
+  config = demo_config(workdir, seed=seed, **SMALL)
+  config.synthetic, config.synthetic_method = (str(syn), method) if method else ("", "")
+  return config
+
+
+def test_batched_runs_equal_separate_runs(tmp_path, syn):
+  separate = [train.train_and_evaluate(_config(tmp_path / f"alone{s}", syn, s, m)) for s, m in RUNS]
+  programs = multirun.Programs()
+  runs = [multirun.Run(c, train.open_data(c)) for c in (_config(tmp_path / f"run{s}", syn, s, m) for s, m in RUNS)]
+  batched = multirun.train_group(runs, programs, tmp_path / "group", quiet=True)
+  for (seed, _), alone, together in zip(RUNS, separate, batched):
+    for key in ("top1", "best_top1", "train_loss"):
+      assert together[key] == pytest.approx(alone[key], rel=1e-4, abs=1e-6), (seed, key)
+    np.testing.assert_allclose([c["accuracy"] for c in together["per_class"]],
+                               [c["accuracy"] for c in alone["per_class"]], atol=1e-6)
+    a, b = _history(tmp_path / f"alone{seed}"), _history(tmp_path / f"run{seed}")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+      for k in ra:
+        assert rb[k] == (None if ra[k] is None else pytest.approx(ra[k], rel=1e-4, abs=1e-5)), (seed, ra["step"], k)
+    assert json.loads((tmp_path / f"run{seed}" / "metrics.json").read_text()) == json.loads(json.dumps(together))
+  # The runs really differ from each other (own seeds, own data): equality above is not a constant.
+  assert len({round(r["train_loss"], 6) for r in batched}) == 3
+  # One compile each of init, train step and eval step; a second group of the same shapes compiles nothing.
+  assert dict(programs.traces) == {"init": 1, "train_step": 1, "eval_step": 1}
+  more = [multirun.Run(c, train.open_data(c)) for c in (_config(tmp_path / f"more{s}", syn, s + 10, m)
+                                                          for s, m in RUNS)]
+  multirun.train_group(more, programs, tmp_path / "group2", quiet=True)
+  assert programs.compiles == 3
+
+
+def test_a_resumed_group_ends_where_an_uninterrupted_one_does(tmp_path, syn):
+  def runs(prefix, epochs):
+    configs = [_config(tmp_path / f"{prefix}{s}", syn, s, m) for s, m in RUNS[:2]]
+    for c in configs:
+      c.epochs = epochs
+    return [multirun.Run(c, train.open_data(c)) for c in configs]
+
+  programs = multirun.Programs()
+  whole = multirun.train_group(runs("whole", 2), programs, tmp_path / "whole_group", quiet=True)
+  # As a kill between the checkpoints of steps 4 and 8 would leave it: the last checkpoint and a result gone.
+  shutil.rmtree(tmp_path / "whole_group" / "checkpoints" / "8")
+  (tmp_path / "whole0" / "metrics.json").unlink()
+  again = multirun.train_group(runs("whole", 2), programs, tmp_path / "whole_group", quiet=True)
+  assert [r["top1"] for r in again] == [r["top1"] for r in whole]
+  assert [r["train_loss"] for r in again] == [r["train_loss"] for r in whole]
+  assert _history(tmp_path / "whole0")[-1]["step"] == 8
+
+  with pytest.raises(UserError, match="holds checkpoints of other runs"):
+    changed = runs("whole", 2)
+    changed[0].config.synthetic_fraction = 0.25
+    multirun.train_group(changed, programs, tmp_path / "whole_group", quiet=True)
