@@ -23,7 +23,9 @@ SMALL = ["--config.methods=cutmix,embed_mixup_dropout,rand_img_cond", "--config.
 
 
 def _env(devices=1):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONUNBUFFERED": "1"}
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONUNBUFFERED": "1",
+         "JAX_COMPILATION_CACHE_DIR": os.path.expanduser("~/.cache/jaxaug-tests/jax"),
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
   env.setdefault("JAXAUG_CACHE_DIR", str(Path.home() / ".cache" / "jaxaug"))
   return env
 
@@ -38,7 +40,7 @@ def _generate(out, *flags, devices=1, wait=True, cwd=None):
 def _records(out) -> dict:
   """{unit: [record bytes]} of a finished run."""
   shards = Path(out) / synthetic.SHARDS
-  return {p.name: synthetic._read_shard(p) for p in sorted(shards.glob("unit-*.array_record"))}
+  return {p.name: synthetic.read_shard(p) for p in sorted(shards.glob("unit-*.array_record"))}
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +185,145 @@ def test_sigkill_and_rerun_is_identical(reference, tmp_path):
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert _records(out) == _records(reference)
   assert not list((out / synthetic.SHARDS).glob(".*"))  # no temporary shard left
+
+
+# ---------------------------------------------------------------------------
+# Faults at start: config.json (issue 15)
+
+# Runs jaxaug.generate with the first Python-level write to a file whose name holds argv[1] torn in half
+# and the process SIGKILLed right there: a kill inside that write.
+KILL_INSIDE_WRITE = r"""
+import builtins, io, os, runpy, signal, sys
+
+target = sys.argv.pop(1)
+real_open = io.open
+
+
+class Torn:
+  def __init__(self, f):
+    self._f = f
+
+  def write(self, data):
+    self._f.write(data[: len(data) // 2])
+    self._f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+  def __getattr__(self, name):
+    return getattr(self._f, name)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return self._f.__exit__(*exc)
+
+
+def torn_open(file, mode="r", *args, **kwargs):
+  f = real_open(file, mode, *args, **kwargs)
+  writing = any(c in mode for c in "wax+") and not isinstance(file, int)
+  return Torn(f) if writing and target in os.path.basename(os.fspath(file)) else f
+
+
+io.open = builtins.open = torn_open
+sys.argv[0] = "jaxaug.generate"
+runpy.run_module("jaxaug.generate", run_name="__main__", alter_sys=True)
+"""
+
+
+def _partial_copy(reference, out, units: int):
+  """`reference` as a run killed after its first `units` units: their shards and done lines only."""
+  import shutil
+
+  shutil.copytree(reference, out)
+  for shard in (out / synthetic.SHARDS).iterdir():
+    if int(shard.name[5:13]) >= units:
+      shard.unlink()
+  done = out / synthetic.DONE
+  done.write_text("".join(l for l in done.read_text().splitlines(True) if json.loads(l)["unit"] < units))
+
+
+def test_kill_inside_config_json_write_then_rerun_finishes(reference, tmp_path):
+  """A resume that writes config.json (its numerics changed) killed inside that write keeps the old one whole."""
+  out = tmp_path / "out"
+  _partial_copy(reference, out, 1)
+  before = (out / "config.json").read_bytes()
+  killed = subprocess.run([sys.executable, "-c", KILL_INSIDE_WRITE, "config.json", f"--config.output.dir={out}",
+                           *SMALL, "--config.batch.per_device=3"], env=_env(), capture_output=True, text=True,
+                          timeout=600)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  assert (out / "config.json").read_bytes() == before
+  rerun = _generate(out, *SMALL)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert _records(out) == _records(reference)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 4 MB tmpfs (mounting needs root)."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
+  if mount.returncode:
+    pytest.skip(f"cannot mount a tmpfs here (needs root): {mount.stderr.strip()}")
+  yield disk
+  subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def _fill(disk):
+  fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+  try:
+    while True:
+      os.write(fd, bytes(65536))
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def test_full_disk_at_start_then_rerun_finishes(reference, small_disk):
+  out = small_disk / "out"
+  _fill(small_disk)
+  run = _generate(out, *SMALL)
+  assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+  assert run.stderr.strip().splitlines()[-1] == (
+      f"jaxaug: error: cannot write {out / 'config.json'} (No space left on device): free space or fix permissions "
+      "there, then rerun the same command to continue")
+  assert list(out.iterdir()) == []  # no torn config.json, no temporary
+  (small_disk / "filler").unlink()
+  rerun = _generate(out, *SMALL)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert _records(out) == _records(reference)
+
+
+def test_unreadable_config_json(reference, tmp_path):
+  # No finished unit: nothing to protect, so it is written again.
+  fresh = tmp_path / "fresh"
+  fresh.mkdir()
+  (fresh / "config.json").write_text("")
+  run = _generate(fresh, *SMALL, "--config.plan.amount=0")
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "config.json is unreadable (JSONDecodeError" in run.stderr and "writing it again" in run.stderr
+  assert json.loads((fresh / "config.json").read_text())["config"]["plan"]["amount"] == 0
+
+  # Finished units: refused in one line that says what to do; doing it resumes after a check.
+  out = tmp_path / "out"
+  _partial_copy(reference, out, 2)
+  (out / "config.json").write_text('{"config": {"mod')
+  run = _generate(out, *SMALL)
+  assert run.returncode == 2 and "Traceback" not in run.stderr
+  line = run.stderr.strip().splitlines()[-1]
+  assert line.startswith(f"jaxaug: error: {out / 'config.json'} is unreadable (JSONDecodeError: ")
+  assert f"holds 2 finished unit(s): if this command made them, move it aside (mv {out / 'config.json'} " in line
+  os.rename(out / "config.json", out / "config.json.bad")
+  other = _generate(out, *SMALL, "--config.sampler.guidance=5")
+  assert other.returncode == 2 and "holds finished units made with another config (guidance differ)" in other.stderr
+  assert not (out / "config.json").exists()
+  rerun = _generate(out, *SMALL)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "had no config.json; a finished unit matches this config" in rerun.stderr
+  assert _records(out) == _records(reference)
+  stored, made = (json.loads((d / "config.json").read_text()) for d in (out, reference))
+  assert (stored["fingerprint"], stored["numerics"]) == (made["fingerprint"], made["numerics"])
 
 
 def test_batch_size_and_attention_change_images_only_by_rounding(reference, tmp_path):

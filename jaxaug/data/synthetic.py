@@ -26,6 +26,7 @@ from array_record.python.array_record_module import ArrayRecordReader, ArrayReco
 from flax import serialization
 
 from jaxaug.data.sources import ImageSource, _check_index
+from jaxaug.fsutil import atomic_write_text, fsync_dir
 
 SHARDS = "shards"
 DONE = "done_units.jsonl"
@@ -48,14 +49,6 @@ def decode_record(data: bytes) -> dict:
   return serialization.msgpack_restore(data)
 
 
-def _fsync_dir(path: Path):
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
 def done_file(process: int) -> str:
   """Each process appends to its own done record, so hosts never interleave writes to one file."""
   return DONE if process == 0 else f"done_units.p{process}.jsonl"
@@ -74,7 +67,7 @@ def write_unit(out: str | os.PathLike, unit: int, records: list[bytes], process:
   with open(tmp, "rb+") as f:
     os.fsync(f.fileno())
   os.replace(tmp, final)
-  _fsync_dir(shards)
+  fsync_dir(shards)
   _append_done(Path(out) / done_file(process), unit, records)
   return final
 
@@ -91,7 +84,7 @@ def _append_done(path: Path, unit: int, records: list[bytes]):
     os.fsync(f.fileno())
 
 
-def _read_shard(path: Path) -> list[bytes]:
+def read_shard(path: Path) -> list[bytes]:
   reader = ArrayRecordReader(str(path))
   try:
     return reader.read_all()
@@ -112,9 +105,22 @@ def recover(out: str | os.PathLike) -> dict[int, dict]:
   for tmp in shards.glob(".unit-*.tmp-*"):
     tmp.unlink()
   done = read_done(out, repair=True)
-  on_disk = {int(m.group(1)) for p in shards.iterdir() if (m := _SHARD_RE.match(p.name))}
-  for unit in sorted(on_disk - set(done)):
-    _append_done(out / DONE, unit, _read_shard(shards / shard_name(unit)))
+  for unit in sorted(shard_units(out) - set(done)):
+    _append_done(out / DONE, unit, read_shard(shards / shard_name(unit)))
+  return committed(out)
+
+
+def shard_units(out: str | os.PathLike) -> set[int]:
+  """Units whose shard file exists (the authority on what is finished)."""
+  shards = Path(out) / SHARDS
+  if not shards.is_dir():
+    return set()
+  return {int(m.group(1)) for p in shards.iterdir() if (m := _SHARD_RE.match(p.name))}
+
+
+def committed(out: str | os.PathLike) -> dict[int, dict]:
+  """Done records whose shard exists: a unit whose shard was deleted is made again by the next run."""
+  on_disk = shard_units(out)
   return {u: e for u, e in read_done(out).items() if u in on_disk}
 
 
@@ -149,9 +155,7 @@ def write_info(out: str | os.PathLike, info: dict):
   """dataset_info.json, written atomically (it is rewritten as units complete)."""
   path = Path(out) / INFO
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{INFO}.tmp-{os.getpid()}")
-  tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
-  os.replace(tmp, path)
+  atomic_write_text(path, json.dumps(info, indent=2, sort_keys=True))
 
 
 def read_info(out: str | os.PathLike) -> dict:
