@@ -239,8 +239,7 @@ def encode_image(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
 
 
 def _uses_second_image(job: Job, item: int) -> bool:
-  method = job.methods[job.plan.method[item]]
-  return job.spec.mode == "unclip" and (method.pixel is not None or method.embed is not None)
+  return job.spec.mode == "unclip" and job.methods[job.plan.method[item]].pairs
 
 
 def _source_ids(job: Job, item: int) -> list[str]:

@@ -397,15 +397,20 @@ def test_changed_config_into_same_directory_is_refused(reference):
   assert run.returncode == 2 and "different config (sampler changed)" in run.stderr
 
 
-def test_corrupt_source_image_is_skipped_and_counted(tmp_path):
+def _demo_folder(root, per_class=2):
+  """demo:N as an image folder (real files that a test can damage)."""
   from jaxaug.data.demo import DemoSource
 
-  root = tmp_path / "images"
-  demo = DemoSource("train", 2)
+  demo = DemoSource("train", per_class)
   for i in range(len(demo)):
     folder = root / demo.class_names[demo.labels[i]].replace(" ", "_")
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(demo.read(i)).save(folder / f"{i}.png")
+  return root
+
+
+def test_corrupt_source_image_is_skipped_and_counted(tmp_path):
+  root = _demo_folder(tmp_path / "images")
   first = sorted((root / "blue_stripes").iterdir())[0]
   first.write_bytes(b"\x89PNG broken")
   out = tmp_path / "out"
@@ -416,6 +421,57 @@ def test_corrupt_source_image_is_skipped_and_counted(tmp_path):
   skipped = 8 - len(src)
   assert skipped >= 1 and f"skipped sources: {skipped}" in run.stdout
   assert all(p["source_ids"][0].endswith(first.name) is False for p in map(src.provenance, range(len(src))))
+
+
+def _config(out, *flags):
+  """The config `python -m jaxaug.generate` builds from these flags, for a run inside the test process."""
+  from jaxaug import generate
+
+  config = generate.get_demo_config()
+  for flag in flags:
+    key, value = flag.removeprefix("--config.").split("=", 1)
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value.lower() == "true" if isinstance(node[leaf], bool) else type(node[leaf])(value)
+  config.output.dir = str(out)
+  return config
+
+
+def test_contact_sheet_marks_an_unreadable_source_and_keeps_the_rest(tmp_path, caplog):
+  from jaxaug import generate
+  from jaxaug.contact_sheet import MARK_GREY, TILE, LABEL_W, HEAD_H, pick_items, write_contact_sheet
+
+  root = _demo_folder(tmp_path / "images")
+  config = _config(tmp_path / "out", *SMALL, f"--config.data.source=folder:{root}",
+                   "--config.methods=rand_img_cond,cutmix")
+  generate.run(config)
+  job = generate.prepare(config)
+  source = synthetic.SyntheticSource(job.out)
+  chosen = pick_items(source, job.plan.methods, 16)
+  items = {cell: int(source.item_ids[pos]) for cell, pos in chosen.items()}
+  broken = int(job.plan.source[items[(1, 1)], 1])  # the second source of class 1's cutmix cell
+  (root / job.source.id(broken)).write_bytes(b"\x89PNG damaged")
+
+  caplog.set_level("WARNING")
+  path = write_contact_sheet(job)
+  assert path == job.out / "contact_sheet.png"
+  sheet = np.asarray(Image.open(path).convert("RGB"))
+  classes = sorted({c for c, _ in chosen})
+  marked, want = [], []
+  for (label, m), item in items.items():
+    first, second = job.plan.source[item]
+    unreadable = [first == broken, first == broken or (job.methods[m].pairs and second == broken), False]
+    for t, bad in enumerate(unreadable):
+      y, x = HEAD_H + classes.index(label) * TILE, LABEL_W + m * (3 * TILE + 8) + t * TILE
+      tile = sheet[y:y + TILE, x:x + TILE]
+      marked.append(bool(np.mean(np.all(tile == MARK_GREY, axis=-1)) > 0.5))
+      want.append(bool(bad))
+  assert marked == want and sum(want) >= 1  # the cutmix condition at least; every other tile drawn
+  warning = next(r.getMessage() for r in caplog.records if "contact sheet" in r.getMessage())
+  assert f"{sum(want)} tile(s) marked unreadable" in warning
+  assert f"{job.source.class_names[1]}/cutmix condition" in warning
 
 
 def test_demo_without_flags(tmp_path):
