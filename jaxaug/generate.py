@@ -25,7 +25,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from jaxaug import augment, condition, fsutil, mesh, plan as plan_lib
+from jaxaug import augment, condition, fsutil, interrupt, mesh, plan as plan_lib
 from jaxaug.data import kshot, open_source, synthetic
 from jaxaug.data.pipeline import read_units
 from jaxaug.errors import UserError, run_with_config
@@ -312,11 +312,25 @@ def _batches(job: Job, pending_items: np.ndarray, local_batch: int, steps: int):
 
 
 def run(config) -> dict:
-  """Generates every pending unit of this host; returns the summary."""
+  """Generates every pending unit of this host; returns the summary.
+
+  SIGINT or SIGTERM stops it cleanly: no new work, in-flight unit writes finish, one line, exit 130 / 143.
+  """
+  where = {}  # output directory and unit count once known, for that line
+
+  def status() -> str:
+    return f"{len(synthetic.committed(where['out']))}/{where['units']} units done in all" if where else ""
+
+  with interrupt.Stopper(status) as stopper:
+    return _run(config, stopper, where)
+
+
+def _run(config, stopper: interrupt.Stopper, where: dict) -> dict:
   mesh.initialize(config.mesh.coordinator, config.mesh.num_processes, config.mesh.process_id)
   process, processes = jax.process_index(), jax.process_count()
   start_time = time.time()
   job = prepare(config)
+  where.update(out=job.out, units=job.plan.num_units)
   mesh_ = mesh.data_mesh()
   if process == 0:
     _start_output(job)
@@ -359,13 +373,17 @@ def run(config) -> dict:
         items = job.plan.unit_items(unit)
         unit_images = {int(i): images.pop(int(i)) for i in items if int(i) in images}
         unit_lams = {i: lams.pop(i) for i in unit_images}
-        began = unit_start[unit]
-        writes.append(writer.submit(_commit, job, unit, items, unit_images, unit_lams, process, began))
+        write = stopper.submit(writer, _commit, job, unit, items, unit_images, unit_lams, process, unit_start[unit])
+        if write is None:
+          stopper.park()  # interrupted: the signal watcher ends the process
+        writes.append(write)
     bar.update(len(chunk) * processes)
 
   previous = None
   try:
     for chunk, ok1, ok2, host in _batches(job, pending_items, local_batch, steps):
+      if stopper.stopping:
+        stopper.park()
       result = step(params, mesh.to_global(mesh_, host))  # asynchronous: runs while the last batch is written
       if previous is not None:
         finish(*previous)

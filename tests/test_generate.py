@@ -188,6 +188,57 @@ def test_sigkill_and_rerun_is_identical(reference, tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# SIGINT and SIGTERM (issue 15): a longer run, so the signal lands while units remain
+
+LONGER = [*SMALL, "--config.plan.amount=3"]  # 36 items in 8 units
+
+
+@pytest.fixture(scope="module")
+def longer_reference(tmp_path_factory):
+  out = tmp_path_factory.mktemp("longer") / "out"
+  run = _generate(out, *LONGER)
+  assert run.returncode == 0, run.stderr[-3000:]
+  return out
+
+
+def _interrupt(out, signum, after_unit: int) -> tuple[int, str]:
+  """Runs LONGER into `out`, sends `signum` right after `after_unit` is committed; (exit status, stderr)."""
+  proc = _generate(out, *LONGER, wait=False)
+  err = []
+  for line in proc.stderr:
+    err.append(line)
+    if f"unit {after_unit}: 5 images committed" in line:
+      break
+  sent = time.time()
+  proc.send_signal(signum)
+  _, rest = proc.communicate(timeout=60)
+  assert time.time() - sent < 15
+  return proc.returncode, "".join(err) + rest
+
+
+def test_sigint_then_sigterm_stop_cleanly_and_rerun_is_identical(longer_reference, tmp_path):
+  """Ctrl-C, then SLURM's pre-emption SIGTERM in the resumed run, then a rerun: as if never interrupted."""
+  import re
+
+  out = tmp_path / "out"
+  for signum, status, after_unit in ((signal.SIGINT, 130, 0), (signal.SIGTERM, 143, 2)):
+    before = len(synthetic.read_done(out)) if out.exists() else 0
+    code, err = _interrupt(out, signum, after_unit)
+    assert code == status and "Traceback" not in err, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    match = re.fullmatch(rf"jaxaug: interrupted by {signum.name}: (\d+) unit\(s\) committed in this run, (\d+)/8 "
+                         r"units done in all; rerun the same command to continue", line)
+    assert match, line
+    shards = sorted(p.name for p in (out / synthetic.SHARDS).iterdir())
+    assert not [s for s in shards if s.startswith(".")]  # the writes in flight finished
+    assert int(match[2]) == before + int(match[1]) == len(shards) == len(synthetic.read_done(out))
+    assert int(match[1]) >= 1 and len(shards) < 8  # it stopped dispatching
+  rerun = _generate(out, *LONGER)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert _records(out) == _records(longer_reference)
+
+
+# ---------------------------------------------------------------------------
 # Faults at start: config.json (issue 15)
 
 # Runs jaxaug.generate with the first Python-level write to a file whose name holds argv[1] torn in half
