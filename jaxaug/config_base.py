@@ -25,6 +25,9 @@ def generation_config() -> ml_collections.ConfigDict:
   c.prompt = "a photo of a {}"  # {} is the class name
   c.resolution = 768  # output pixels
   c.reader_threads = 8  # host threads decoding real images
+  # A class with one real image makes pair methods (cutmix, mixup, embed_*) mix it with itself: False warns
+  # once per run with the class names, True refuses the run.
+  c.refuse_self_pairs = False
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "demo:6"  # spec string, see jaxaug/data/sources.py

@@ -90,6 +90,7 @@ def prepare(config) -> Job:
     source = kshot(source, config.data.shots, config.data.shots_seed)
   plan = plan_lib.make_plan(source.labels, source.num_classes, tuple(m.name for m in methods), config.plan.policy,
                             config.plan.amount, config.seed, config.plan.unit_size)
+  _check_self_pairs(config, source, plan, methods, config.sampler.mode)
   dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}.get(config.dtype)
   if config.dtype == "auto":
     dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
@@ -106,6 +107,26 @@ def prepare(config) -> Job:
             pipe=pipe, params=params, spec=spec, prompt_ids=sd.tokenize(pipe, prompts), empty_ids=sd.tokenize(pipe, [""]))
   _check_output(job)
   return job
+
+
+def _check_self_pairs(config, source, plan: plan_lib.Plan, methods, mode: str):
+  """A class with one real image makes a pair method mix that image with itself: one warning, or refused."""
+  pairs = [m for m, method in enumerate(methods) if method.pairs]
+  if mode != "unclip" or not pairs:
+    return
+  alone = np.isin(plan.method, pairs) & (source.counts()[plan.label] == 1)
+  if not alone.any():
+    return
+  names = [source.class_names[c] for c in sorted(set(plan.label[alone].tolist()))]
+  used = sorted({methods[m].name for m in plan.method[alone].tolist()})
+  listed = ", ".join(map(repr, names[:10])) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+  what = (f"{len(names)} class(es) have a single real image, so {', '.join(used)} mix it with itself there: "
+          f"{listed}")
+  if config.refuse_self_pairs:
+    raise UserError(f"{what}; add real images to them, drop those methods, or set --config.refuse_self_pairs=False "
+                    "to generate anyway")
+  if jax.process_index() == 0:
+    logging.warning("%s (set --config.refuse_self_pairs=True to refuse such a run)", what)
 
 
 def numerics(config, pipe) -> dict:

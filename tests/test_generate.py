@@ -525,6 +525,27 @@ def test_contact_sheet_marks_an_unreadable_source_and_keeps_the_rest(tmp_path, c
   assert f"{job.source.class_names[1]}/cutmix condition" in warning
 
 
+def test_class_with_one_real_image_in_a_pair_method_warns_once_or_is_refused(tmp_path, caplog):
+  from jaxaug import generate
+  from jaxaug.errors import UserError
+
+  root = _demo_folder(tmp_path / "images")
+  for name in ("green_checker", "red_circle"):
+    sorted((root / name).iterdir())[0].unlink()  # one real image left in these two classes
+  flags = (*SMALL, f"--config.data.source=folder:{root}")
+  caplog.set_level("WARNING")
+  generate.prepare(_config(tmp_path / "out", *flags))
+  warnings = [r.getMessage() for r in caplog.records if "single real image" in r.getMessage()]
+  assert warnings == ["2 class(es) have a single real image, so cutmix, embed_mixup_dropout mix it with itself there: "
+                      "'green_checker', 'red_circle' (set --config.refuse_self_pairs=True to refuse such a run)"]
+  with pytest.raises(UserError, match=r"2 class\(es\) have a single real image, .*; add real images to them, drop "
+                                      r"those methods, or set --config.refuse_self_pairs=False to generate anyway"):
+    generate.prepare(_config(tmp_path / "out", *flags, "--config.refuse_self_pairs=true"))
+  caplog.clear()
+  generate.prepare(_config(tmp_path / "out", *flags, "--config.methods=rand_img_cond,dropout"))  # no pairs: quiet
+  assert not [r for r in caplog.records if "single real image" in r.getMessage()]
+
+
 def test_demo_without_flags(tmp_path):
   run = subprocess.run([sys.executable, "-m", "jaxaug.generate"], cwd=tmp_path, env=_env(), capture_output=True,
                        text=True, timeout=600)
