@@ -75,6 +75,7 @@ def training_config() -> ml_collections.ConfigDict:
   c.shots_seed = 0
   c.synthetic = "out/demo"  # a `python -m jaxaug.generate` output directory; '' trains on real images only
   c.synthetic_method = ""  # keep only the images of one conditioning method ('' keeps all)
+  c.allow_partial_synthetic = False  # train on a synthetic set whose generation has not finished (logs the share)
   c.mix = "batch"  # batch: a fixed synthetic share of every batch | swap: each sample swapped w.p. fraction
   c.synthetic_fraction = 0.5
   c.load_size = 64  # host square every image is fitted to (shorter side, centre crop)

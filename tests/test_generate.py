@@ -308,6 +308,20 @@ def test_kill_inside_config_json_write_then_rerun_finishes(reference, tmp_path):
   assert _records(out) == _records(reference)
 
 
+def test_deleted_shard_is_made_again(reference, tmp_path):
+  """What `python -m jaxaug.train` asks for when a shard is missing or damaged: delete it, rerun generation."""
+  import shutil
+
+  out = tmp_path / "out"
+  shutil.copytree(reference, out)
+  (out / synthetic.SHARDS / synthetic.shard_name(1)).unlink()  # its done line stays
+  rerun = _generate(out, *SMALL)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "wrote 5 image(s)" in rerun.stdout
+  assert _records(out) == _records(reference)
+  assert json.loads((out / "dataset_info.json").read_text())["units_done"] == 3
+
+
 @pytest.fixture
 def small_disk(tmp_path):
   """A 4 MB tmpfs (mounting needs root)."""

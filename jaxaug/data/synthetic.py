@@ -165,7 +165,29 @@ def read_info(out: str | os.PathLike) -> dict:
   if not path.is_file():
     raise UserError(f"{out} is not a jaxaug synthetic dataset (no {INFO}); point it at a `python -m "
                     "jaxaug.generate` output directory")
-  return json.loads(path.read_text())
+  try:
+    info = json.loads(path.read_bytes())
+    if not isinstance(info, dict) or not isinstance(info.get("class_names"), list):
+      raise ValueError("no class_names in it")
+  except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+    raise UserError(f"{path} is unreadable ({type(e).__name__}: {e}): rerun the `python -m jaxaug.generate` command "
+                    "that made this set, which writes it again at start and keeps the finished units") from None
+  return info
+
+
+def _shard_problem(path: str, expected: int) -> str | None:
+  """What is wrong with one shard, or None: it opens and holds the records its done line lists."""
+  if not os.path.exists(path):
+    return "is missing"
+  try:
+    reader = ArrayRecordReader(path)
+    try:
+      found = reader.num_records()
+    finally:
+      reader.close()
+  except RuntimeError as e:
+    return f"is damaged ({str(e).strip() or 'no readable index: truncated'})"
+  return None if found == expected else f"is damaged (holds {found} of its {expected} records: truncated)"
 
 
 class SyntheticSource(ImageSource):
@@ -173,8 +195,8 @@ class SyntheticSource(ImageSource):
 
   def __init__(self, out: str | os.PathLike):
     self.out = Path(out)
-    info = read_info(self.out)
-    self.class_names = tuple(info["class_names"])
+    self.info = read_info(self.out)
+    self.class_names = tuple(self.info["class_names"])
     done = read_done(self.out)
     self._units = sorted(done)
     self.item_ids = np.array([i for u in self._units for i in done[u]["item_ids"]], np.int64)
@@ -184,11 +206,33 @@ class SyntheticSource(ImageSource):
     self._starts = np.cumsum([0] + [len(done[u]["item_ids"]) for u in self._units])
     self._source = None
 
+  @property
+  def units_done(self) -> int:
+    return len(self._units)
+
+  def check_shards(self, num_threads: int = 16) -> None:
+    """UserError naming the first shard that is missing, unreadable or short of its records."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jaxaug.errors import UserError
+
+    with ThreadPoolExecutor(num_threads) as pool:
+      problems = list(pool.map(_shard_problem, self._paths, np.diff(self._starts).tolist()))
+    bad = [(unit, path, problem) for unit, path, problem in zip(self._units, self._paths, problems) if problem]
+    if bad:
+      unit, path, problem = bad[0]
+      more = f" ({len(bad)} shards in all)" if len(bad) > 1 else ""
+      raise UserError(f"synthetic set {self.out}: shard {Path(path).name} {problem}{more}; delete the damaged shards "
+                      "and rerun the `python -m jaxaug.generate` command that made this set to make them again")
+
   def _records(self):
     if self._source is None:  # opened lazily so the source pickles cheaply into grain workers
       import grain
 
-      self._source = grain.sources.ArrayRecordDataSource(self._paths)
+      # Each shard's range comes from its done line, so a short shard fails when read instead of
+      # silently shifting every later record onto the wrong label.
+      ranges = [f"{path}[0:{n}]" for path, n in zip(self._paths, np.diff(self._starts).tolist())]
+      self._source = grain.sources.ArrayRecordDataSource(ranges)
     return self._source
 
   def __getstate__(self):
