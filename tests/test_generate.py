@@ -308,13 +308,14 @@ def test_kill_inside_config_json_write_then_rerun_finishes(reference, tmp_path):
   assert _records(out) == _records(reference)
 
 
-def test_deleted_shard_is_made_again(reference, tmp_path):
-  """What `python -m jaxaug.train` asks for when a shard is missing or damaged: delete it, rerun generation."""
+def test_deleted_shard_and_torn_dataset_info_are_made_again(reference, tmp_path):
+  """What `python -m jaxaug.train` asks for when a shard or dataset_info.json is damaged: rerun generation."""
   import shutil
 
   out = tmp_path / "out"
   shutil.copytree(reference, out)
   (out / synthetic.SHARDS / synthetic.shard_name(1)).unlink()  # its done line stays
+  (out / "dataset_info.json").write_text('{"class_na')
   rerun = _generate(out, *SMALL)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "wrote 5 image(s)" in rerun.stdout

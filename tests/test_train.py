@@ -373,6 +373,22 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(two_checkpoint
   assert _history(workdir) == _history(two_checkpoints)
 
 
+def test_unreadable_workdir_config_json_is_one_line_and_moving_it_aside_resumes(two_checkpoints, tmp_path):
+  import shutil
+
+  workdir = tmp_path / "run"
+  shutil.copytree(two_checkpoints, workdir)
+  (workdir / "metrics.json").unlink()
+  (workdir / "config.json").write_text('{"workdir": ')
+  config = demo_config(workdir, **TWO_CHECKPOINTS)
+  with pytest.raises(UserError, match=rf"^{workdir / 'config.json'} is unreadable \(JSONDecodeError: .*\) and "
+                                      rf"{workdir} holds checkpoints: if this command made them, move it aside"):
+    train.train_and_evaluate(config)
+  os.rename(workdir / "config.json", workdir / "config.json.bad")
+  train.train_and_evaluate(config)
+  assert json.loads((workdir / "metrics.json").read_text()) == json.loads((two_checkpoints / "metrics.json").read_text())
+
+
 def test_no_checkpoint_restores_is_one_line(two_checkpoints, tmp_path):
   import shutil
 
