@@ -90,7 +90,7 @@ class Stopper:
     pending = [w for w in writes if not w.done()]
     while pending and time.monotonic() < deadline:
       again, _, _ = select.select([self._pipe[0]], [], [], 0.05)
-      if again and os.read(self._pipe[0], 1)[:1] not in (b"", b"\0"):
+      if again and os.read(self._pipe[0], 1)[:1] in (bytes([s]) for s in SIGNALS):
         break  # a second signal: exit now
       pending = [w for w in pending if not w.done()]
     committed = sum(1 for w in writes if w.done() and not w.cancelled() and w.exception() is None)

@@ -43,12 +43,16 @@ def _records(out) -> dict:
   return {p.name: synthetic.read_shard(p) for p in sorted(shards.glob("unit-*.array_record"))}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def _uninterrupted(tmp_path_factory, flags):
   out = tmp_path_factory.mktemp("ref") / "out"
-  run = _generate(out, *SMALL)
+  run = _generate(out, *flags)
   assert run.returncode == 0, run.stderr[-3000:]
   return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  return _uninterrupted(tmp_path_factory, SMALL)
 
 
 def test_reference_run_output(reference):
@@ -195,10 +199,7 @@ LONGER = [*SMALL, "--config.plan.amount=3"]  # 36 items in 8 units
 
 @pytest.fixture(scope="module")
 def longer_reference(tmp_path_factory):
-  out = tmp_path_factory.mktemp("longer") / "out"
-  run = _generate(out, *LONGER)
-  assert run.returncode == 0, run.stderr[-3000:]
-  return out
+  return _uninterrupted(tmp_path_factory, LONGER)
 
 
 def _interrupt(out, signum, after_unit: int) -> tuple[int, str]:
