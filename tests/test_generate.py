@@ -363,6 +363,9 @@ def test_full_disk_at_start_then_rerun_finishes(reference, small_disk):
 
 
 def test_unreadable_config_json(reference, tmp_path):
+  from jaxaug import generate
+  from jaxaug.errors import UserError
+
   # No finished unit: nothing to protect, so it is written again.
   fresh = tmp_path / "fresh"
   fresh.mkdir()
@@ -376,14 +379,14 @@ def test_unreadable_config_json(reference, tmp_path):
   out = tmp_path / "out"
   _partial_copy(reference, out, 2)
   (out / "config.json").write_text('{"config": {"mod')
-  run = _generate(out, *SMALL)
-  assert run.returncode == 2 and "Traceback" not in run.stderr
-  line = run.stderr.strip().splitlines()[-1]
-  assert line.startswith(f"jaxaug: error: {out / 'config.json'} is unreadable (JSONDecodeError: ")
-  assert f"holds 2 finished unit(s): if this command made them, move it aside (mv {out / 'config.json'} " in line
+  with pytest.raises(UserError) as refused:
+    generate.prepare(_config(out, *SMALL))
+  assert str(refused.value).startswith(f"{out / 'config.json'} is unreadable (JSONDecodeError: ")
+  assert (f"holds 2 finished unit(s): if this command made them, move it aside (mv {out / 'config.json'} "
+          f"{out / 'config.json.bad'}) and rerun") in str(refused.value)
   os.rename(out / "config.json", out / "config.json.bad")
-  other = _generate(out, *SMALL, "--config.sampler.guidance=5")
-  assert other.returncode == 2 and "holds finished units made with another config (guidance differ)" in other.stderr
+  with pytest.raises(UserError, match=r"holds finished units made with another config \(guidance differ\)"):
+    generate.prepare(_config(out, *SMALL, "--config.sampler.guidance=5"))
   assert not (out / "config.json").exists()
   rerun = _generate(out, *SMALL)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
