@@ -25,6 +25,9 @@ def generation_config() -> ml_collections.ConfigDict:
   c.prompt = "a photo of a {}"  # {} is the class name
   c.resolution = 768  # output pixels
   c.reader_threads = 8  # host threads decoding real images
+  # A class with one real image makes pair methods (cutmix, mixup, embed_*) mix it with itself: False warns
+  # once per run with the class names, True refuses the run.
+  c.refuse_self_pairs = False
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "demo:6"  # spec string, see jaxaug/data/sources.py
@@ -72,6 +75,7 @@ def training_config() -> ml_collections.ConfigDict:
   c.shots_seed = 0
   c.synthetic = "out/demo"  # a `python -m jaxaug.generate` output directory; '' trains on real images only
   c.synthetic_method = ""  # keep only the images of one conditioning method ('' keeps all)
+  c.allow_partial_synthetic = False  # train on a synthetic set whose generation has not finished (logs the share)
   c.mix = "batch"  # batch: a fixed synthetic share of every batch | swap: each sample swapped w.p. fraction
   c.synthetic_fraction = 0.5
   c.load_size = 64  # host square every image is fitted to (shorter side, centre crop)
