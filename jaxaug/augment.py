@@ -376,6 +376,11 @@ class Method:
       raise ValueError(
           f"Method.embed must be None, 'embed_cutmix' or 'embed_mixup', got {self.embed!r}")
 
+  @property
+  def pairs(self) -> bool:
+    """Whether it mixes two images (in pixels or embeddings), so it reads a second source image."""
+    return self.pixel is not None or self.embed is not None
+
 
 METHODS = {m.name: m for m in (
     Method("rand_img_cond"),

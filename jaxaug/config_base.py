@@ -28,6 +28,9 @@ def generation_config() -> ml_collections.ConfigDict:
   # True: embed_cutmix and dropout behave as the paper's released code did (method.md): the cut keeps image 1's
   # embedding, dropout zeroes 40% of the whole 2048-d vector (noise-level half too). False: the intended method.
   c.reference_quirks = False
+  # A class with one real image makes pair methods (cutmix, mixup, embed_*) mix it with itself: False warns
+  # once per run with the class names, True refuses the run.
+  c.refuse_self_pairs = False
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "demo:6"  # spec string, see jaxaug/data/sources.py
@@ -75,6 +78,7 @@ def training_config() -> ml_collections.ConfigDict:
   c.shots_seed = 0
   c.synthetic = "out/demo"  # a `python -m jaxaug.generate` output directory; '' trains on real images only
   c.synthetic_method = ""  # keep only the images of one conditioning method ('' keeps all)
+  c.allow_partial_synthetic = False  # train on a synthetic set whose generation has not finished (logs the share)
   c.mix = "batch"  # batch: a fixed synthetic share of every batch | swap: each sample swapped w.p. fraction
   c.synthetic_fraction = 0.5
   c.load_size = 64  # host square every image is fitted to (shorter side, centre crop)

@@ -25,7 +25,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from jaxaug import augment, condition, mesh, plan as plan_lib
+from jaxaug import augment, condition, fsutil, interrupt, mesh, plan as plan_lib
 from jaxaug.data import kshot, open_source, synthetic
 from jaxaug.data.pipeline import read_units
 from jaxaug.errors import UserError, run_with_config
@@ -91,6 +91,7 @@ def prepare(config) -> Job:
     source = kshot(source, config.data.shots, config.data.shots_seed)
   plan = plan_lib.make_plan(source.labels, source.num_classes, tuple(m.name for m in methods), config.plan.policy,
                             config.plan.amount, config.seed, config.plan.unit_size)
+  _check_self_pairs(config, source, plan, methods, config.sampler.mode)
   dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}.get(config.dtype)
   if config.dtype == "auto":
     dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
@@ -103,10 +104,30 @@ def prepare(config) -> Job:
   if config.resolution < grid or config.resolution % grid:
     raise UserError(f"resolution {config.resolution} must be a multiple of {grid} for this checkpoint (e.g. 768 or 512)")
   prompts = [config.prompt.format(name) for name in source.class_names]
-  out = Path(os.path.expanduser(config.output.dir))
-  _check_output(out, config, numerics(config, pipe))
-  return Job(config=config, out=out, source=source, methods=methods, plan=plan, pipe=pipe, params=params, spec=spec,
-             prompt_ids=sd.tokenize(pipe, prompts), empty_ids=sd.tokenize(pipe, [""]))
+  job = Job(config=config, out=Path(os.path.expanduser(config.output.dir)), source=source, methods=methods, plan=plan,
+            pipe=pipe, params=params, spec=spec, prompt_ids=sd.tokenize(pipe, prompts), empty_ids=sd.tokenize(pipe, [""]))
+  _check_output(job)
+  return job
+
+
+def _check_self_pairs(config, source, plan: plan_lib.Plan, methods, mode: str):
+  """A class with one real image makes a pair method mix that image with itself: one warning, or refused."""
+  pairs = [m for m, method in enumerate(methods) if method.pairs]
+  if mode != "unclip" or not pairs:
+    return
+  alone = np.isin(plan.method, pairs) & (source.counts()[plan.label] == 1)
+  if not alone.any():
+    return
+  names = [source.class_names[c] for c in sorted(set(plan.label[alone].tolist()))]
+  used = sorted({methods[m].name for m in plan.method[alone].tolist()})
+  listed = ", ".join(map(repr, names[:10])) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+  what = (f"{len(names)} class(es) have a single real image, so {', '.join(used)} mix it with itself there: "
+          f"{listed}")
+  if config.refuse_self_pairs:
+    raise UserError(f"{what}; add real images to them, drop those methods, or set --config.refuse_self_pairs=False "
+                    "to generate anyway")
+  if jax.process_index() == 0:
+    logging.warning("%s (set --config.refuse_self_pairs=True to refuse such a run)", what)
 
 
 def numerics(config, pipe) -> dict:
@@ -115,18 +136,18 @@ def numerics(config, pipe) -> dict:
           "attention": pipe.attention}
 
 
-def _check_output(out: Path, config, now_numerics: dict):
-  config_file = out / "config.json"
-  if config_file.is_file():
-    stored = json.loads(config_file.read_text())
-    before = stored.get("fingerprint") or {}
+def _check_output(job: Job):
+  out, config = job.out, job.config
+  stored = _stored_run(job)
+  if stored is not None:
+    before = stored["fingerprint"]
     now = json.loads(json.dumps(fingerprint(config)))  # as JSON stores it (tuples become lists)
     if before != now:
       changed = sorted(k for k in now if before.get(k) != now[k])
       raise UserError(f"{out} holds a run with a different config ({', '.join(changed)} changed); use a new "
                       "--config.output.dir, or rerun with the same config to resume")
     was = stored.get("numerics") or {}
-    changed = {k: v for k, v in now_numerics.items() if k in was and was[k] != v}
+    changed = {k: v for k, v in numerics(config, job.pipe).items() if k in was and was[k] != v}
     if changed:
       rounding = ("up to bf16 rounding (visibly close, not equal)" if "dtype" in changed
                   else "up to float rounding (about one grey level in rare pixels)")
@@ -139,6 +160,65 @@ def _check_output(out: Path, config, now_numerics: dict):
     probe.unlink()
   except OSError as e:
     raise UserError(f"cannot write to output directory {out} ({e.strerror}); choose another --config.output.dir") from None
+
+
+def _stored_run(job: Job) -> dict | None:
+  """config.json of the run in the output directory; None where there is none to keep.
+
+  The fingerprint of a directory with finished units is never replaced: an unreadable config.json there
+  stops the run, and a missing one is written again only if a finished unit matches this config.
+  """
+  path = job.out / "config.json"
+  finished = synthetic.shard_units(job.out)
+  if not path.exists():
+    if finished:
+      _check_finished_unit(job, min(finished))
+      logging.warning("%s had no config.json; a finished unit matches this config (seed, model, sampler, prompt, "
+                      "sources, resolution, format), so it is written again for its %d finished unit(s)", job.out,
+                      len(finished))
+    return None
+  try:
+    stored = json.loads(path.read_bytes())
+    if not isinstance(stored, dict) or not isinstance(stored.get("fingerprint"), dict):
+      raise ValueError("no output fingerprint in it")
+    return stored
+  except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+    cause = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    if finished:
+      raise UserError(f"{path} is unreadable ({cause}) and {job.out} holds {len(finished)} finished unit(s): if this "
+                      f"command made them, move it aside (mv {path} {path}.bad) and rerun, which checks a finished "
+                      "unit against this config first; otherwise use a new --config.output.dir") from None
+    logging.warning("%s is unreadable (%s) and no unit is finished in %s: writing it again", path, cause, job.out)
+    return None
+
+
+def _check_finished_unit(job: Job, unit: int):
+  """Refuses unless the first record of a finished unit is what this config makes for its item."""
+  shard = job.out / synthetic.SHARDS / synthetic.shard_name(unit)
+  try:
+    records = synthetic.read_shard(shard)
+  except RuntimeError as e:
+    raise UserError(f"{job.out} has no config.json and its finished unit {unit} cannot be read ({e}); use a new "
+                    "--config.output.dir") from None
+  if not records:
+    return
+  record = synthetic.decode_record(records[0])
+  item = int(record["item_id"])
+  differ = []
+  if item >= len(job.plan) or int(job.plan.label[item]) != record["label"]:
+    differ.append("plan or data")
+  else:
+    expected = _provenance(job, item, lam=None)
+    differ += [k for k, v in expected.items() if k != "lam" and record["provenance"].get(k) != v]
+    image = Image.open(io.BytesIO(record["image"]))
+    if image.format.lower() != {"png": "png"}.get(job.config.output.format, "jpeg"):
+      differ.append("output.format")
+    if image.size != (job.config.resolution,) * 2:
+      differ.append("resolution")
+  if differ:
+    raise UserError(f"{job.out} has no config.json and holds finished units made with another config "
+                    f"({', '.join(differ)} differ); use a new --config.output.dir, or rerun with the config that made "
+                    "them")
 
 
 def make_step(job: Job, mesh_):
@@ -181,8 +261,7 @@ def encode_image(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
 
 
 def _uses_second_image(job: Job, item: int) -> bool:
-  method = job.methods[job.plan.method[item]]
-  return job.spec.mode == "unclip" and (method.pixel is not None or method.embed is not None)
+  return job.spec.mode == "unclip" and job.methods[job.plan.method[item]].pairs
 
 
 def _source_ids(job: Job, item: int) -> list[str]:
@@ -194,6 +273,15 @@ def _needed_ok(job: Job, item: int, ok1: bool, ok2: bool) -> bool:
   return ok1 and (ok2 or not _uses_second_image(job, item))
 
 
+def _provenance(job: Job, item: int, lam: float | None) -> dict:
+  config, label = job.config, int(job.plan.label[item])
+  return {"source_ids": _source_ids(job, item), "method": job.plan.methods[job.plan.method[item]], "lam": lam,
+          "seed": config.seed, "model": config.model, "mode": job.spec.mode, "steps": job.spec.steps,
+          "guidance": job.spec.guidance, "scheduler": job.spec.scheduler or job.pipe.scheduler_name,
+          "noise_level": config.sampler.noise_level, "prompt": config.prompt.format(job.source.class_names[label]),
+          "reference_quirks": bool(config.reference_quirks)}
+
+
 def write_unit(job: Job, unit: int, items: np.ndarray, images: dict[int, np.ndarray], lams: dict[int, float],
                process: int) -> int:
   """Encodes and commits one unit (skipped items have no image); returns the images written."""
@@ -203,14 +291,9 @@ def write_unit(job: Job, unit: int, items: np.ndarray, images: dict[int, np.ndar
     if item not in images:
       continue
     label = int(job.plan.label[item])
-    provenance = {"source_ids": _source_ids(job, item), "method": job.plan.methods[job.plan.method[item]],
-                  "lam": float(lams[item]), "seed": config.seed, "model": config.model, "mode": job.spec.mode,
-                  "steps": job.spec.steps, "guidance": job.spec.guidance,
-                  "scheduler": job.spec.scheduler or job.pipe.scheduler_name,
-                  "noise_level": config.sampler.noise_level, "prompt": config.prompt.format(job.source.class_names[label]),
-                  "reference_quirks": bool(config.reference_quirks)}
     data = encode_image(images[item], config.output.format, config.output.jpeg_quality)
-    records.append(synthetic.encode_record(data, label, job.source.class_names[label], item, provenance))
+    records.append(synthetic.encode_record(data, label, job.source.class_names[label], item,
+                                           _provenance(job, item, float(lams[item]))))
     if config.output.image_files:
       folder = job.out / "images" / _safe(job.source.class_names[label])
       folder.mkdir(parents=True, exist_ok=True)
@@ -252,17 +335,30 @@ def _batches(job: Job, pending_items: np.ndarray, local_batch: int, steps: int):
 
 
 def run(config) -> dict:
-  """Generates every pending unit of this host; returns the summary."""
+  """Generates every pending unit of this host; returns the summary.
+
+  SIGINT or SIGTERM stops it cleanly: no new work, in-flight unit writes finish, one line, exit 130 / 143.
+  """
+  where = {}  # output directory and unit count once known, for that line
+
+  def status() -> str:
+    return f"{len(synthetic.committed(where['out']))}/{where['units']} units done in all" if where else ""
+
+  with interrupt.Stopper(status) as stopper:
+    return _run(config, stopper, where)
+
+
+def _run(config, stopper: interrupt.Stopper, where: dict) -> dict:
   mesh.initialize(config.mesh.coordinator, config.mesh.num_processes, config.mesh.process_id)
   process, processes = jax.process_index(), jax.process_count()
   start_time = time.time()
   job = prepare(config)
+  where.update(out=job.out, units=job.plan.num_units)
   mesh_ = mesh.data_mesh()
   if process == 0:
-    _write_run_files(job)
-    synthetic.recover(job.out)
+    _start_output(job)
   _barrier("recovered")
-  done = set(synthetic.read_done(job.out))
+  done = set(synthetic.committed(job.out))
   pending = plan_lib.host_units(job.plan, done, process, processes)
   pending_items = np.concatenate([job.plan.unit_items(u) for u in pending]) if pending else np.zeros(0, np.int64)
   local_batch = mesh.local_batch(config.batch.per_device)
@@ -300,13 +396,17 @@ def run(config) -> dict:
         items = job.plan.unit_items(unit)
         unit_images = {int(i): images.pop(int(i)) for i in items if int(i) in images}
         unit_lams = {i: lams.pop(i) for i in unit_images}
-        began = unit_start[unit]
-        writes.append(writer.submit(_commit, job, unit, items, unit_images, unit_lams, process, began))
+        write = stopper.submit(writer, _commit, job, unit, items, unit_images, unit_lams, process, unit_start[unit])
+        if write is None:
+          stopper.park()  # interrupted: the signal watcher ends the process
+        writes.append(write)
     bar.update(len(chunk) * processes)
 
   previous = None
   try:
     for chunk, ok1, ok2, host in _batches(job, pending_items, local_batch, steps):
+      if stopper.stopping:
+        stopper.park()
       result = step(params, mesh.to_global(mesh_, host))  # asynchronous: runs while the last batch is written
       if previous is not None:
         finish(*previous)
@@ -374,16 +474,23 @@ def _versions() -> dict:
           "python": platform.python_version()}
 
 
-def _write_run_files(job: Job):
-  config = job.config
-  (job.out / "config.json").write_text(json.dumps({"config": json.loads(config.to_json()),
-                                                   "fingerprint": fingerprint(config),
-                                                   "numerics": numerics(config, job.pipe)}, indent=2))
-  _write_info(job)
+def _start_output(job: Job):
+  """config.json (atomically, only when it changes); tidies what a kill left; dataset_info.json."""
+  config, path = job.config, job.out / "config.json"
+  text = json.dumps({"config": json.loads(config.to_json()), "fingerprint": fingerprint(config),
+                     "numerics": numerics(config, job.pipe)}, indent=2)
+  try:
+    if not path.is_file() or path.read_bytes() != text.encode():
+      fsutil.atomic_write_text(path, text)
+    synthetic.recover(job.out)
+    _write_info(job)
+  except OSError as e:
+    raise UserError(f"cannot write {e.filename or job.out} ({e.strerror or e}): free space or fix permissions there, "
+                    "then rerun the same command to continue") from None
 
 
 def _write_info(job: Job, summary: dict | None = None):
-  done = synthetic.read_done(job.out)
+  done = synthetic.committed(job.out)
   counts = np.zeros(job.source.num_classes, np.int64)
   for entry in done.values():
     np.add.at(counts, np.asarray(entry["labels"], np.int64), 1)

@@ -36,8 +36,9 @@ from jaxaug.train_lib import checkpoint, data as data_lib, step as step_lib
 
 _DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "train_demo.py")
 
-# Config fields a rerun may change without changing the run (each host has its own mesh.process_id).
-_LOCAL_FIELDS = ("mesh",)
+# Config fields a rerun may change without changing the run (each host has its own mesh.process_id; a
+# workdir may be moved; allowing a partial synthetic set is a permission, not a setting).
+_LOCAL_FIELDS = ("mesh", "workdir", "allow_partial_synthetic")
 
 
 @dataclasses.dataclass
@@ -54,9 +55,25 @@ def open_data(config) -> Data:
   synthetic = None
   if config.synthetic:
     synthetic = SyntheticSource(os.path.expanduser(config.synthetic))
+    check_complete(synthetic, config.allow_partial_synthetic, config.synthetic)
+    synthetic.check_shards()
     if config.synthetic_method:
       synthetic = data_lib.select_method(synthetic, config.synthetic_method, config.synthetic)
   return Data(train=train, eval=open_source(config.real, config.eval_split), synthetic=synthetic)
+
+
+def check_complete(synthetic: SyntheticSource, allow_partial: bool, where: str) -> None:
+  """A set whose generation has not finished is refused, unless asked for; then the share used is logged."""
+  units, planned = synthetic.info.get("units"), synthetic.info.get("planned_items")
+  if units is None or synthetic.units_done >= units:  # complete, or hand-made without a plan
+    return
+  share = (f"{synthetic.units_done} of {units} units done, {len(synthetic)} of {planned} planned images "
+           f"({100 * len(synthetic) / max(planned or 1, 1):.0f}%)")
+  if not allow_partial:
+    raise UserError(f"synthetic set {where} is incomplete ({share}): finish it by rerunning the `python -m "
+                    "jaxaug.generate` command that made it, or set --config.allow_partial_synthetic=True to train on "
+                    "what is there")
+  logging.warning("training on a partial synthetic set, as allow_partial_synthetic asks: %s holds %s", where, share)
 
 
 def check(config, data: Data) -> None:
@@ -114,13 +131,85 @@ def fingerprint(config) -> dict:
 def _check_workdir(workdir: Path, config, resumable: bool) -> None:
   """A workdir with checkpoints belongs to its config; a changed config cannot resume from them."""
   saved = workdir / "config.json"
-  if resumable and saved.is_file():
-    before = json.loads(saved.read_text())
+  if resumable and saved.exists():
+    try:
+      before = json.loads(saved.read_bytes())
+      if not isinstance(before, dict):
+        raise ValueError("not a config")
+    except (OSError, ValueError) as e:
+      raise UserError(f"{saved} is unreadable ({type(e).__name__}: {e}) and {workdir} holds checkpoints: if this "
+                      f"command made them, move it aside (mv {saved} {saved}.bad) and rerun to resume; otherwise use "
+                      "a new --config.workdir") from None
     now = fingerprint(config)
-    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    changed = sorted(k for k in (set(before) | set(now)) - set(_LOCAL_FIELDS) if before.get(k) != now.get(k))
     if changed:
       raise UserError(f"{workdir} holds checkpoints of a run with another config ({', '.join(changed)} changed): "
                       "rerun with the same config to resume, or use a new --config.workdir")
+
+
+def _open_workdir(workdir: Path):
+  """The workdir's checkpoint manager; a workdir that cannot be one is a user error."""
+  if workdir.exists() and not workdir.is_dir():
+    raise UserError(f"workdir {workdir} is a file, not a directory: set --config.workdir to a directory (new, or a "
+                    "run's to resume it)")
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return checkpoint.manager(str(workdir / "checkpoints"))
+  except OSError as e:
+    raise UserError(f"workdir {workdir} cannot be used ({e.strerror or e}): set --config.workdir to a writable "
+                    "directory") from None
+
+
+def _resume(mngr, trainer: "Trainer", stream, workdir: Path) -> tuple[object, int]:
+  """The newest checkpoint that restores on every host, and its step; damaged newer ones are moved aside."""
+  like, failed = trainer.init(), []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      state, input_state = checkpoint.restore(mngr, step, like)
+      stream.set_state(input_state)
+      cause = None
+    except Exception as e:  # orbax, tensorstore and json raise many types for a damaged checkpoint
+      cause = _first_line(e)
+    if _on_every_host(cause is None):
+      break
+    failed.append((step, cause or "it does not restore on another host"))
+  else:
+    causes = "; ".join(f"step {s}: {c}" for s, c in failed)
+    raise UserError(f"no checkpoint in {workdir / 'checkpoints'} restores ({causes}): move {workdir} aside to start "
+                    "over, or set another --config.workdir")
+  if failed:  # moved aside, so the run can save those steps again
+    _barrier("restored")
+    if jax.process_index() == 0:
+      aside = workdir / "damaged_checkpoints" / time.strftime("%Y%m%d-%H%M%S")
+      aside.mkdir(parents=True, exist_ok=True)
+      for bad, cause in failed:
+        os.replace(workdir / "checkpoints" / str(bad), aside / str(bad))
+        logging.warning("checkpoint step %d does not restore (%s): resuming from step %d; the damaged step is moved to "
+                        "%s", bad, cause, step, aside / str(bad))
+    _barrier("moved aside")
+    mngr.reload()
+  return state, int(step)
+
+
+def _first_line(e: Exception) -> str:
+  """The gist of an error: its type and first sentence (orbax and tensorstore append pages of detail)."""
+  text = str(e).strip().splitlines()[0].split(". ")[0][:160] if str(e).strip() else ""
+  return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _on_every_host(ok: bool) -> bool:
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils
+
+  return bool(np.all(multihost_utils.process_allgather(np.array([ok]))))
+
+
+def _barrier(name: str):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
 
 
 class Trainer:
@@ -228,8 +317,7 @@ def train_and_evaluate(config, data: Data | None = None) -> dict:
   check(config, data)
   trainer = Trainer(config, data)
   workdir = Path(os.path.expanduser(config.workdir))
-  workdir.mkdir(parents=True, exist_ok=True)
-  mngr = checkpoint.manager(str(workdir / "checkpoints"))
+  mngr = _open_workdir(workdir)
   latest = mngr.latest_step()
   _check_workdir(workdir, config, resumable=latest is not None)
   if jax.process_index() == 0:
@@ -243,9 +331,7 @@ def train_and_evaluate(config, data: Data | None = None) -> dict:
   if latest is None:
     state, start = trainer.initial_state(), 0
   else:
-    state, input_state = checkpoint.restore(mngr, latest, trainer.init())
-    stream.set_state(input_state)
-    start = int(latest)
+    state, start = _resume(mngr, trainer, stream, workdir)
     logging.info("resumed from step %d", start)
   history = _History(workdir / "metrics.jsonl", start, trainer.total_steps)
 

@@ -58,6 +58,68 @@ def test_decode_converts_modes_and_rejects_garbage():
     images.decode_image(np.zeros((4, 4, 3), np.float32))
 
 
+def _saved(image, fmt: str, **options) -> bytes:
+  import io
+
+  buf = io.BytesIO()
+  image.save(buf, format=fmt, **options)
+  return buf.getvalue()
+
+
+def test_16_bit_and_float_images_are_scaled_not_clipped():
+  from PIL import Image
+
+  ramp = np.linspace(0, 65535, 256).round().astype(np.uint16)  # a hand-made 16-bit gradient
+  want = np.arange(256, dtype=np.uint8)  # v / 257
+  gradient = Image.fromarray(np.tile(ramp, (4, 1)))
+  assert gradient.mode == "I;16"
+  png = _saved(gradient, "PNG")
+  assert Image.open(__import__("io").BytesIO(png)).mode == "I;16"
+  out = images.decode_image(png)
+  assert out.shape == (4, 256, 3) and np.array_equal(out[2, :, 0], want) and np.all(out == out[..., :1])
+  grey = images.decode_image(_saved(Image.fromarray(np.full((8, 8), 32768, np.uint16)), "PNG"))
+  assert np.all(grey == 128)  # mid-grey stays mid-grey (convert("RGB") made 99.5% of it 255)
+  assert np.array_equal(images.load_fit(png, 4)[0, :, 0], images.fit_square(out, 4)[0, :, 0])
+  as_int32 = Image.fromarray(np.tile(ramp.astype(np.int32), (4, 1)))  # mode I, as older PIL opens 16-bit PNGs
+  assert as_int32.mode == "I" and np.array_equal(images.decode_image(_saved(as_int32, "TIFF"))[1, :, 1], want)
+  unit = Image.fromarray(np.tile(np.linspace(0, 1, 256, dtype=np.float32), (4, 1)))
+  assert unit.mode == "F" and np.array_equal(images.decode_image(_saved(unit, "TIFF"))[3, :, 2], want)
+  assert np.array_equal(images.decode_image(np.tile(ramp, (4, 1)))[0, :, 0], want)  # decoded uint16 pixels too
+
+
+def test_transparent_pixels_are_white_in_every_alpha_mode():
+  from PIL import Image
+
+  la = np.zeros((4, 4, 2), np.uint8)
+  la[..., 0], la[:2, :, 1] = 40, 255  # dark grey; top half opaque, bottom half transparent
+  out = images.decode_image(_saved(Image.fromarray(la, "LA"), "PNG"))
+  assert np.all(out[:2] == 40) and np.all(out[2:] == 255)
+  palette = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), "P")
+  palette.putpalette([200, 0, 0, 0, 0, 200])
+  out = images.decode_image(_saved(palette, "PNG", transparency=1))  # index 1 is transparent
+  assert np.array_equal(out[0, 0], [200, 0, 0]) and np.array_equal(out[0, 1], [255, 255, 255])
+  out = images.decode_image(_saved(palette, "GIF", transparency=1))
+  assert np.array_equal(out[1, 0], [255, 255, 255]) and np.array_equal(out[1, 1], [200, 0, 0])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(orientation):
+  import io
+
+  from PIL import Image, ImageOps
+
+  picture = np.zeros((24, 48, 3), np.uint8)  # wide: red left third, blue top right corner
+  picture[:, :16] = (255, 0, 0)
+  picture[:8, 32:] = (0, 0, 255)
+  exif = Image.Exif()
+  exif[0x0112] = orientation
+  data = _saved(Image.fromarray(picture), "JPEG", quality=95, exif=exif.tobytes())
+  upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+  assert upright.shape == ((24, 48, 3) if orientation < 5 else (48, 24, 3))
+  assert np.array_equal(images.decode_image(data), upright)
+  assert np.array_equal(images.load_fit(data, 24), images.fit_square(upright, 24))
+
+
 # --- image folders
 
 

@@ -23,7 +23,9 @@ SMALL = ["--config.methods=cutmix,embed_mixup_dropout,rand_img_cond", "--config.
 
 
 def _env(devices=1):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONUNBUFFERED": "1"}
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONUNBUFFERED": "1",
+         "JAX_COMPILATION_CACHE_DIR": os.path.expanduser("~/.cache/jaxaug-tests/jax"),
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
   env.setdefault("JAXAUG_CACHE_DIR", str(Path.home() / ".cache" / "jaxaug"))
   return env
 
@@ -38,15 +40,19 @@ def _generate(out, *flags, devices=1, wait=True, cwd=None):
 def _records(out) -> dict:
   """{unit: [record bytes]} of a finished run."""
   shards = Path(out) / synthetic.SHARDS
-  return {p.name: synthetic._read_shard(p) for p in sorted(shards.glob("unit-*.array_record"))}
+  return {p.name: synthetic.read_shard(p) for p in sorted(shards.glob("unit-*.array_record"))}
+
+
+def _uninterrupted(tmp_path_factory, flags):
+  out = tmp_path_factory.mktemp("ref") / "out"
+  run = _generate(out, *flags)
+  assert run.returncode == 0, run.stderr[-3000:]
+  return out
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-  out = tmp_path_factory.mktemp("ref") / "out"
-  run = _generate(out, *SMALL)
-  assert run.returncode == 0, run.stderr[-3000:]
-  return out
+  return _uninterrupted(tmp_path_factory, SMALL)
 
 
 def test_reference_run_output(reference):
@@ -185,6 +191,211 @@ def test_sigkill_and_rerun_is_identical(reference, tmp_path):
   assert not list((out / synthetic.SHARDS).glob(".*"))  # no temporary shard left
 
 
+# ---------------------------------------------------------------------------
+# SIGINT and SIGTERM (issue 15): a longer run, so the signal lands while units remain
+
+LONGER = [*SMALL, "--config.plan.amount=3"]  # 36 items in 8 units
+
+
+@pytest.fixture(scope="module")
+def longer_reference(tmp_path_factory):
+  return _uninterrupted(tmp_path_factory, LONGER)
+
+
+def _interrupt(out, signum, after_unit: int) -> tuple[int, str]:
+  """Runs LONGER into `out`, sends `signum` right after `after_unit` is committed; (exit status, stderr)."""
+  proc = _generate(out, *LONGER, wait=False)
+  err = []
+  for line in proc.stderr:
+    err.append(line)
+    if f"unit {after_unit}: 5 images committed" in line:
+      break
+  sent = time.time()
+  proc.send_signal(signum)
+  _, rest = proc.communicate(timeout=60)
+  assert time.time() - sent < 15
+  return proc.returncode, "".join(err) + rest
+
+
+def test_sigint_then_sigterm_stop_cleanly_and_rerun_is_identical(longer_reference, tmp_path):
+  """Ctrl-C, then SLURM's pre-emption SIGTERM in the resumed run, then a rerun: as if never interrupted."""
+  import re
+
+  out = tmp_path / "out"
+  for signum, status, after_unit in ((signal.SIGINT, 130, 0), (signal.SIGTERM, 143, 2)):
+    before = len(synthetic.read_done(out)) if out.exists() else 0
+    code, err = _interrupt(out, signum, after_unit)
+    assert code == status and "Traceback" not in err, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    match = re.fullmatch(rf"jaxaug: interrupted by {signum.name}: (\d+) unit\(s\) committed in this run, (\d+)/8 "
+                         r"units done in all; rerun the same command to continue", line)
+    assert match, line
+    shards = sorted(p.name for p in (out / synthetic.SHARDS).iterdir())
+    assert not [s for s in shards if s.startswith(".")]  # the writes in flight finished
+    assert int(match[2]) == before + int(match[1]) == len(shards) == len(synthetic.read_done(out))
+    assert int(match[1]) >= 1 and len(shards) < 8  # it stopped dispatching
+  rerun = _generate(out, *LONGER)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert _records(out) == _records(longer_reference)
+
+
+# ---------------------------------------------------------------------------
+# Faults at start: config.json (issue 15)
+
+# Runs jaxaug.generate with the first Python-level write to a file whose name holds argv[1] torn in half
+# and the process SIGKILLed right there: a kill inside that write.
+KILL_INSIDE_WRITE = r"""
+import builtins, io, os, runpy, signal, sys
+
+target = sys.argv.pop(1)
+real_open = io.open
+
+
+class Torn:
+  def __init__(self, f):
+    self._f = f
+
+  def write(self, data):
+    self._f.write(data[: len(data) // 2])
+    self._f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+  def __getattr__(self, name):
+    return getattr(self._f, name)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return self._f.__exit__(*exc)
+
+
+def torn_open(file, mode="r", *args, **kwargs):
+  f = real_open(file, mode, *args, **kwargs)
+  writing = any(c in mode for c in "wax+") and not isinstance(file, int)
+  return Torn(f) if writing and target in os.path.basename(os.fspath(file)) else f
+
+
+io.open = builtins.open = torn_open
+sys.argv[0] = "jaxaug.generate"
+runpy.run_module("jaxaug.generate", run_name="__main__", alter_sys=True)
+"""
+
+
+def _partial_copy(reference, out, units: int):
+  """`reference` as a run killed after its first `units` units: their shards and done lines only."""
+  import shutil
+
+  shutil.copytree(reference, out)
+  for shard in (out / synthetic.SHARDS).iterdir():
+    if int(shard.name[5:13]) >= units:
+      shard.unlink()
+  done = out / synthetic.DONE
+  done.write_text("".join(l for l in done.read_text().splitlines(True) if json.loads(l)["unit"] < units))
+
+
+def test_kill_inside_config_json_write_then_rerun_finishes(reference, tmp_path):
+  """A resume that writes config.json (its numerics changed) killed inside that write keeps the old one whole."""
+  out = tmp_path / "out"
+  _partial_copy(reference, out, 1)
+  before = (out / "config.json").read_bytes()
+  killed = subprocess.run([sys.executable, "-c", KILL_INSIDE_WRITE, "config.json", f"--config.output.dir={out}",
+                           *SMALL, "--config.batch.per_device=3"], env=_env(), capture_output=True, text=True,
+                          timeout=600)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  assert (out / "config.json").read_bytes() == before
+  rerun = _generate(out, *SMALL)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert _records(out) == _records(reference)
+
+
+def test_deleted_shard_and_torn_dataset_info_are_made_again(reference, tmp_path):
+  """What `python -m jaxaug.train` asks for when a shard or dataset_info.json is damaged: rerun generation."""
+  import shutil
+
+  out = tmp_path / "out"
+  shutil.copytree(reference, out)
+  (out / synthetic.SHARDS / synthetic.shard_name(1)).unlink()  # its done line stays
+  (out / "dataset_info.json").write_text('{"class_na')
+  rerun = _generate(out, *SMALL)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "wrote 5 image(s)" in rerun.stdout
+  assert _records(out) == _records(reference)
+  assert json.loads((out / "dataset_info.json").read_text())["units_done"] == 3
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 4 MB tmpfs (mounting needs root)."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
+  if mount.returncode:
+    pytest.skip(f"cannot mount a tmpfs here (needs root): {mount.stderr.strip()}")
+  yield disk
+  subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def _fill(disk):
+  fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+  try:
+    while True:
+      os.write(fd, bytes(65536))
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def test_full_disk_at_start_then_rerun_finishes(reference, small_disk):
+  out = small_disk / "out"
+  _fill(small_disk)
+  run = _generate(out, *SMALL)
+  assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+  assert run.stderr.strip().splitlines()[-1] == (
+      f"jaxaug: error: cannot write {out / 'config.json'} (No space left on device): free space or fix permissions "
+      "there, then rerun the same command to continue")
+  assert list(out.iterdir()) == []  # no torn config.json, no temporary
+  (small_disk / "filler").unlink()
+  rerun = _generate(out, *SMALL)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert _records(out) == _records(reference)
+
+
+def test_unreadable_config_json(reference, tmp_path):
+  from jaxaug import generate
+  from jaxaug.errors import UserError
+
+  # No finished unit: nothing to protect, so it is written again.
+  fresh = tmp_path / "fresh"
+  fresh.mkdir()
+  (fresh / "config.json").write_text("")
+  run = _generate(fresh, *SMALL, "--config.plan.amount=0")
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "config.json is unreadable (JSONDecodeError" in run.stderr and "writing it again" in run.stderr
+  assert json.loads((fresh / "config.json").read_text())["config"]["plan"]["amount"] == 0
+
+  # Finished units: refused in one line that says what to do; doing it resumes after a check.
+  out = tmp_path / "out"
+  _partial_copy(reference, out, 2)
+  (out / "config.json").write_text('{"config": {"mod')
+  with pytest.raises(UserError) as refused:
+    generate.prepare(_config(out, *SMALL))
+  assert str(refused.value).startswith(f"{out / 'config.json'} is unreadable (JSONDecodeError: ")
+  assert (f"holds 2 finished unit(s): if this command made them, move it aside (mv {out / 'config.json'} "
+          f"{out / 'config.json.bad'}) and rerun") in str(refused.value)
+  os.rename(out / "config.json", out / "config.json.bad")
+  with pytest.raises(UserError, match=r"holds finished units made with another config \(guidance differ\)"):
+    generate.prepare(_config(out, *SMALL, "--config.sampler.guidance=5"))
+  assert not (out / "config.json").exists()
+  rerun = _generate(out, *SMALL)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "had no config.json; a finished unit matches this config" in rerun.stderr
+  assert _records(out) == _records(reference)
+  stored, made = (json.loads((d / "config.json").read_text()) for d in (out, reference))
+  assert (stored["fingerprint"], stored["numerics"]) == (made["fingerprint"], made["numerics"])
+
+
 def test_batch_size_and_attention_change_images_only_by_rounding(reference, tmp_path):
   """Another per-device batch or attention kernel computes the same function; XLA may round differently.
 
@@ -256,15 +467,20 @@ def test_changed_config_into_same_directory_is_refused(reference):
   assert run.returncode == 2 and "different config (sampler changed)" in run.stderr
 
 
-def test_corrupt_source_image_is_skipped_and_counted(tmp_path):
+def _demo_folder(root, per_class=2):
+  """demo:N as an image folder (real files that a test can damage)."""
   from jaxaug.data.demo import DemoSource
 
-  root = tmp_path / "images"
-  demo = DemoSource("train", 2)
+  demo = DemoSource("train", per_class)
   for i in range(len(demo)):
     folder = root / demo.class_names[demo.labels[i]].replace(" ", "_")
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(demo.read(i)).save(folder / f"{i}.png")
+  return root
+
+
+def test_corrupt_source_image_is_skipped_and_counted(tmp_path):
+  root = _demo_folder(tmp_path / "images")
   first = sorted((root / "blue_stripes").iterdir())[0]
   first.write_bytes(b"\x89PNG broken")
   out = tmp_path / "out"
@@ -275,6 +491,78 @@ def test_corrupt_source_image_is_skipped_and_counted(tmp_path):
   skipped = 8 - len(src)
   assert skipped >= 1 and f"skipped sources: {skipped}" in run.stdout
   assert all(p["source_ids"][0].endswith(first.name) is False for p in map(src.provenance, range(len(src))))
+
+
+def _config(out, *flags):
+  """The config `python -m jaxaug.generate` builds from these flags, for a run inside the test process."""
+  from jaxaug import generate
+
+  config = generate.get_demo_config()
+  for flag in flags:
+    key, value = flag.removeprefix("--config.").split("=", 1)
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value.lower() == "true" if isinstance(node[leaf], bool) else type(node[leaf])(value)
+  config.output.dir = str(out)
+  return config
+
+
+def test_contact_sheet_marks_an_unreadable_source_and_keeps_the_rest(tmp_path, caplog):
+  from jaxaug import generate
+  from jaxaug.contact_sheet import MARK_GREY, TILE, LABEL_W, HEAD_H, pick_items, write_contact_sheet
+
+  root = _demo_folder(tmp_path / "images")
+  config = _config(tmp_path / "out", *SMALL, f"--config.data.source=folder:{root}",
+                   "--config.methods=rand_img_cond,cutmix")
+  generate.run(config)
+  job = generate.prepare(config)
+  source = synthetic.SyntheticSource(job.out)
+  chosen = pick_items(source, job.plan.methods, 16)
+  items = {cell: int(source.item_ids[pos]) for cell, pos in chosen.items()}
+  broken = int(job.plan.source[items[(1, 1)], 1])  # the second source of class 1's cutmix cell
+  (root / job.source.id(broken)).write_bytes(b"\x89PNG damaged")
+
+  caplog.set_level("WARNING")
+  path = write_contact_sheet(job)
+  assert path == job.out / "contact_sheet.png"
+  sheet = np.asarray(Image.open(path).convert("RGB"))
+  classes = sorted({c for c, _ in chosen})
+  marked, want = [], []
+  for (label, m), item in items.items():
+    first, second = job.plan.source[item]
+    unreadable = [first == broken, first == broken or (job.methods[m].pairs and second == broken), False]
+    for t, bad in enumerate(unreadable):
+      y, x = HEAD_H + classes.index(label) * TILE, LABEL_W + m * (3 * TILE + 8) + t * TILE
+      tile = sheet[y:y + TILE, x:x + TILE]
+      marked.append(bool(np.mean(np.all(tile == MARK_GREY, axis=-1)) > 0.5))
+      want.append(bool(bad))
+  assert marked == want and sum(want) >= 1  # the cutmix condition at least; every other tile drawn
+  warning = next(r.getMessage() for r in caplog.records if "contact sheet" in r.getMessage())
+  assert f"{sum(want)} tile(s) marked unreadable" in warning
+  assert f"{job.source.class_names[1]}/cutmix condition" in warning
+
+
+def test_class_with_one_real_image_in_a_pair_method_warns_once_or_is_refused(tmp_path, caplog):
+  from jaxaug import generate
+  from jaxaug.errors import UserError
+
+  root = _demo_folder(tmp_path / "images")
+  for name in ("green_checker", "red_circle"):
+    sorted((root / name).iterdir())[0].unlink()  # one real image left in these two classes
+  flags = (*SMALL, f"--config.data.source=folder:{root}")
+  caplog.set_level("WARNING")
+  generate.prepare(_config(tmp_path / "out", *flags))
+  warnings = [r.getMessage() for r in caplog.records if "single real image" in r.getMessage()]
+  assert warnings == ["2 class(es) have a single real image, so cutmix, embed_mixup_dropout mix it with itself there: "
+                      "'green_checker', 'red_circle' (set --config.refuse_self_pairs=True to refuse such a run)"]
+  with pytest.raises(UserError, match=r"2 class\(es\) have a single real image, .*; add real images to them, drop "
+                                      r"those methods, or set --config.refuse_self_pairs=False to generate anyway"):
+    generate.prepare(_config(tmp_path / "out", *flags, "--config.refuse_self_pairs=true"))
+  caplog.clear()
+  generate.prepare(_config(tmp_path / "out", *flags, "--config.methods=rand_img_cond,dropout"))  # no pairs: quiet
+  assert not [r for r in caplog.records if "single real image" in r.getMessage()]
 
 
 def test_demo_without_flags(tmp_path):

@@ -250,6 +250,175 @@ def test_cli_user_error_is_one_line_and_exit_status_2(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# Broken training inputs (issue 15): one line each, and a damaged latest checkpoint falls back
+
+
+def _cut(path, keep):
+  data = path.read_bytes()
+  path.write_bytes(data[:keep(len(data))])
+
+
+def _rewrite_short(path, keep):
+  """The shard with only its first `keep` records: it opens, but holds fewer than its done line lists."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+
+  records = synthetic.read_shard(path)[:keep]
+  writer = ArrayRecordWriter(str(path), "group_size:1")
+  for record in records:
+    writer.write(record)
+  writer.close()
+
+
+def _partial_set(out, units_planned=10):
+  """4 of `units_planned` units of 8 images, as a killed `python -m jaxaug.generate` leaves them."""
+  syn = make_synthetic(str(out), open_source("demo:4", "train"), 8)
+  synthetic.write_info(out, {"class_names": list(syn.class_names), "units": units_planned,
+                             "planned_items": 8 * units_planned})
+  return out
+
+
+def test_partial_synthetic_set_is_refused_unless_allowed(tmp_path, caplog):
+  out = _partial_set(tmp_path / "syn")
+  config = demo_config(tmp_path / "run", real="demo:4", synthetic=str(out))
+  with pytest.raises(UserError, match=rf"^synthetic set {out} is incomplete \(4 of 10 units done, 32 of 80 planned "
+                                      r"images \(40%\)\): finish it by rerunning the `python -m jaxaug.generate` "
+                                      r"command that made it, or set --config.allow_partial_synthetic=True"):
+    train.open_data(config)
+  config.allow_partial_synthetic = True
+  caplog.set_level("WARNING")
+  assert len(train.open_data(config).synthetic) == 32
+  assert [r.getMessage() for r in caplog.records] == [
+      f"training on a partial synthetic set, as allow_partial_synthetic asks: {out} holds 4 of 10 units done, 32 of "
+      "80 planned images (40%)"]
+  _partial_set(out, units_planned=4)  # finished: nothing to say
+  caplog.clear()
+  assert len(train.open_data(demo_config(tmp_path / "run", real="demo:4", synthetic=str(out))).synthetic) == 32
+  assert not caplog.records
+
+
+@pytest.mark.parametrize("damage, expect", [
+    (lambda d: (d / "shards" / "unit-00000002.array_record").unlink(), "shard unit-00000002.array_record is missing"),
+    (lambda d: _cut(d / "shards" / "unit-00000001.array_record", lambda n: n // 2),
+     "shard unit-00000001.array_record is damaged (no readable index: truncated)"),
+    (lambda d: _cut(d / "shards" / "unit-00000003.array_record", lambda n: n - 3),
+     "shard unit-00000003.array_record is damaged (Invalid Riegeli/records file: "),
+    (lambda d: _rewrite_short(d / "shards" / "unit-00000000.array_record", 5),
+     "shard unit-00000000.array_record is damaged (holds 5 of its 8 records: truncated)"),
+    (lambda d: _cut(d / "dataset_info.json", lambda n: n // 2), "dataset_info.json is unreadable (JSONDecodeError"),
+], ids=["deleted shard", "truncated shard", "cut shard", "short shard", "unreadable dataset_info.json"])
+def test_damaged_synthetic_set_is_one_line(tmp_path, damage, expect):
+  out = _partial_set(tmp_path / "syn", units_planned=4)
+  damage(out)
+  with pytest.raises(UserError) as error:
+    train.open_data(demo_config(tmp_path / "run", real="demo:4", synthetic=str(out)))
+  message = str(error.value)
+  assert expect in message and "\n" not in message
+  assert message.endswith(("to make them again", "keeps the finished units"))
+
+
+def test_workdir_that_is_a_file_is_one_line(tmp_path):
+  (tmp_path / "run").write_text("not a directory")
+  with pytest.raises(UserError, match=f"^workdir {tmp_path / 'run'} is a file, not a directory: set --config.workdir"):
+    train.train_and_evaluate(demo_config(tmp_path / "run", real="demo:4", load_size=16, crop_size=16))
+
+
+# 6 steps; checkpoints every 2 steps, the last two kept: 4 and 6.
+TWO_CHECKPOINTS = dict(real="demo:4", load_size=16, crop_size=16, batch_size=8, epochs=3, steps_per_epoch=2,
+                       checkpoint_every=2, log_every=1, eval_every=0)
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("two") / "run"
+  train.train_and_evaluate(demo_config(workdir, **TWO_CHECKPOINTS))
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [4, 6]
+  return workdir
+
+
+def _truncate_largest_array(step_dir):
+  largest = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  _cut(largest, lambda n: n // 2)
+
+
+def _empty_state(step_dir):
+  import shutil
+
+  shutil.rmtree(step_dir / "state")
+  (step_dir / "state").mkdir()
+
+
+def _break_input_json(step_dir):
+  (step_dir / "input" / "process_0-of-1.json").write_text('{"real": {"grain"')
+
+
+CHECKPOINT_DAMAGE = {"truncated array file": _truncate_largest_array, "emptied state": _empty_state,
+                     "broken JSON": _break_input_json}
+
+
+@pytest.mark.parametrize("damage", CHECKPOINT_DAMAGE)
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(two_checkpoints, tmp_path, caplog, damage):
+  import shutil
+
+  workdir = tmp_path / "run"
+  shutil.copytree(two_checkpoints, workdir)
+  (workdir / "metrics.json").unlink()
+  CHECKPOINT_DAMAGE[damage](workdir / "checkpoints" / "6")
+  caplog.set_level("WARNING")
+  train.train_and_evaluate(demo_config(workdir, **TWO_CHECKPOINTS))
+  warnings = [r.getMessage() for r in caplog.records if "does not restore" in r.getMessage()]
+  assert len(warnings) == 1 and warnings[0].startswith("checkpoint step 6 does not restore (")
+  assert "): resuming from step 4; the damaged step is moved to " in warnings[0]
+  assert [p.parent.name for p in (workdir / "damaged_checkpoints").glob("*/6")]  # kept for a look, out of the way
+  assert json.loads((workdir / "metrics.json").read_text()) == json.loads((two_checkpoints / "metrics.json").read_text())
+  assert _history(workdir) == _history(two_checkpoints)
+
+
+def test_unreadable_workdir_config_json_is_one_line_and_moving_it_aside_resumes(two_checkpoints, tmp_path):
+  import shutil
+
+  workdir = tmp_path / "run"
+  shutil.copytree(two_checkpoints, workdir)
+  (workdir / "metrics.json").unlink()
+  (workdir / "config.json").write_text('{"workdir": ')
+  config = demo_config(workdir, **TWO_CHECKPOINTS)
+  with pytest.raises(UserError, match=rf"^{workdir / 'config.json'} is unreadable \(JSONDecodeError: .*\) and "
+                                      rf"{workdir} holds checkpoints: if this command made them, move it aside"):
+    train.train_and_evaluate(config)
+  os.rename(workdir / "config.json", workdir / "config.json.bad")
+  train.train_and_evaluate(config)
+  assert json.loads((workdir / "metrics.json").read_text()) == json.loads((two_checkpoints / "metrics.json").read_text())
+
+
+def test_no_checkpoint_restores_is_one_line(two_checkpoints, tmp_path):
+  import shutil
+
+  workdir = tmp_path / "run"
+  shutil.copytree(two_checkpoints, workdir)
+  _empty_state(workdir / "checkpoints" / "6")
+  _break_input_json(workdir / "checkpoints" / "4")
+  proc = _cli(workdir, "--config.synthetic=", *(f"--config.{k}={v}" for k, v in TWO_CHECKPOINTS.items()))
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
+  lines = [line for line in err.splitlines() if line.startswith("jaxaug: error:")]
+  assert len(lines) == 1 and lines[0] == err.strip().splitlines()[-1]
+  assert lines[0].startswith(f"jaxaug: error: no checkpoint in {workdir / 'checkpoints'} restores (step 6: ValueError: ")
+  assert "; step 4: JSONDecodeError: " in lines[0]
+  assert lines[0].endswith(f"): move {workdir} aside to start over, or set another --config.workdir")
+
+
+def test_truncated_shard_on_the_command_line_is_one_line(tmp_path):
+  out = _partial_set(tmp_path / "syn", units_planned=4)
+  _cut(out / "shards" / "unit-00000001.array_record", lambda n: n // 2)
+  proc = _cli(tmp_path / "run", "--config.real=demo:4", f"--config.synthetic={out}")
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
+  assert err.strip().splitlines()[-1] == (
+      f"jaxaug: error: synthetic set {out}: shard unit-00000001.array_record is damaged (no readable index: "
+      "truncated); delete the damaged shards and rerun the `python -m jaxaug.generate` command that made this set to "
+      "make them again")
+
+
+# ---------------------------------------------------------------------------
 # Resume and devices (subprocesses: a real kill, a real device count)
 
 

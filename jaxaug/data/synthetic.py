@@ -26,6 +26,7 @@ from array_record.python.array_record_module import ArrayRecordReader, ArrayReco
 from flax import serialization
 
 from jaxaug.data.sources import ImageSource, _check_index
+from jaxaug.fsutil import atomic_write_text, fsync_dir
 
 SHARDS = "shards"
 DONE = "done_units.jsonl"
@@ -48,14 +49,6 @@ def decode_record(data: bytes) -> dict:
   return serialization.msgpack_restore(data)
 
 
-def _fsync_dir(path: Path):
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
 def done_file(process: int) -> str:
   """Each process appends to its own done record, so hosts never interleave writes to one file."""
   return DONE if process == 0 else f"done_units.p{process}.jsonl"
@@ -74,7 +67,7 @@ def write_unit(out: str | os.PathLike, unit: int, records: list[bytes], process:
   with open(tmp, "rb+") as f:
     os.fsync(f.fileno())
   os.replace(tmp, final)
-  _fsync_dir(shards)
+  fsync_dir(shards)
   _append_done(Path(out) / done_file(process), unit, records)
   return final
 
@@ -91,7 +84,7 @@ def _append_done(path: Path, unit: int, records: list[bytes]):
     os.fsync(f.fileno())
 
 
-def _read_shard(path: Path) -> list[bytes]:
+def read_shard(path: Path) -> list[bytes]:
   reader = ArrayRecordReader(str(path))
   try:
     return reader.read_all()
@@ -112,9 +105,22 @@ def recover(out: str | os.PathLike) -> dict[int, dict]:
   for tmp in shards.glob(".unit-*.tmp-*"):
     tmp.unlink()
   done = read_done(out, repair=True)
-  on_disk = {int(m.group(1)) for p in shards.iterdir() if (m := _SHARD_RE.match(p.name))}
-  for unit in sorted(on_disk - set(done)):
-    _append_done(out / DONE, unit, _read_shard(shards / shard_name(unit)))
+  for unit in sorted(shard_units(out) - set(done)):
+    _append_done(out / DONE, unit, read_shard(shards / shard_name(unit)))
+  return committed(out)
+
+
+def shard_units(out: str | os.PathLike) -> set[int]:
+  """Units whose shard file exists (the authority on what is finished)."""
+  shards = Path(out) / SHARDS
+  if not shards.is_dir():
+    return set()
+  return {int(m.group(1)) for p in shards.iterdir() if (m := _SHARD_RE.match(p.name))}
+
+
+def committed(out: str | os.PathLike) -> dict[int, dict]:
+  """Done records whose shard exists: a unit whose shard was deleted is made again by the next run."""
+  on_disk = shard_units(out)
   return {u: e for u, e in read_done(out).items() if u in on_disk}
 
 
@@ -149,9 +155,7 @@ def write_info(out: str | os.PathLike, info: dict):
   """dataset_info.json, written atomically (it is rewritten as units complete)."""
   path = Path(out) / INFO
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{INFO}.tmp-{os.getpid()}")
-  tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
-  os.replace(tmp, path)
+  atomic_write_text(path, json.dumps(info, indent=2, sort_keys=True))
 
 
 def read_info(out: str | os.PathLike) -> dict:
@@ -161,7 +165,29 @@ def read_info(out: str | os.PathLike) -> dict:
   if not path.is_file():
     raise UserError(f"{out} is not a jaxaug synthetic dataset (no {INFO}); point it at a `python -m "
                     "jaxaug.generate` output directory")
-  return json.loads(path.read_text())
+  try:
+    info = json.loads(path.read_bytes())
+    if not isinstance(info, dict) or not isinstance(info.get("class_names"), list):
+      raise ValueError("no class_names in it")
+  except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+    raise UserError(f"{path} is unreadable ({type(e).__name__}: {e}): rerun the `python -m jaxaug.generate` command "
+                    "that made this set, which writes it again at start and keeps the finished units") from None
+  return info
+
+
+def _shard_problem(path: str, expected: int) -> str | None:
+  """What is wrong with one shard, or None: it opens and holds the records its done line lists."""
+  if not os.path.exists(path):
+    return "is missing"
+  try:
+    reader = ArrayRecordReader(path)
+    try:
+      found = reader.num_records()
+    finally:
+      reader.close()
+  except RuntimeError as e:
+    return f"is damaged ({str(e).strip() or 'no readable index: truncated'})"
+  return None if found == expected else f"is damaged (holds {found} of its {expected} records: truncated)"
 
 
 class SyntheticSource(ImageSource):
@@ -169,8 +195,8 @@ class SyntheticSource(ImageSource):
 
   def __init__(self, out: str | os.PathLike):
     self.out = Path(out)
-    info = read_info(self.out)
-    self.class_names = tuple(info["class_names"])
+    self.info = read_info(self.out)
+    self.class_names = tuple(self.info["class_names"])
     done = read_done(self.out)
     self._units = sorted(done)
     self.item_ids = np.array([i for u in self._units for i in done[u]["item_ids"]], np.int64)
@@ -180,11 +206,33 @@ class SyntheticSource(ImageSource):
     self._starts = np.cumsum([0] + [len(done[u]["item_ids"]) for u in self._units])
     self._source = None
 
+  @property
+  def units_done(self) -> int:
+    return len(self._units)
+
+  def check_shards(self, num_threads: int = 16) -> None:
+    """UserError naming the first shard that is missing, unreadable or short of its records."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jaxaug.errors import UserError
+
+    with ThreadPoolExecutor(num_threads) as pool:
+      problems = list(pool.map(_shard_problem, self._paths, np.diff(self._starts).tolist()))
+    bad = [(unit, path, problem) for unit, path, problem in zip(self._units, self._paths, problems) if problem]
+    if bad:
+      unit, path, problem = bad[0]
+      more = f" ({len(bad)} shards in all)" if len(bad) > 1 else ""
+      raise UserError(f"synthetic set {self.out}: shard {Path(path).name} {problem}{more}; delete the damaged shards "
+                      "and rerun the `python -m jaxaug.generate` command that made this set to make them again")
+
   def _records(self):
     if self._source is None:  # opened lazily so the source pickles cheaply into grain workers
       import grain
 
-      self._source = grain.sources.ArrayRecordDataSource(self._paths)
+      # Each shard's range comes from its done line, so a short shard fails when read instead of
+      # silently shifting every later record onto the wrong label.
+      ranges = [f"{path}[0:{n}]" for path, n in zip(self._paths, np.diff(self._starts).tolist())]
+      self._source = grain.sources.ArrayRecordDataSource(ranges)
     return self._source
 
   def __getstate__(self):

@@ -199,7 +199,7 @@ class _Level(nn.Module):
   """One down or up block: resnets, each followed by a transformer where the level has attention, then a
   down/upsampler. An up level first concatenates a skip connection to each resnet's input."""
   config: UNetConfig
-  level: int  # index into the config's per-level lists (already reversed for up levels)
+  level: int  # position among the down (or up) levels; up levels read the per-level lists reversed
   up: bool
   resample: bool
   kernel: str = "xla"

@@ -1,0 +1,41 @@
+"""Small file-system helpers: a file is replaced whole or not at all."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+  """Makes a rename inside `path` durable (the directory entry, not only the file, reaches the disk)."""
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  """Writes `data` to a temporary name beside `path`, fsyncs it and renames it over `path`.
+
+  A kill or a full disk at any instant leaves either the old file or the new one, never a torn one.
+  On an error the temporary file is removed and the error raised.
+  """
+  path = Path(path)
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException as e:
+    tmp.unlink(missing_ok=True)
+    if isinstance(e, OSError):  # name the file being written, not its temporary
+      e.filename, e.filename2 = os.fspath(path), None
+    raise
+  fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+  atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,109 @@
+"""SIGINT and SIGTERM during generation: stop dispatching, let in-flight unit writes finish, one line, exit.
+
+SLURM pre-emption sends SIGTERM and, after a grace period (KillWait, 30 s by default), SIGKILL; a user
+presses Ctrl-C. Either way the run stops taking new work, waits up to `GRACE_S` for the unit writes
+already submitted, prints how many units this run committed and "rerun the same command to continue",
+and exits with 128 + the signal number (130 for SIGINT, 143 for SIGTERM). A second signal exits at once.
+
+Python runs signal handlers only between bytecodes of the main thread, which can sit for minutes in an
+XLA compile or a device step. So the work is done by a watcher thread that `signal.set_wakeup_fd` wakes
+the moment a signal arrives; the main thread only has to stop submitting writes (`submit`, `stopping`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+GRACE_S = 10.0
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopper:
+  """Context manager around a run; `status()` adds e.g. '5/12 units done in all' to the final line."""
+
+  def __init__(self, status: Callable[[], str] = lambda: "", grace_s: float = GRACE_S):
+    self.status = status
+    self.grace_s = grace_s
+    self.stopping = False
+    self._lock = threading.Lock()
+    self._writes: list[concurrent.futures.Future] = []
+    self._pipe = None
+    self._saved = None
+
+  def submit(self, executor: concurrent.futures.Executor, fn, *args) -> concurrent.futures.Future | None:
+    """executor.submit(fn, *args), tracked; None once stopping (the caller then stops, see `park`)."""
+    with self._lock:
+      if self.stopping:
+        return None
+      future = executor.submit(fn, *args)
+      self._writes.append(future)
+      return future
+
+  def park(self):
+    """Called by the main thread once stopping: do nothing more; the watcher ends the process."""
+    while True:
+      time.sleep(3600)
+
+  def __enter__(self):
+    if threading.current_thread() is not threading.main_thread():
+      return self  # signals belong to the main thread; a run started elsewhere keeps the default handling
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    self._pipe = (read, write)
+    self._saved = (signal.set_wakeup_fd(write, warn_on_full_buffer=False),
+                   {s: signal.signal(s, _ignore) for s in SIGNALS})
+    threading.Thread(target=self._watch, name="jaxaug-signals", daemon=True).start()
+    return self
+
+  def __exit__(self, *exc):
+    if self._pipe is None:
+      return
+    wakeup, handlers = self._saved
+    for s, handler in handlers.items():
+      signal.signal(s, handler)
+    signal.set_wakeup_fd(wakeup)
+    os.write(self._pipe[1], b"\0")  # tells the watcher to end; it closes the pipe
+
+  def _watch(self):
+    read, write = self._pipe
+    while True:
+      byte = os.read(read, 1)
+      if byte in (b"", b"\0"):
+        os.close(read)
+        os.close(write)
+        return
+      if byte[0] in SIGNALS:
+        self._stop(byte[0])
+
+  def _stop(self, signum: int):
+    with self._lock:
+      self.stopping = True
+      writes = list(self._writes)
+    deadline = time.monotonic() + self.grace_s
+    pending = [w for w in writes if not w.done()]
+    while pending and time.monotonic() < deadline:
+      again, _, _ = select.select([self._pipe[0]], [], [], 0.05)
+      if again and os.read(self._pipe[0], 1)[:1] in (bytes([s]) for s in SIGNALS):
+        break  # a second signal: exit now
+      pending = [w for w in pending if not w.done()]
+    committed = sum(1 for w in writes if w.done() and not w.cancelled() and w.exception() is None)
+    try:
+      status = self.status()
+    except Exception:  # the line must come out whatever state the run is in
+      status = ""
+    name = signal.Signals(signum).name
+    print(f"\njaxaug: interrupted by {name}: {committed} unit(s) committed in this run"
+          f"{', ' + status if status else ''}; rerun the same command to continue", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(128 + signum)
+
+
+def _ignore(signum, frame):
+  """The Python-level handler: nothing; the watcher thread acts (and no KeyboardInterrupt is raised)."""
