@@ -1,9 +1,10 @@
-"""python -m jaxaug.bench {sampler,condition,flops,input,train}: speed figures as a table and as JSON.
+"""python -m jaxaug.bench {sampler,condition,flops,input,train,experiment}: speed figures as a table and as JSON.
 
     python -m jaxaug.bench sampler --model=random-sd21-unclip --resolution=768 --steps=30 --batch=4,8,16
     python -m jaxaug.bench condition --model=DIR --batch=8
     python -m jaxaug.bench flops --model=random-sd21-unclip --resolution=768 --images=1164154
     python -m jaxaug.bench input
+    python -m jaxaug.bench experiment --runs=6     # training runs/hour: one program for all runs vs one at a time
 
 Every figure names the device it ran on. On CPU the models are the tiny random checkpoints unless
 --model says otherwise: those figures check the plumbing, not the speed of a GPU.
@@ -315,8 +316,183 @@ def bench_train(args) -> dict:
   return train.bench_train()
 
 
+# ---------------------------------------------------------------------------
+# FLOPs without weights (the experiment's --dry_run): architecture from configs, parameters as shapes
+
+
+_DDPM_NOISING = {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000, "beta_start": 0.00085,
+                 "beta_end": 0.012}  # SD 2.1-unCLIP's image_noising_scheduler (only its schedule matters here)
+
+
+def _architecture(model: str) -> tuple[str, dict, str]:
+  """(kind, component configs, where they came from) for `model`, reading no weights.
+
+  A local checkpoint (or a built-in tiny one) gives its own configs; the built-in random-sd21* names and a hub
+  id that is not on this machine are taken at SD 2.1 size, unCLIP where the name says so: FLOPs depend on the
+  architecture only, and the paper's checkpoints have SD 2.1's.
+  """
+  from pathlib import Path
+
+  from jaxaug.models import checkpoint, tiny
+
+  path = Path(os.path.expanduser(model))
+  if model in tiny.BUILTIN_MODELS and tiny.BUILTIN_MODELS[model][1] == "tiny":
+    path = tiny.cached_tiny(tiny.BUILTIN_MODELS[model][0])
+  if path.is_dir():
+    kind = "unclip" if "UnCLIP" in checkpoint.model_index(path).get("_class_name", "") else "sd"
+    names = ["unet", "vae", "text_encoder"] + (["image_encoder"] if kind == "unclip" else [])
+    configs = {name: checkpoint.read_config(path, name) for name in names}
+    configs["scheduler"] = checkpoint.read_config(path, "scheduler", "scheduler_config.json")
+    if kind == "unclip":
+      configs["noising"] = checkpoint.read_config(path, "image_noising_scheduler", "scheduler_config.json")
+      configs["clip_image"] = checkpoint.read_config(path, "feature_extractor", "preprocessor_config.json")
+    return kind, configs, str(path)
+  kind = "unclip" if "unclip" in model.lower() else "sd"
+  text, vision, vae, unet = tiny.SIZES["full"]
+  configs = {"unet": tiny._unet_config(kind, unet, text["hidden_size"], vision["projection_dim"]), "vae": vae,
+             "text_encoder": {**text, "vocab_size": 49408}, "scheduler": tiny._pndm_config()}
+  if kind == "unclip":
+    configs.update(image_encoder=vision, noising=_DDPM_NOISING,
+                   clip_image={"crop_size": vision["image_size"], "image_mean": tiny._CLIP_MEAN,
+                               "image_std": tiny._CLIP_STD})
+  return kind, configs, f"SD 2.1{'-unCLIP' if kind == 'unclip' else ''} architecture (not on this machine)"
+
+
+def abstract_model(model: str, dtype=jnp.bfloat16):
+  """(Pipeline, parameters as jax.ShapeDtypeStruct, source of the architecture) for `model`: enough to lower
+  and count the generation step's FLOPs on any machine, with no weights read or allocated."""
+  import types
+
+  from jaxaug.models import pipeline as pl, schedulers
+
+  kind, cfg, where = _architecture(model)
+  unet = pl.unet_module(cfg["unet"], dtype, "unet")
+  vae = pl.vae_module(cfg["vae"], dtype, "vae")
+  text = pl.text_module(cfg["text_encoder"], dtype)
+  shapes = lambda module, *args, method=None: jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, dtype), pl.init_shapes(module, *args, method=method))
+  params = {"unet": shapes(unet, *pl.unet_inputs(unet, 1, 8, 8)), "vae": shapes(vae, jnp.zeros((1, 3, 8, 8))),
+            "text_encoder": shapes(text, jnp.zeros((1, 4), jnp.int32))}
+  extra = {}
+  if kind == "unclip":
+    image = pl.image_module(cfg["image_encoder"], dtype)
+    size = image.config.image_size
+    params["image_encoder"] = shapes(image, jnp.zeros((1, size, size, 3)))
+    dim = image.config.projection_dim
+    params["image_normalizer"] = {k: jax.ShapeDtypeStruct((1, dim), jnp.float32) for k in ("mean", "std")}
+    crop = cfg["clip_image"].get("crop_size", size)
+    extra = dict(image_config=image.config,
+                 clip_image=pl.ClipImageSpec(size=crop["height"] if isinstance(crop, dict) else int(crop),
+                                             mean=tuple(cfg["clip_image"]["image_mean"]),
+                                             std=tuple(cfg["clip_image"]["image_std"])),
+                 noising_alphas_cumprod=schedulers.alphas_cumprod(cfg["noising"], "image_noising_scheduler"))
+  name = {"PNDMScheduler": "pndm", "DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpm++"}.get(
+      cfg["scheduler"].get("_class_name", "PNDMScheduler"), "pndm")
+  pipe = pl.Pipeline(name=model, kind=kind, unet_config=unet.config, vae_config=vae.config, text_config=text.config,
+                     tokenizer=types.SimpleNamespace(model_max_length=77), scheduler_name=name,
+                     scheduler_config=cfg["scheduler"], vae_scale=float(cfg["vae"].get("scaling_factor", 0.18215)),
+                     dtype=dtype, attention="xla", **extra)
+  return pipe, params, where
+
+
+def generation_flops(config) -> dict:
+  """TFLOP per generated image of a generation config (its model, resolution, sampler, per-device batch), as
+  XLA counts the lowered step (`bench flops`' count), with the model's architecture from `abstract_model`."""
+  from jaxaug import augment, generate
+  from jaxaug.sampler import SamplerSpec
+
+  pipe, params, where = abstract_model(config.model)
+  spec = SamplerSpec(mode=config.sampler.mode, scheduler=config.sampler.scheduler or None,
+                     steps=config.sampler.steps, guidance=config.sampler.guidance,
+                     strength=config.sampler.strength).check(pipe)
+  methods = tuple(augment.get_method(m.strip(), config.alpha, config.reference_quirks)
+                  for m in config.methods.split(",") if m.strip())
+  ids = np.zeros((1, pipe.tokenizer.model_max_length), np.int32)
+  job = generate.Job(config=config, out=None, source=None, methods=methods, plan=None, pipe=pipe, params=params,
+                     spec=spec, prompt_ids=ids, empty_ids=ids)
+  batch = config.batch.per_device
+  step, unet = model_flops(job, batch, config.resolution, config.sampler.steps)
+  return {"tflop_per_image": step / batch / 1e12, "unet_calls": _unet_calls(job, config.sampler.steps),
+          "architecture": where, "resolution": config.resolution, "mode": spec.mode}
+
+
+def training_flops(config, num_classes: int) -> dict:
+  """TFLOP of one training step (global batch) and of one evaluated image for a training config, as XLA counts
+  the lowered train and eval steps of train_lib/step.py (parameters as shapes only)."""
+  import functools
+
+  from jaxaug.models import resnet
+  from jaxaug.train import compute_dtype
+  from jaxaug.train_lib import step as step_lib
+
+  model = resnet.create(config.model, num_classes, frozen_backbone=config.linear_probe, dtype=compute_dtype())
+  tx = step_lib.optimizer(config.optimizer, lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay, warmup_steps=0, total_steps=1000,
+                          linear_probe=config.linear_probe)
+  state = jax.eval_shape(functools.partial(step_lib.init_state, model, tx, 0, config.crop_size))
+  load = config.load_size
+
+  def images(n):
+    return jax.ShapeDtypeStruct((n, load, load, 3), jnp.uint8)
+
+  labels = lambda n: jax.ShapeDtypeStruct((n,), jnp.int32)
+  train = jax.jit(functools.partial(step_lib.train_step, model=model, tx=tx, prior=jnp.zeros(num_classes),
+                                    label_smoothing=config.label_smoothing, crop=config.crop_size,
+                                    transform=config.transform))
+  step = _flops(train.lower(state, {"image": images(config.batch_size), "label": labels(config.batch_size)}))
+  evaluate = jax.jit(functools.partial(step_lib.eval_step, model=model, crop=config.crop_size))
+  n = config.eval_batch_size
+  per_eval = _flops(evaluate.lower(state, {"image": images(n), "label": labels(n),
+                                           "mask": jax.ShapeDtypeStruct((n,), jnp.bool_)}))
+  return {"tflop_per_step": step / 1e12, "tflop_per_eval_image": per_eval / n / 1e12}
+
+
+# ---------------------------------------------------------------------------
+# Experiment: training runs batched (one program, a leading run axis) against one at a time
+
+
+def bench_experiment(args) -> dict:
+  """Runs/hour of `--runs` small training runs as one program (train_lib/multirun.py) and one at a time
+  (train.py), at tiny size on the demo data, each with a fresh in-process compile cache; plus compiles."""
+  from pathlib import Path
+
+  from jaxaug import train
+  from jaxaug.config_base import training_config
+  from jaxaug.train_lib import multirun
+
+  def config(workdir, seed):
+    c = training_config()
+    c.update(dict(workdir=str(workdir), real="demo:8", synthetic="", model="resnet_tiny", load_size=args.train_size,
+                  crop_size=args.train_size, transform="flip_rotate", batch_size=16, eval_batch_size=32, epochs=1,
+                  steps_per_epoch=args.train_steps, log_every=args.train_steps, eval_every=0,
+                  checkpoint_every=args.train_steps, seed=seed, num_threads=2, loss="cross_entropy",
+                  optimizer="adam", lr=1e-3, weight_decay=0.0, warmup_epochs=0.0))
+    return c
+
+  import contextlib
+  import io
+
+  with tempfile.TemporaryDirectory() as tmp:
+    jax.clear_caches()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+      for seed in range(args.runs):
+        train.train_and_evaluate(config(Path(tmp) / f"alone{seed}", seed))
+    alone = time.perf_counter() - start
+    jax.clear_caches()
+    programs = multirun.Programs()
+    runs = [multirun.Run(c, train.open_data(c)) for c in (config(Path(tmp) / f"run{s}", s) for s in range(args.runs))]
+    start = time.perf_counter()
+    multirun.train_group(runs, programs, Path(tmp) / "group", quiet=True)
+    batched = time.perf_counter() - start
+  return {"runs": args.runs, "steps_per_run": args.train_steps, "model": "resnet_tiny", "size": args.train_size,
+          "batch_size": 16, "one_at_a_time_s": alone, "batched_s": batched,
+          "one_at_a_time_runs_per_hour": args.runs / alone * 3600, "batched_runs_per_hour": args.runs / batched * 3600,
+          "speedup": alone / batched, "compiles_one_at_a_time": 3 * args.runs, "compiles_batched": programs.compiles}
+
+
 BENCHES = {"sampler": bench_sampler, "condition": bench_condition, "flops": bench_flops, "input": bench_input,
-           "train": bench_train}
+           "train": bench_train, "experiment": bench_experiment}
 
 
 _COLUMNS = (("attention", "attention", "{}"), ("batch_per_device", "batch", "{}"), ("images_per_s", "images/s", "{:.4g}"),
@@ -387,6 +563,9 @@ def main(argv=None):
                       "(default: ImageNet-LT's synthetic set)")
   parser.add_argument("--vs-torch", action="store_true",
                       help="sampler: also time diffusers' PyTorch pipeline on the same weights and print the ratio")
+  parser.add_argument("--runs", type=int, default=6, help="experiment: training runs to time, batched and one by one")
+  parser.add_argument("--train-steps", type=int, default=30, help="experiment: training steps per run")
+  parser.add_argument("--train-size", type=int, default=32, help="experiment: training image size")
   parser.add_argument("--json", default="", help="also write the result here")
   args = parser.parse_args(argv)
   if args.vs_torch and args.bench != "sampler":

@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -150,8 +151,26 @@ def _runs_to_global(mesh_, tree):
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
-def _stack(batches: list[dict]) -> dict:
-  return {k: np.stack([b[k] for b in batches]) for k in ("image", "label")}
+class _Streams:
+  """The runs' training streams as one: stacked batches (R, B, ...) and one checkpointable state."""
+
+  def __init__(self, streams: list[data_lib.TrainInput]):
+    self.streams = streams
+
+  def __next__(self) -> dict:
+    batches = [next(s) for s in self.streams]
+    return {k: np.stack([b[k] for b in batches]) for k in ("image", "label")}
+
+  def get_state(self) -> dict:
+    return {f"run{i}": s.get_state() for i, s in enumerate(self.streams)}
+
+  def set_state(self, state: dict) -> None:
+    for i, s in enumerate(self.streams):
+      s.set_state(state[f"run{i}"])
+
+  def close(self) -> None:
+    for s in self.streams:
+      s.close()
 
 
 def _load_pretrained(path: str, arch: str, states):
@@ -197,8 +216,7 @@ def train_group(runs: list[Run], programs: Programs, group_dir: str | os.PathLik
   mesh_ = mesh.data_mesh()
   compiled = programs.get(spec, mesh_)
   group_dir = Path(os.path.expanduser(str(group_dir)))
-  group_dir.mkdir(parents=True, exist_ok=True)
-  mngr = checkpoint.manager(str(group_dir / "checkpoints"))
+  mngr = train._open_workdir(group_dir)
   latest = mngr.latest_step()
   group_config = _check_group_dir(group_dir, runs, resumable=latest is not None)
   workdirs = [Path(os.path.expanduser(r.config.workdir)) for r in runs]
@@ -210,21 +228,18 @@ def train_group(runs: list[Run], programs: Programs, group_dir: str | os.PathLik
       evaluate.write_json(str(w / "config.json"), train.fingerprint(r.config))
 
   hosts = jax.process_count()
-  streams = [data_lib.train_input(
+  streams = _Streams([data_lib.train_input(
       r.data.train, r.data.synthetic, mix=r.config.mix, fraction=r.config.synthetic_fraction,
       batch_size=r.config.batch_size // hosts, total_steps=spec.total_steps, size=r.config.load_size,
       seed=r.config.seed, shard=(jax.process_index(), hosts), num_threads=r.config.num_threads,
-      num_workers=r.config.num_workers) for r in runs]
+      num_workers=r.config.num_workers) for r in runs])
   seeds = jnp.asarray([r.config.seed for r in runs], jnp.uint32)
   if latest is None:
     states, start = compiled.init(seeds), 0
     if c.pretrained:
       states = jax.device_put(_load_pretrained(c.pretrained, c.model, states), mesh.replicated(mesh_))
-  else:
-    states, input_state = checkpoint.restore(mngr, latest, compiled.init(seeds))
-    for i, s in enumerate(streams):
-      s.set_state(input_state[f"run{i}"])
-    start = int(latest)
+  else:  # train.py's resume, damaged-checkpoint fallback included, with the stacked state and streams
+    states, start = train._resume(mngr, types.SimpleNamespace(init=lambda: compiled.init(seeds)), streams, group_dir)
     logging.info("group %s resumed from step %d", group_dir.name, start)
   histories = [train._History(w / "metrics.jsonl", start, spec.total_steps) for w in workdirs]
   prior = step_lib.log_prior(c.loss, runs[0].data.train.counts())
@@ -240,7 +255,7 @@ def train_group(runs: list[Run], programs: Programs, group_dir: str | os.PathLik
   progress = _progress(spec.total_steps, start, len(runs), quiet or not primary)
   window, since = [], time.perf_counter()
   for step in range(start + 1, spec.total_steps + 1):
-    batch = _runs_to_global(mesh_, _stack([next(s) for s in streams]))
+    batch = _runs_to_global(mesh_, next(streams))
     states, metrics = compiled.train_step(states, batch, prior)
     window.append(metrics)
     progress.update()
@@ -256,10 +271,9 @@ def train_group(runs: list[Run], programs: Programs, group_dir: str | os.PathLik
       for h, summary in zip(histories, evaluate_all(states)):
         h.add(train._eval_record(step, summary))
     if save:
-      checkpoint.save(mngr, step, states, {f"run{i}": s.get_state() for i, s in enumerate(streams)})
+      checkpoint.save(mngr, step, states, streams.get_state())
   progress.close()
-  for s in streams:
-    s.close()
+  streams.close()
   mngr.wait_until_finished()
   mngr.close()
 

@@ -1,0 +1,203 @@
+"""The experiment's pictures (PIL; matplotlib is not a dependency).
+
+Few-shot: per dataset, top-1 against shots (log axis), one line per method with ± std bars, baselines
+dashed (ours coloured, the paper's grey). ImageNet-LT: per dataset, overall / many / medium / few bars per
+method. A partial grid draws what is finished; the title counts the runs and the legend names what is pending.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from jaxaug.train_lib.plots import nice_ticks
+
+WIDTH, HEIGHT, PLOT_RIGHT = 980, 460, 640
+LEFT, TOP, BOTTOM = 64, 40, 52
+PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (23, 190, 207), (188, 189, 34), (127, 127, 127), (57, 59, 121), (173, 73, 74),
+           (99, 121, 57))
+PAPER_GREYS = ((90, 90, 90), (150, 150, 150), (190, 160, 120))
+GRID = (236, 236, 236)
+
+
+def _font(size: int = 13):
+  return ImageFont.load_default(size=size)
+
+
+class _Chart:
+  """A frame with a value axis (top-1) and a category or log axis along x, and a legend column on the right."""
+
+  def __init__(self, title: str, xlabel: str, ylabel: str, ylim: tuple[float, float]):
+    self.image = Image.new("RGB", (WIDTH, HEIGHT), "white")
+    self.draw = ImageDraw.Draw(self.image)
+    self.box = (LEFT, TOP, PLOT_RIGHT, HEIGHT - BOTTOM)
+    self.yticks = nice_ticks(*ylim)
+    self.y0, self.y1 = self.yticks[0], self.yticks[-1]
+    left, top, right, bottom = self.box
+    for y in self.yticks:
+      py = self.py(y)
+      self.draw.line([(left, py), (right, py)], fill=GRID)
+      self.draw.text((left - 6, py), f"{y:g}", fill="black", font=_font(), anchor="rm")
+    self.draw.text(((left + right) / 2, 12), title, fill="black", font=_font(15), anchor="mt")
+    self.draw.text(((left + right) / 2, HEIGHT - 8), xlabel, fill="black", font=_font(), anchor="md")
+    vertical = Image.new("RGBA", (bottom - top, 18), (255, 255, 255, 0))
+    ImageDraw.Draw(vertical).text(((bottom - top) / 2, 9), ylabel, fill="black", font=_font(), anchor="mm")
+    rotated = vertical.rotate(90, expand=True)
+    self.image.paste(rotated, (4, top), rotated)
+    self.legend_y = TOP
+
+  def py(self, y: float) -> float:
+    _, top, _, bottom = self.box
+    return bottom - (y - self.y0) / (self.y1 - self.y0) * (bottom - top)
+
+  def xtick(self, px: float, label: str):
+    bottom = self.box[3]
+    self.draw.line([(px, bottom), (px, bottom + 4)], fill="black")
+    self.draw.text((px, bottom + 6), label, fill="black", font=_font(), anchor="mt")
+
+  def frame(self):
+    self.draw.rectangle(self.box, outline="black")
+
+  def legend(self, name: str, colour, dashed: bool = False, bar: bool = False):
+    x, y = PLOT_RIGHT + 16, self.legend_y
+    if bar:
+      self.draw.rectangle([x, y + 1, x + 18, y + 11], fill=colour)
+    else:
+      dashed_line(self.draw, [(x, y + 6), (x + 22, y + 6)], colour, 2, dashed)
+    self.draw.text((x + 28, y + 6), name, fill="black", font=_font(12), anchor="lm")
+    self.legend_y += 17
+
+
+def dashed_line(draw: ImageDraw.ImageDraw, points, colour, width: int, dashed: bool, dash: float = 7.0):
+  """A polyline, solid or dashed (PIL draws no dashes itself)."""
+  if not dashed:
+    if len(points) > 1:
+      draw.line(points, fill=colour, width=width)
+    return
+  for (x0, y0), (x1, y1) in zip(points, points[1:]):
+    length = math.hypot(x1 - x0, y1 - y0)
+    for start in np.arange(0.0, length, 2 * dash):
+      end = min(start + dash, length)
+      a, b = start / length, end / length
+      draw.line([(x0 + a * (x1 - x0), y0 + a * (y1 - y0)), (x0 + b * (x1 - x0), y0 + b * (y1 - y0))], fill=colour,
+                width=width)
+
+
+def _ylim(values: list[float]) -> tuple[float, float]:
+  values = [v for v in values if v is not None]
+  if not values:
+    return 0.0, 1.0
+  lo, hi = min(values), max(values)
+  pad = max(0.02, 0.1 * (hi - lo))
+  return max(0.0, lo - pad), min(1.0, hi + pad)
+
+
+def fewshot_chart(results: dict, dataset: str) -> Image.Image:
+  """Top-1 against shots for one dataset: ours (methods solid, baselines dashed) and the paper's baselines (grey)."""
+  from jaxaug.experiment_lib.results import PAPER_ROWS, paper_value
+
+  metric, shots = results["metric"], results["shots"]
+  summary = {(s["shots"], s["row"]): s for s in results["summary"] if s["dataset"] == dataset}
+  rows = results["methods"] + results["baselines"]
+  paper = {r: [paper_value(dataset, r, k) for k in shots] for r in PAPER_ROWS}
+  paper = {r: v for r, v in paper.items() if any(x is not None for x in v)}
+  values = [summary[(k, r)][metric]["mean"] for k in shots for r in rows]
+  values += [summary[(k, r)][metric]["mean"] + (summary[(k, r)][metric]["std"] or 0) for k in shots for r in rows
+             if summary[(k, r)][metric]["mean"] is not None]
+  values += [v for vs in paper.values() for v in vs]
+  done = sum(summary[(k, r)]["done"] for k in shots for r in rows)
+  total = sum(summary[(k, r)]["of"] for k in shots for r in rows)
+  title = f"{dataset}: {'best ' if metric == 'best_top1' else ''}top-1 against shots"
+  if done < total:
+    title += f" (partial: {done} of {total} runs)"
+  chart = _Chart(title, "real images per class (shots)", "top-1", _ylim(values))
+  left, _, right, _ = chart.box
+  logs = [math.log2(k) for k in shots]
+  lo, hi = min(logs), max(logs)
+  px = {k: (left + right) / 2 if hi == lo else left + 30 + (math.log2(k) - lo) / (hi - lo) * (right - left - 60)
+        for k in shots}
+  for k in shots:
+    chart.xtick(px[k], str(k))
+  for (name, series), grey in zip(paper.items(), PAPER_GREYS):
+    points = [(px[k], chart.py(v)) for k, v in zip(shots, series) if v is not None]
+    dashed_line(chart.draw, points, grey, 1, True, dash=4)
+    for x, y in points:
+      chart.draw.rectangle([x - 2, y - 2, x + 2, y + 2], outline=grey)
+    chart.legend(f"{name} (paper)", grey, dashed=True)
+  for i, row in enumerate(rows):
+    colour = PALETTE[i % len(PALETTE)]
+    dashed = row in results["baselines"]
+    points = []
+    for k in shots:
+      s = summary[(k, row)][metric]
+      if s["mean"] is None:
+        continue
+      x, y = px[k], chart.py(s["mean"])
+      points.append((x, y))
+      if s["std"]:
+        chart.draw.line([(x, chart.py(s["mean"] - s["std"])), (x, chart.py(s["mean"] + s["std"]))], fill=colour)
+    dashed_line(chart.draw, points, colour, 2, dashed)
+    for x, y in points:
+      chart.draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+    pending = [k for k in shots if summary[(k, row)]["done"] < summary[(k, row)]["of"]]
+    label = row + (" (baseline)" if dashed else "")
+    if pending:
+      label += f", pending at {','.join(map(str, pending))}"
+    chart.legend(label, colour, dashed=dashed)
+  chart.frame()
+  return chart.image
+
+
+def lt_chart(results: dict, dataset: str, shots: int) -> Image.Image:
+  """Overall / many / medium / few top-1 per method (mean over seeds, ± std bars); pending methods say so."""
+  from jaxaug.experiment_lib.results import LT_COLUMNS
+
+  summary = {s["row"]: s for s in results["summary"] if (s["dataset"], s["shots"]) == (dataset, shots)}
+  rows = results["methods"] + results["baselines"]
+  values = [summary[r][g]["mean"] for r in rows for g in LT_COLUMNS]
+  done = sum(summary[r]["done"] for r in rows)
+  total = sum(summary[r]["of"] for r in rows)
+  title = f"{dataset}: top-1 by class group" + (f" (partial: {done} of {total} runs)" if done < total else "")
+  lo, hi = _ylim(values)
+  chart = _Chart(title, "class group (by real training images)", "top-1", (0.0, hi))
+  left, _, right, bottom = chart.box
+  slot = (right - left) / len(LT_COLUMNS)
+  width = slot * 0.8 / max(len(rows), 1)
+  for g, group in enumerate(LT_COLUMNS):
+    chart.xtick(left + (g + 0.5) * slot, {"top1": "overall"}.get(group, group))
+    for i, row in enumerate(rows):
+      s = summary[row][group]
+      if s["mean"] is None:
+        continue
+      x0 = left + g * slot + slot * 0.1 + i * width
+      chart.draw.rectangle([x0, chart.py(s["mean"]), x0 + width - 2, bottom], fill=PALETTE[i % len(PALETTE)])
+      if s["std"]:
+        xc = x0 + width / 2
+        chart.draw.line([(xc, chart.py(s["mean"] - s["std"])), (xc, chart.py(s["mean"] + s["std"]))], fill="black")
+  for i, row in enumerate(rows):
+    pending = summary[row]["done"] < summary[row]["of"]
+    chart.legend(row + (" (baseline)" if row in results["baselines"] else "") + (", pending" if pending else ""),
+                 PALETTE[i % len(PALETTE)], bar=True)
+  chart.frame()
+  return chart.image
+
+
+def draw(out: Path, results: dict) -> list[Path]:
+  """One picture per dataset (few-shot) or per dataset and shot count (ImageNet-LT)."""
+  written = []
+  for d in results["datasets"]:
+    name = d["name"]
+    if results["table"] == "fewshot":
+      path = out / f"accuracy_{name}.png"
+      fewshot_chart(results, name).save(path)
+      written.append(path)
+    else:
+      for k in results["shots"]:
+        path = out / (f"accuracy_{name}.png" if len(results["shots"]) == 1 else f"accuracy_{name}_{k}shot.png")
+        lt_chart(results, name, k).save(path)
+        written.append(path)
+  return written
