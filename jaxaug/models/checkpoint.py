@@ -47,8 +47,8 @@ def _alternatives(repo_id: str) -> str:
     return (f"Stability AI removed its SD 2.x repositories from the hub in November 2025; use the community mirror "
             f"{mirror} (the same files) or a local copy of it (`huggingface-cli download {mirror} --local-dir DIR` "
             "where there is network, then pass DIR)")
-  return (f"check the id (SD 2.1-unCLIP: {MIRROR}), or download it where there is network (`huggingface-cli download "
-          f"{repo_id} --local-dir DIR`) and pass DIR")
+  download = f"download it where there is network (`huggingface-cli download {repo_id} --local-dir DIR`) and pass DIR"
+  return download if repo_id == MIRROR else f"check the id (SD 2.1-unCLIP: {MIRROR}), or {download}"
 
 
 def hub_error(repo_id: str, error: Exception) -> UserError:
