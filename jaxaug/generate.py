@@ -149,7 +149,7 @@ def output_dir(config) -> Path:
 
 
 def hash_weights(root: Path) -> dict:
-  """The checkpoint's weight hashes (the first time per file: about 1 s per GB; then from the cache)."""
+  """The checkpoint's weight hashes: the first time, a few seconds per GB read; then from the cache."""
   def progress(path, size):
     if size >= 100_000_000:
       logging.info("hashing %s (%.1f GB; once: cached by size and mtime)", path, size / 1e9)
