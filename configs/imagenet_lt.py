@@ -1,8 +1,8 @@
 """ImageNet-LT with the paper's settings: fill every class to 1,280 images (1,164,154 synthetic).
 
-    python -m jaxaug.generate --config=configs/imagenet_lt.py \
+    python -m jaxaug.generate --config=imagenet_lt \
         --config.data.source='imagenet_lt:/data/ImageNet_LT?root=/data/imagenet&names=/data/LOC_synset_mapping.txt' \
-        --config.model=stabilityai/stable-diffusion-2-1-unclip --config.output.dir=/data/synthetic/imagenet_lt
+        --config.model=sd2-community/stable-diffusion-2-1-unclip --config.output.dir=/data/synthetic/imagenet_lt
 
 SD 2.1-unCLIP, PNDM, 30 steps, guidance 2.0, noise level 0, embed_cutmix_dropout (the best method on
 ImageNet-LT), 768 px, and the raw class-name string as the prompt ("tench, Tinca tinca"): give a
@@ -14,7 +14,7 @@ from jaxaug.config_base import generation_config
 
 def get_config():
   c = generation_config()
-  c.model = "stabilityai/stable-diffusion-2-1-unclip"
+  c.model = "sd2-community/stable-diffusion-2-1-unclip"
   c.methods = "embed_cutmix_dropout"
   c.prompt = "{}"
   c.resolution = 768

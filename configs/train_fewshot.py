@@ -1,6 +1,6 @@
 """Few-shot linear probe (DA-Fusion protocol): frozen ImageNet ResNet-50, Adam on the head, swap mix p = 0.5.
 
-    python -m jaxaug.train --config=configs/train_fewshot.py:caltech101,4,embed_cutmix_dropout \
+    python -m jaxaug.train --config=train_fewshot:caltech101,4,embed_cutmix_dropout \
         --config.pretrained=resnet50_tv_in1k.safetensors
 
 Argument DATASET,SHOTS,METHOD: DATASET one of caltech101, flowers102, pascal, coco; METHOD the

@@ -1,6 +1,6 @@
 """ImageNet-LT, the paper's recipe: ResNeXt-50 (32x4d) from scratch, Balanced Softmax, half-synthetic batches.
 
-    python -m jaxaug.train --config=configs/train_imagenet_lt.py \
+    python -m jaxaug.train --config=train_imagenet_lt \
         --config.real='imagenet_lt:/data/ImageNet_LT?root=/data/imagenet' --config.synthetic=out/imagenet_lt
 
 An epoch is one pass over the synthetic set (1.16 M images, 256 per batch). Fields are explained

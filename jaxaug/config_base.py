@@ -1,6 +1,16 @@
-"""Config fields and defaults for generation and training; configs/*.py start here and change what they need."""
+"""Config fields and defaults for generation and training; configs/*.py start here and change what they need.
+
+The ranges below are what the code assumes of each numeric field; `check_values` holds a config to them
+before any work, so a value out of range is one line, not a traceback hours later or a silently other run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
 
 import ml_collections
+
+from jaxaug.errors import UserError
 
 ALL_METHODS = ("rand_img_cond,dropout,cutmix,mixup,embed_cutmix,embed_mixup,cutmix_dropout,mixup_dropout,"
                "embed_cutmix_dropout,embed_mixup_dropout")
@@ -112,3 +122,92 @@ def training_config() -> ml_collections.ConfigDict:
 
   c.mesh = mesh_config()
   return c
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """An interval a numeric field must lie in (closed unless `open_low` / `open_high`), and what the field is."""
+  low: float | None = None
+  high: float | None = None
+  meaning: str = ""
+  open_low: bool = False
+  open_high: bool = False
+
+  def holds(self, value) -> bool:
+    if self.low is not None and (value < self.low or (self.open_low and value == self.low)):
+      return False
+    return self.high is None or value < self.high or (value == self.high and not self.open_high)
+
+  def __str__(self) -> str:
+    if self.high is None:
+      return f"{'>' if self.open_low else '>='} {self.low}"
+    return f"in {'(' if self.open_low else '['}{self.low}, {self.high}{')' if self.open_high else ']'}"
+
+
+SEED = Range(0, 2**32 - 1, "a random seed: jax keys take 32 bits, so larger or negative seeds would alias others")
+
+GENERATION_RANGES = {
+    "seed": SEED,
+    "alpha": Range(0, None, "lambda ~ Beta(alpha, alpha)", open_low=True),
+    "resolution": Range(1, None, "output pixels, a multiple of the checkpoint's latent grid, e.g. 768 or 512"),
+    "reader_threads": Range(1, None, "host threads decoding real images"),
+    "data.shots": Range(0, None, "real images per class, 0 for all"),
+    "data.shots_seed": SEED,
+    "data.source_size": Range(1, None, "host working size of the real images, in pixels"),
+    "plan.amount": Range(1, None, "images to make, as the plan policy counts them"),
+    "plan.unit_size": Range(1, None, "items per committed shard"),
+    "sampler.steps": Range(1, None, "denoising steps"),
+    "sampler.guidance": Range(0, None, "classifier-free guidance scale; 1 or less runs the conditional branch only"),
+    "sampler.strength": Range(0, 1, "img2img: the share of the schedule run from the noised real image",
+                              open_low=True),
+    "sampler.noise_level": Range(0, None, "unCLIP image-embedding noise level, a step of the checkpoint's "
+                                 "image-noising schedule; the paper uses 0"),
+    "batch.per_device": Range(1, None, "items per device per step"),
+    "output.jpeg_quality": Range(1, 100, "JPEG quality"),
+    "mesh.num_processes": Range(0, None, "processes of a multi-process run, 0 for automatic"),
+    "mesh.process_id": Range(-1, None, "this process's index, -1 for automatic"),
+}
+
+TRAINING_RANGES = {
+    "seed": SEED,
+    "shots": Range(0, None, "real images per class, 0 for all"),
+    "shots_seed": SEED,
+    "synthetic_fraction": Range(0, 1, "synthetic share of a batch, or the swap probability"),
+    "load_size": Range(1, None, "host square every image is fitted to, in pixels"),
+    "crop_size": Range(1, None, "training crop in pixels"),
+    "label_smoothing": Range(0, 1, "label smoothing", open_high=True),
+    "lr": Range(0, None, "learning rate", open_low=True),
+    "momentum": Range(0, 1, "SGD momentum"),
+    "weight_decay": Range(0, None, "weight decay"),
+    "warmup_epochs": Range(0, None, "epochs of linear warmup"),
+    "batch_size": Range(1, None, "global batch"),
+    "eval_batch_size": Range(1, None, "global evaluation batch"),
+    "epochs": Range(1, None, "epochs"),
+    "steps_per_epoch": Range(0, None, "steps per epoch, 0 for one pass over the data"),
+    "log_every": Range(1, None, "steps between logged metrics"),
+    "eval_every": Range(0, None, "steps between evaluations, 0 for the end only"),
+    "checkpoint_every": Range(1, None, "steps between checkpoints"),
+    "num_threads": Range(1, None, "image-decoding threads per host"),
+    "num_workers": Range(0, None, "grain worker processes per host"),
+    "mesh.num_processes": Range(0, None, "processes of a multi-process run, 0 for automatic"),
+    "mesh.process_id": Range(-1, None, "this process's index, -1 for automatic"),
+}
+
+
+def field(config, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config
+
+
+def check_values(config, ranges: dict[str, Range], choices: dict[str, tuple[str, ...]] | None = None) -> None:
+  """Raises a one-line UserError for the first field out of its range or not among its choices."""
+  for name, allowed in ranges.items():
+    value = field(config, name)
+    if not allowed.holds(value):
+      raise UserError(f"--config.{name}={value!r} is out of range: it must be {allowed} ({allowed.meaning})")
+  for name, allowed in (choices or {}).items():
+    value = field(config, name)
+    if value not in allowed:
+      shown = ", ".join(repr(a) if a == "" else a for a in allowed)
+      raise UserError(f"--config.{name}={value!r} is not one of {shown}")

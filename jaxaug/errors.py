@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import sys
 
+from jaxaug import config_files
+
 
 class UserError(Exception):
   """Something the user can fix: a missing file, a bad name, a wrong shape.
@@ -31,6 +33,8 @@ def exit_on_user_error(main):
 def run_with_config(main, default_config: str, help_text: str):
   """absl's app.run with an ml_collections `--config` flag; `main(config)` runs inside exit_on_user_error.
 
+  `--config` takes a shipped config's name (`default_config` is one), `NAME:ARG`, or a path (config_files).
+
   Everything that can go wrong with the flags (a missing config file, a bad config argument such as
   `configs/fewshot.py:mnist,1`, an override of a field that does not exist) ends in one line, exit 2.
   The flag is defined here, not on import, so modules that import each other keep their own --config.
@@ -39,8 +43,10 @@ def run_with_config(main, default_config: str, help_text: str):
   from ml_collections import config_flags
 
   def parse(argv):
+    argv = _resolve_config_args(argv)
     try:
-      config_flag = config_flags.DEFINE_config_file("config", default_config, help_text, lock_config=True)
+      config_flag = config_flags.DEFINE_config_file("config", config_files.resolve(default_config), help_text,
+                                                    lock_config=True)
       rest = flags.FLAGS(argv)
       config = config_flag.value
       config.to_dict()  # a config file that failed to load raises only when first used
@@ -61,6 +67,28 @@ def run_with_config(main, default_config: str, help_text: str):
     main(config)  # app.run exits with main's return value: the run's summary is not an exit status
 
   app.run(entry, flags_parser=parse)
+
+
+def _resolve_config_args(argv: list[str]) -> list[str]:
+  """`--config=NAME[:ARG]` (or `--config NAME`) -> the shipped file's path; a value naming nothing is one line."""
+  argv = list(argv)
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      value, prefix = arg[len("--config="):], "--config="
+    elif arg == "--config" and i + 1 < len(argv):
+      value, prefix = argv[i + 1], None
+    else:
+      continue
+    resolved = config_files.resolve(value)
+    problem = config_files.unknown_message(resolved)
+    if problem:
+      print(f"jaxaug: error: bad --config: {problem}", file=sys.stderr, flush=True)
+      raise SystemExit(2)
+    if prefix:
+      argv[i] = prefix + resolved
+    else:
+      argv[i + 1] = resolved
+  return argv
 
 
 def _last_line(e: Exception) -> str:

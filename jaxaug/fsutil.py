@@ -1,4 +1,8 @@
-"""Small file-system helpers: a file is replaced whole or not at all."""
+"""Atomic file writes: a temporary `.NAME.tmp-PID` beside the target, fsync, rename.
+
+A reader sees the old file or the new one, never a torn one; a kill leaves at most the temporary, which
+the next run's recovery removes (`jaxaug.data.synthetic.recover`).
+"""
 
 from __future__ import annotations
 

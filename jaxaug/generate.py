@@ -1,7 +1,7 @@
 """python -m jaxaug.generate: plan -> condition -> sample -> write, sharded and resumable.
 
     python -m jaxaug.generate                                   # the demo (configs/demo.py)
-    python -m jaxaug.generate --config=configs/imagenet_lt.py --config.model=DIR_OR_HUB_ID
+    python -m jaxaug.generate --config=imagenet_lt --config.model=DIR_OR_HUB_ID
 
 Rerunning the same command continues where it stopped; an output image is a pure function of
 (config, seed, item_id), whatever the device count, host count, batch size or number of restarts.
@@ -25,16 +25,18 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from jaxaug import augment, condition, fsutil, interrupt, mesh, plan as plan_lib
+from jaxaug import augment, condition, config_files, fsutil, interrupt, locks, mesh, plan as plan_lib
+from jaxaug.config_base import GENERATION_RANGES, check_values
 from jaxaug.data import kshot, open_source, synthetic
 from jaxaug.data.pipeline import read_units
 from jaxaug.errors import UserError, run_with_config
-from jaxaug.models import sd
+from jaxaug.fsutil import atomic_write_bytes
+from jaxaug.models import checkpoint, sd
 from jaxaug.models.tiny import resolve_model
 from jaxaug.models.pipeline import load
-from jaxaug.sampler import SamplerSpec, denoise
+from jaxaug.sampler import MODES, SamplerSpec, denoise
 
-_DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "demo.py")
+_DEFAULT_CONFIG = "demo"  # a shipped config (jaxaug.config_files)
 
 # Config fields that decide the output images; a rerun into the same directory must keep them.
 _OUTPUT_FIELDS = ("model", "data", "methods", "alpha", "plan", "prompt", "sampler", "resolution", "seed", "output.format",
@@ -43,12 +45,7 @@ _OUTPUT_FIELDS = ("model", "data", "methods", "alpha", "plan", "prompt", "sample
 
 def get_demo_config():
   """The default config (configs/demo.py), for code that builds a run without flags."""
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location("jaxaug_demo_config", _DEFAULT_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_files.load(_DEFAULT_CONFIG)
 
 
 def _lookup(config, dotted: str):
@@ -57,8 +54,12 @@ def _lookup(config, dotted: str):
   return config.to_dict() if hasattr(config, "to_dict") else config
 
 
-def fingerprint(config) -> dict:
-  return {f: _lookup(config, f) for f in _OUTPUT_FIELDS}
+def fingerprint(config, weights: dict | None = None) -> dict:
+  """What decides the output images: the output fields, and the sha256 of every weight file (when known)."""
+  out = {f: _lookup(config, f) for f in _OUTPUT_FIELDS}
+  if weights is not None:
+    out["weights"] = weights
+  return out
 
 
 @dataclasses.dataclass
@@ -74,18 +75,52 @@ class Job:
   spec: SamplerSpec
   prompt_ids: np.ndarray  # (num_classes, L) token ids per class
   empty_ids: np.ndarray  # (1, L)
+  weights: dict  # {weight file: sha256} of the checkpoint
 
 
-def prepare(config) -> Job:
-  """Validates the config and loads everything; raises UserError before any output exists."""
+_CHOICES = {"dtype": ("auto", "fp32", "bf16"), "output.format": ("png", "jpeg"), "plan.policy": plan_lib.POLICIES,
+            "sampler.mode": MODES}
+
+
+def check_config(config) -> tuple[augment.Method, ...]:
+  """Every value checked before any work (one line, exit 2): ranges, choices, the prompt, the methods."""
+  check_values(config, GENERATION_RANGES, _CHOICES)
+  if not config.output.dir:
+    raise UserError("--config.output.dir is empty: name the directory the dataset goes to")
+  check_prompt(config.prompt)
   methods = tuple(augment.get_method(m.strip(), config.alpha, config.reference_quirks)
                   for m in config.methods.split(",") if m.strip())
   if not methods:
     raise UserError("config.methods is empty: name at least one method, e.g. --config.methods=embed_cutmix_dropout")
-  if config.batch.per_device < 1:
-    raise UserError(f"batch.per_device must be >= 1, not {config.batch.per_device}")
-  if config.output.format not in ("png", "jpeg"):
-    raise UserError(f"output.format must be png or jpeg, not {config.output.format!r}")
+  return methods
+
+
+def check_prompt(prompt: str) -> None:
+  """The prompt is a str.format template with one `{}` for the class name."""
+  try:
+    prompt.format("class name")
+  except (ValueError, IndexError, KeyError) as e:
+    raise UserError(f"--config.prompt={prompt!r} is not a prompt template ({type(e).__name__}: {e}): write one {{}} "
+                    "where the class name goes, and {{ or }} for a literal brace") from None
+  if prompt.format("a") == prompt.format("b"):
+    logging.warning("--config.prompt=%r has no {}: every class gets the same prompt", prompt)
+
+
+def check_noise_level(config, root) -> None:
+  """unCLIP's noise level indexes the checkpoint's image-noising schedule; outside it a gather would clamp silently."""
+  if config.sampler.mode != "unclip" or not (root / "image_noising_scheduler").is_dir():
+    return
+  steps = checkpoint.read_config(root, "image_noising_scheduler", "scheduler_config.json").get(
+      "num_train_timesteps", 1000)
+  if not 0 <= config.sampler.noise_level < steps:
+    raise UserError(f"--config.sampler.noise_level={config.sampler.noise_level} is out of range: this checkpoint's "
+                    f"image-noising schedule has levels 0..{steps - 1} (the paper uses 0)")
+
+
+def prepare(config, methods: tuple[augment.Method, ...] | None = None) -> Job:
+  """Validates the config (unless `check_config` gave `methods`) and loads everything; raises UserError before
+  any output exists."""
+  methods = methods or check_config(config)
   source = open_source(config.data.source, config.data.split)
   if config.data.shots:
     source = kshot(source, config.data.shots, config.data.shots_seed)
@@ -95,19 +130,34 @@ def prepare(config) -> Job:
   dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}.get(config.dtype)
   if config.dtype == "auto":
     dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-  if dtype is None:
-    raise UserError(f"dtype must be auto, fp32 or bf16, not {config.dtype!r}")
-  pipe, params = load(resolve_model(config.model), dtype, config.attention)
+  root = checkpoint.resolve(resolve_model(config.model))
+  check_noise_level(config, root)
+  weights = hash_weights(root)
+  pipe, params = load(str(root), dtype, config.attention)
   spec = SamplerSpec(mode=config.sampler.mode, scheduler=config.sampler.scheduler or None, steps=config.sampler.steps,
                      guidance=config.sampler.guidance, strength=config.sampler.strength).check(pipe)
   grid = pipe.vae_factor * 2 ** (len(pipe.unet.block_out_channels) - 1)  # VAE, then the UNet's downsamplings
-  if config.resolution < grid or config.resolution % grid:
+  if config.resolution % grid:
     raise UserError(f"resolution {config.resolution} must be a multiple of {grid} for this checkpoint (e.g. 768 or 512)")
   prompts = [config.prompt.format(name) for name in source.class_names]
-  job = Job(config=config, out=Path(os.path.expanduser(config.output.dir)), source=source, methods=methods, plan=plan,
-            pipe=pipe, params=params, spec=spec, prompt_ids=sd.tokenize(pipe, prompts), empty_ids=sd.tokenize(pipe, [""]))
+  job = Job(config=config, out=output_dir(config), source=source, methods=methods, plan=plan, pipe=pipe,
+            params=params, spec=spec, prompt_ids=sd.tokenize(pipe, prompts), empty_ids=sd.tokenize(pipe, [""]),
+            weights=weights)
   _check_output(job)
   return job
+
+
+def output_dir(config) -> Path:
+  return Path(os.path.expanduser(config.output.dir))
+
+
+def hash_weights(root: Path) -> dict:
+  """The checkpoint's weight hashes: the first time, a few seconds per GB read; then from the cache."""
+  def progress(path, size):
+    if size >= 100_000_000:
+      logging.info("hashing %s (%.1f GB; once: cached by size and mtime)", path, size / 1e9)
+
+  return checkpoint.weight_hashes(root, progress)
 
 
 def _check_self_pairs(config, source, plan: plan_lib.Plan, methods, mode: str):
@@ -141,9 +191,12 @@ def _check_output(job: Job):
   stored = _stored_run(job)
   if stored is not None:
     before = stored["fingerprint"]
-    now = json.loads(json.dumps(fingerprint(config)))  # as JSON stores it (tuples become lists)
+    # as JSON stores it (tuples become lists); weights only where the directory recorded them
+    now = json.loads(json.dumps(fingerprint(config, job.weights if "weights" in before else None)))
     if before != now:
       changed = sorted(k for k in now if before.get(k) != now[k])
+      if changed == ["weights"]:
+        raise UserError(_weights_changed(out, config.model, before["weights"], weights))
       raise UserError(f"{out} holds a run with a different config ({', '.join(changed)} changed); use a new "
                       "--config.output.dir, or rerun with the same config to resume")
     was = stored.get("numerics") or {}
@@ -219,6 +272,11 @@ def _check_finished_unit(job: Job, unit: int):
     raise UserError(f"{job.out} has no config.json and holds finished units made with another config "
                     f"({', '.join(differ)} differ); use a new --config.output.dir, or rerun with the config that made "
                     "them")
+def _weights_changed(out: Path, model: str, before: dict, now: dict) -> str:
+  differ = sorted(f for f in set(before) | set(now) if before.get(f) != now.get(f))
+  more = f" and {len(differ) - 1} more" if len(differ) > 1 else ""
+  return (f"{out} was made with other weights than {model} holds now ({differ[0]}{more} differ by sha256, see "
+          f"config.json); point --config.model at the checkpoint it was made with, or use a new --config.output.dir")
 
 
 def make_step(job: Job, mesh_):
@@ -298,9 +356,7 @@ def write_unit(job: Job, unit: int, items: np.ndarray, images: dict[int, np.ndar
       folder = job.out / "images" / _safe(job.source.class_names[label])
       folder.mkdir(parents=True, exist_ok=True)
       ext = "png" if config.output.format == "png" else "jpg"
-      tmp = folder / f".item-{item:08d}.{ext}.tmp"
-      tmp.write_bytes(data)
-      os.replace(tmp, folder / f"item-{item:08d}.{ext}")
+      atomic_write_bytes(folder / f"item-{item:08d}.{ext}", data)
   synthetic.write_unit(job.out, unit, records, process)
   return len(records)
 
@@ -352,8 +408,27 @@ def _run(config, stopper: interrupt.Stopper, where: dict) -> dict:
   mesh.initialize(config.mesh.coordinator, config.mesh.num_processes, config.mesh.process_id)
   process, processes = jax.process_index(), jax.process_count()
   start_time = time.time()
-  job = prepare(config)
+  methods = check_config(config)
+  # A directory that exists is locked before the model loads, so a second run stops at once; a new one
+  # is locked as soon as prepare has checked everything and made it.
+  lock = _lock_output(output_dir(config), process) if output_dir(config).is_dir() else None
+  try:
+    job = prepare(config, methods)
+  except BaseException:
+    if lock:
+      lock.release()
+    raise
   where.update(out=job.out, units=job.plan.num_units)
+  with lock or _lock_output(job.out, process):
+    return _generate(job, stopper, process, processes, start_time)
+
+
+def _lock_output(out: Path, process: int) -> locks.DirectoryLock:
+  return locks.hold_run(out, process, jax.process_count(), "generation run", "--config.output.dir")
+
+
+def _generate(job: Job, stopper: interrupt.Stopper, process: int, processes: int, start_time: float) -> dict:
+  config = job.config
   mesh_ = mesh.data_mesh()
   if process == 0:
     _start_output(job)
@@ -477,7 +552,7 @@ def _versions() -> dict:
 def _start_output(job: Job):
   """config.json (atomically, only when it changes); tidies what a kill left; dataset_info.json."""
   config, path = job.config, job.out / "config.json"
-  text = json.dumps({"config": json.loads(config.to_json()), "fingerprint": fingerprint(config),
+  text = json.dumps({"config": json.loads(config.to_json()), "fingerprint": fingerprint(config, job.weights),
                      "numerics": numerics(config, job.pipe)}, indent=2)
   try:
     if not path.is_file() or path.read_bytes() != text.encode():
@@ -499,6 +574,7 @@ def _write_info(job: Job, summary: dict | None = None):
       "real_counts": job.source.counts().tolist(), "planned_items": len(job.plan), "units": job.plan.num_units,
       "units_done": len(done), "methods": list(job.plan.methods), "model": job.config.model,
       "resolution": job.config.resolution, "format": job.config.output.format, "versions": _versions(),
+      "weights": job.weights,
       "last_run": summary or {}})
 
 
@@ -522,7 +598,8 @@ def _finish_run(job: Job, summary: dict):
 
 
 def main():
-  run_with_config(run, _DEFAULT_CONFIG, "generation config file (configs/*.py)")
+  run_with_config(run, _DEFAULT_CONFIG, "generation config: a shipped name (demo, imagenet_lt, fewshot:ARG) "
+                  "or a .py file")
 
 
 if __name__ == "__main__":

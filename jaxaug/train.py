@@ -1,8 +1,8 @@
 """python -m jaxaug.train: a classifier on real (+ synthetic) images, evaluated by class group, resumable.
 
     python -m jaxaug.train                                      # the demo (configs/train_demo.py)
-    python -m jaxaug.train --config=configs/train_imagenet_lt.py --config.real=... --config.synthetic=DIR
-    python -m jaxaug.train --config=configs/train_fewshot.py:caltech101,4,embed_cutmix_dropout
+    python -m jaxaug.train --config=train_imagenet_lt --config.real=... --config.synthetic=DIR
+    python -m jaxaug.train --config=train_fewshot:caltech101,4,embed_cutmix_dropout
 
 Rerunning the same command continues from the last checkpoint in `config.workdir`, which gets
 config.json, checkpoints/ (orbax), metrics.jsonl (train loss and accuracy every `log_every` steps,
@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxaug import evaluate, mesh
+from jaxaug import evaluate, locks, mesh
+from jaxaug.config_base import TRAINING_RANGES, check_values
 from jaxaug.data import kshot, open_source
 from jaxaug.data.sources import ImageSource, describe
 from jaxaug.data.synthetic import SyntheticSource
@@ -34,7 +35,7 @@ from jaxaug.errors import UserError, run_with_config
 from jaxaug.models import resnet
 from jaxaug.train_lib import checkpoint, data as data_lib, step as step_lib
 
-_DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "train_demo.py")
+_DEFAULT_CONFIG = "train_demo"  # a shipped config (jaxaug.config_files)
 
 # Config fields a rerun may change without changing the run (each host has its own mesh.process_id; a
 # workdir may be moved; allowing a partial synthetic set is a permission, not a setting).
@@ -313,11 +314,18 @@ def _progress(total: int, initial: int):
 
 def train_and_evaluate(config, data: Data | None = None) -> dict:
   """Trains (or resumes) in config.workdir and returns the final metrics (also in metrics.json)."""
+  check_values(config, TRAINING_RANGES)
   data = data or open_data(config)
   check(config, data)
   trainer = Trainer(config, data)
   workdir = Path(os.path.expanduser(config.workdir))
-  mngr = _open_workdir(workdir)
+  mngr = _open_workdir(workdir)  # makes it; a file or an unwritable path is one line
+  with locks.hold_run(workdir, jax.process_index(), jax.process_count(), "training run", "--config.workdir"):
+    return _train(config, data, trainer, workdir, mngr)
+
+
+def _train(config, data: Data, trainer: Trainer, workdir: Path, mngr) -> dict:
+  """The run itself, while this process holds its slot of the workdir."""
   latest = mngr.latest_step()
   _check_workdir(workdir, config, resumable=latest is not None)
   if jax.process_index() == 0:
@@ -437,7 +445,8 @@ def _main(config):
 
 
 def main():
-  run_with_config(_main, _DEFAULT_CONFIG, "training config file (configs/train_*.py)")
+  run_with_config(_main, _DEFAULT_CONFIG, "training config: a shipped name (train_demo, train_imagenet_lt, "
+                  "train_fewshot:ARG) or a .py file")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 # cluster. Each process takes its share of the units (generate) or of the batch (train).
 #
 #   launch/local.sh N MODULE [flags...]
-#   launch/local.sh 2 jaxaug.generate --config=configs/demo.py --config.output.dir=out/demo2
+#   launch/local.sh 2 jaxaug.generate --config=demo --config.output.dir=out/demo2
 #
 # The first process to fail stops the others; the exit status is the first failure's.
 set -euo pipefail

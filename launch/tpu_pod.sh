@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Cloud TPU pod slice: the same command on every worker; jax.distributed finds the others by itself.
 #
-#   launch/tpu_pod.sh TPU_NAME ZONE jaxaug.generate --config=configs/imagenet_lt.py \
-#       --config.model=stabilityai/stable-diffusion-2-1-unclip --config.output.dir=gs-fuse-or-nfs/out
+#   launch/tpu_pod.sh TPU_NAME ZONE jaxaug.generate --config=imagenet_lt \
+#       --config.model=sd2-community/stable-diffusion-2-1-unclip --config.output.dir=gs-fuse-or-nfs/out
 #
 # Assumes jaxaug is installed on every worker (`pip install -e ".[tpu]"` in ~/jaxaug) and the output
 # directory is shared (a Filestore/NFS or gcsfuse mount). Rerun the same line to resume.

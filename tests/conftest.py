@@ -6,3 +6,6 @@ import jax
 
 jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/jaxaug-tests/jax"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# The same cache for the jaxaug processes the tests start (generate, train, the installed wheel's demo).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/jaxaug-tests/jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")

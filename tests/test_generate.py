@@ -431,6 +431,8 @@ def _bad(tmp_path, *flags):
     ("--config.model=/no/such/checkpoint", "checkpoint '/no/such/checkpoint' not found"),
     ("--config.data.source=folder:/no/such/images", "/no/such/images"),
     ("--config.resolution=30", "resolution 30 must be a multiple of 4"),
+    ("--config.data.source_size=-5", "--config.data.source_size=-5 is out of range"),  # were tracebacks
+    ("--config.prompt=a photo of {", "is not a prompt template"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, flag, expect):
   run, lines, out = _bad(tmp_path, flag)
@@ -443,7 +445,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, flag, expect):
 @pytest.mark.parametrize("args, expect", [
     (["--config=configs/fewshot.py:mnist,1"], "fewshot.py takes DATASET,SHOTS"),
     (["--config.nonexistent=3"], "the config has no field 'nonexistent'"),
-    (["--config=configs/nothere.py"], "No such file or directory"),
+    (["--config=configs/nothere.py"], "no config file or shipped config named 'configs/nothere.py'"),
     (["stray"], "unexpected arguments ['stray']"),
 ])
 def test_bad_flags_are_one_line(args, expect):
@@ -565,16 +567,6 @@ def test_class_with_one_real_image_in_a_pair_method_warns_once_or_is_refused(tmp
   assert not [r for r in caplog.records if "single real image" in r.getMessage()]
 
 
-def test_demo_without_flags(tmp_path):
-  run = subprocess.run([sys.executable, "-m", "jaxaug.generate"], cwd=tmp_path, env=_env(), capture_output=True,
-                       text=True, timeout=600)
-  assert run.returncode == 0, run.stderr[-3000:]
-  assert "contact sheet: out/demo/contact_sheet.png" in run.stdout
-  assert (tmp_path / "out" / "demo" / "contact_sheet.png").is_file()
-  src = synthetic.SyntheticSource(tmp_path / "out" / "demo")
-  assert len({src.provenance(i)["method"] for i in range(len(src))}) == 10
-
-
 @pytest.mark.parametrize("name, arg", [("demo", None), ("imagenet_lt", None), ("fewshot", "coco,8"),
                                        ("fewshot", "pascal,1,sdedit"), ("fewshot", "flowers102,16,txt2img")])
 def test_configs_have_every_field(name, arg):
@@ -614,3 +606,79 @@ def test_bad_attention_is_one_line(tmp_path):
   assert run.returncode == 2 and "Traceback" not in run.stderr
   assert "attention=cudnn needs an NVIDIA GPU" in run.stderr.strip().splitlines()[-1]
   assert not (tmp_path / "out").exists()
+
+
+def test_second_run_on_the_same_directory_stops_at_once(reference, tmp_path):
+  """A double submit: the second run ends in one line naming the first, while the first is caught inside its
+  first shard write; the first then finishes as if alone."""
+  import socket
+
+  out, go = tmp_path / "out", tmp_path / "go"
+  first = subprocess.Popen([sys.executable, str(ROOT / "tests" / "write_faults.py"), f"pause={go}", "shard",
+                            f"--config.output.dir={out}", *SMALL], env=_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline and first.poll() is None and not list((out / synthetic.SHARDS).glob(".unit-*")):
+    time.sleep(0.05)
+  second = _generate(out, *SMALL)
+  go.touch()
+  stdout, stderr = first.communicate(timeout=600)
+  assert first.returncode == 0, stderr[-3000:]
+  assert second.returncode == 2 and "Traceback" not in second.stderr
+  lines = [l for l in second.stderr.splitlines() if l.strip() and not l.startswith(("I1", "W1", "I0", "W0"))]
+  assert len(lines) == 1, lines
+  assert f"is in use by another generation run (process 0: pid {first.pid} on host {socket.gethostname()}" in lines[0]
+  assert _records(out) == _records(reference)
+  units = [json.loads(line)["unit"] for line in (out / synthetic.DONE).read_text().splitlines()]
+  assert sorted(units) == [0, 1, 2]  # each unit recorded once
+
+
+def test_other_weights_behind_the_same_path_are_refused(tmp_path):
+  import shutil
+
+  from jaxaug.models import tiny
+
+  model = tmp_path / "model"
+  shutil.copytree(tiny.cached_tiny("unclip"), model)
+  out = tmp_path / "out"
+  flags = [*SMALL, f"--config.model={model}", "--config.plan.unit_size=12"]
+  run = _generate(out, *flags)
+  assert run.returncode == 0, run.stderr[-3000:]
+  recorded = json.loads((out / "config.json").read_text())["fingerprint"]["weights"]
+  assert recorded == json.loads((out / "dataset_info.json").read_text())["weights"]
+  vae = model / "vae" / "diffusion_pytorch_model.safetensors"
+  assert recorded["vae/diffusion_pytorch_model.safetensors"] == __import__("hashlib").sha256(vae.read_bytes()).hexdigest()
+  data = bytearray(vae.read_bytes())
+  data[-1] ^= 1
+  vae.write_bytes(bytes(data))
+  before = _records(out)
+  again = _generate(out, *flags)
+  assert again.returncode == 2 and "Traceback" not in again.stderr
+  assert (f"{out} was made with other weights than {model} holds now (vae/diffusion_pytorch_model.safetensors differ "
+          "by sha256") in again.stderr.strip().splitlines()[-1]
+  assert _records(out) == before
+
+
+def test_recovery_removes_what_a_kill_inside_each_write_leaves(reference, tmp_path):
+  """SIGKILL inside each kind of write, one after the other into one directory; each rerun tidies what the
+  last kill left (temporaries, a torn done line) and goes further; the last one finishes identical."""
+  out = tmp_path / "out"
+  flags = [f"--config.output.dir={out}", *SMALL, "--config.output.image_files=true"]
+  left = []
+  for what in ("info", "shard", "done", "image", "sheet"):
+    killed = subprocess.run([sys.executable, str(ROOT / "tests" / "write_faults.py"), "kill", what, *flags], env=_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, (what, killed.stderr[-3000:])
+    assert not any(p.exists() for p in left), (what, left)  # this run's recovery removed the last kill's leftovers
+    left = synthetic.temporaries(out)
+    if what == "done":
+      assert not (out / synthetic.DONE).read_bytes().endswith(b"\n")  # a torn line
+    else:
+      assert left, f"killed inside the {what} write, but no temporary is left"
+  rerun = _generate(out, *SMALL, "--config.output.image_files=true")
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert synthetic.temporaries(out) == [] and not any(".tmp" in p.name for p in out.rglob("*"))
+  assert _records(out) == _records(reference)
+  units = [json.loads(line)["unit"] for line in (out / synthetic.DONE).read_text().splitlines()]
+  assert sorted(units) == [0, 1, 2]
+  assert len(list((out / "images").rglob("item-*.png"))) == 12

@@ -51,6 +51,7 @@ def draw(label: int, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
 
 class DemoSource(ImageSource):
   """The demo set as an ImageSource; `read` gives pixels (drawn on demand, cheap)."""
+  SPLITS = ("train", "test")
 
   def __init__(self, split: str = "train", per_class: int = 6):
     self.class_names = CLASSES

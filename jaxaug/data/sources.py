@@ -346,6 +346,8 @@ def open_source(spec: str, split: str = "train") -> ImageSource:
 
     if not target.isdigit() or int(target) < 1:
       raise UserError(f"data source {spec!r}: write demo:N with N images per class (e.g. demo:6)")
+    if split not in DemoSource.SPLITS:
+      raise UserError(f"data source {spec!r} has no split {split!r}: the demo set has {' and '.join(DemoSource.SPLITS)}")
     return DemoSource(split, int(target))
   if kind == "imagenet_lt":
     if "root" not in options:

@@ -33,6 +33,7 @@ DONE = "done_units.jsonl"
 DONE_GLOB = "done_units*.jsonl"
 INFO = "dataset_info.json"
 _SHARD_RE = re.compile(r"^unit-(\d{8})\.array_record$")
+_TMP_GLOB = ".*.tmp*"  # fsutil's `.NAME.tmp-PID`, and the `.NAME.tmp` of earlier versions
 
 
 def shard_name(unit: int) -> str:
@@ -95,15 +96,15 @@ def read_shard(path: Path) -> list[bytes]:
 def recover(out: str | os.PathLike) -> dict[int, dict]:
   """Committed units by number, after tidying what a kill can leave behind.
 
-  Removes temporary shards, drops a torn last line of the done record, and re-records units whose shard
-  was renamed but not yet recorded. Call once at start, from one process per output directory.
+  Removes every writer's temporaries, drops a torn last line of each done record, and re-records units
+  whose shard was renamed but not yet recorded. Call once at start, from one process per output directory,
+  while no other process writes there (generate holds the directory's locks).
   """
   out = Path(out)
+  remove_temporaries(out)
   shards = out / SHARDS
   if not shards.is_dir():
     return {}
-  for tmp in shards.glob(".unit-*.tmp-*"):
-    tmp.unlink()
   done = read_done(out, repair=True)
   for unit in sorted(shard_units(out) - set(done)):
     _append_done(out / DONE, unit, read_shard(shards / shard_name(unit)))
@@ -122,6 +123,19 @@ def committed(out: str | os.PathLike) -> dict[int, dict]:
   """Done records whose shard exists: a unit whose shard was deleted is made again by the next run."""
   on_disk = shard_units(out)
   return {u: e for u, e in read_done(out).items() if u in on_disk}
+
+
+def temporaries(out: str | os.PathLike) -> list[Path]:
+  """What a kill inside a write can leave: `.NAME.tmp-PID` files (shards, dataset_info.json, config.json, the
+  contact sheet, image files) in the directory, its shards/ and its images/<class>/ folders."""
+  out = Path(out)
+  folders = [out, out / SHARDS, *(p for p in (out / "images").glob("*") if p.is_dir())]
+  return sorted(p for folder in folders if folder.is_dir() for p in folder.glob(_TMP_GLOB) if p.is_file())
+
+
+def remove_temporaries(out: str | os.PathLike) -> None:
+  for tmp in temporaries(out):
+    tmp.unlink(missing_ok=True)
 
 
 def read_done(out: str | os.PathLike, repair: bool = False) -> dict[int, dict]:

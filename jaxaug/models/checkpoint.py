@@ -2,11 +2,12 @@
 
 A checkpoint is a local directory or, on a machine with network, a Hugging Face hub id that is
 downloaded once (safetensors and configs only). Only `.safetensors` weights are read, so torch is
-never needed.
+never needed. `weight_hashes` pins the weights a run used by their sha256.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -15,10 +16,15 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from jaxaug.errors import UserError
+from jaxaug.fsutil import atomic_write_text
 
 _WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 _HUB_PATTERNS = ["*.json", "*.txt", "*/diffusion_pytorch_model.safetensors", "*/model.safetensors",
                  "*/*.safetensors.index.json", "*/*-of-*.safetensors", "tokenizer/*"]
+
+
+MIRROR = "sd2-community/stable-diffusion-2-1-unclip"  # the same files as the removed official repository
+_REMOVED = "stabilityai/stable-diffusion-2"  # Stability AI took its SD 2.x repositories off the hub in November 2025
 
 
 def resolve(model: str) -> Path:
@@ -30,9 +36,36 @@ def resolve(model: str) -> Path:
                       "directory that holds model_index.json, unet/, vae/, ...)")
     return path
   if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
-    raise UserError(f"checkpoint '{model}' not found: give a local diffusers directory or a hub id like "
-                    "'stabilityai/stable-diffusion-2-1-unclip'")
+    raise UserError(f"checkpoint '{model}' not found: give a local diffusers directory or a hub id like '{MIRROR}'")
   return _download(model)
+
+
+def _alternatives(repo_id: str) -> str:
+  """What to use instead of a hub id that cannot be fetched."""
+  if repo_id.startswith(_REMOVED):
+    mirror = f"sd2-community/{repo_id.split('/')[1]}"
+    return (f"Stability AI removed its SD 2.x repositories from the hub in November 2025; use the community mirror "
+            f"{mirror} (the same files) or a local copy of it (`huggingface-cli download {mirror} --local-dir DIR` "
+            "where there is network, then pass DIR)")
+  download = f"download it where there is network (`huggingface-cli download {repo_id} --local-dir DIR`) and pass DIR"
+  return download if repo_id == MIRROR else f"check the id (SD 2.1-unCLIP: {MIRROR}), or {download}"
+
+
+def hub_error(repo_id: str, error: Exception) -> UserError:
+  """One line for a hub id that could not be fetched: gone, gated, or the hub out of reach; and what instead."""
+  from huggingface_hub import errors  # imported here: only hub ids need it
+
+  if isinstance(error, errors.GatedRepoError):
+    return UserError(f"'{repo_id}' is gated on the Hugging Face hub: accept its licence there and log in "
+                     f"(`huggingface-cli login`); or {_alternatives(repo_id)}")
+  if isinstance(error, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError)):
+    return UserError(f"'{repo_id}' does not exist on the Hugging Face hub (any more); {_alternatives(repo_id)}")
+  if isinstance(error, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, ConnectionError, TimeoutError)) or (
+      type(error).__module__.startswith(("requests", "urllib3", "httpx"))):
+    return UserError(f"cannot reach the Hugging Face hub to fetch '{repo_id}' (offline, or no network here) and it is "
+                     f"not in the local hub cache; {_alternatives(repo_id)}")
+  return UserError(f"could not fetch '{repo_id}' from the Hugging Face hub ({type(error).__name__}); "
+                   f"{_alternatives(repo_id)}")
 
 
 def _download(repo_id: str) -> Path:
@@ -41,9 +74,7 @@ def _download(repo_id: str) -> Path:
   try:
     return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
   except Exception as e:  # the hub client raises many types for offline / unknown / gated repos
-    raise UserError(
-        f"could not fetch '{repo_id}' from the Hugging Face hub ({type(e).__name__}); without network, download it "
-        f"elsewhere (`huggingface-cli download {repo_id} --local-dir DIR`) and pass DIR") from None
+    raise hub_error(repo_id, e) from None
 
 
 def model_index(root: Path) -> dict:
@@ -95,3 +126,57 @@ def _load(path: Path) -> dict[str, np.ndarray]:
     raise UserError(f"missing weight file {path}: the checkpoint is incomplete (re-download it)") from None
   except Exception as e:  # safetensors raises its own error type for truncated or corrupt headers
     raise UserError(f"cannot read {path} ({e}): the file is damaged (re-download it)") from None
+
+
+# ---------------------------------------------------------------------------
+# Weight hashes: which weights a dataset was made with, whatever path or hub id they came by.
+
+
+def weight_files(root: Path) -> list[Path]:
+  """Every weight file of a checkpoint (all components, shards included), sorted by relative path."""
+  return sorted((p for p in Path(root).rglob("*.safetensors") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
+
+
+def _hash_cache_path() -> Path:
+  return Path(os.environ.get("JAXAUG_CACHE_DIR", "~/.cache/jaxaug")).expanduser() / "weight_hashes.json"
+
+
+def _read_hash_cache(path: Path) -> dict:
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError):
+    return {}  # no cache yet, or a damaged one: hash again
+
+
+def sha256_file(path: Path) -> str:
+  with open(path, "rb") as f:
+    return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def weight_hashes(root: Path, progress=None) -> dict[str, str]:
+  """{relative path: sha256} of every weight file; cached by (real path, size, mtime), so reruns cost a stat.
+
+  `progress(path, size)` is called before each file that has to be read.
+  """
+  root = Path(root)
+  cache_path = _hash_cache_path()
+  cache = _read_hash_cache(cache_path)
+  hashes, changed = {}, False
+  for file in weight_files(root):
+    real = os.path.realpath(file)  # hub caches link snapshot files to shared blobs
+    stat = os.stat(real)
+    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    entry = cache.get(real)
+    if not entry or {k: entry.get(k) for k in key} != key:
+      if progress:
+        progress(file, stat.st_size)
+      entry = cache[real] = {**key, "sha256": sha256_file(Path(real))}
+      changed = True
+    hashes[file.relative_to(root).as_posix()] = entry["sha256"]
+  if changed:
+    try:
+      cache_path.parent.mkdir(parents=True, exist_ok=True)
+      atomic_write_text(cache_path, json.dumps(cache, indent=1, sort_keys=True))
+    except OSError:
+      pass  # a read-only cache only costs hashing again next time
+  return hashes
