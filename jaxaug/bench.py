@@ -409,11 +409,16 @@ def generation_flops(config) -> dict:
                   for m in config.methods.split(",") if m.strip())
   ids = np.zeros((1, pipe.tokenizer.model_max_length), np.int32)
   job = generate.Job(config=config, out=None, source=None, methods=methods, plan=None, pipe=pipe, params=params,
-                     spec=spec, prompt_ids=ids, empty_ids=ids)
-  batch = config.batch.per_device
-  step, unet = model_flops(job, batch, config.resolution, config.sampler.steps)
-  return {"tflop_per_image": step / batch / 1e12, "unet_calls": _unet_calls(job, config.sampler.steps),
-          "architecture": where, "resolution": config.resolution, "mode": spec.mode}
+                     spec=spec, prompt_ids=ids, empty_ids=ids, weights={})
+  batch, steps = config.batch.per_device, config.sampler.steps
+  step, unet = model_flops(job, batch, config.resolution, steps)
+  calls = _unet_calls(job, steps)
+  if spec.mode == "img2img":  # SDEdit runs only the last `strength` of the schedule (sampler.denoise)
+    skipped = steps - min(int(steps * spec.strength), steps)
+    step -= skipped * unet
+    calls -= skipped
+  return {"tflop_per_image": step / batch / 1e12, "unet_calls": calls, "architecture": where,
+          "resolution": config.resolution, "mode": spec.mode}
 
 
 def training_flops(config, num_classes: int) -> dict:

@@ -124,6 +124,39 @@ def training_config() -> ml_collections.ConfigDict:
   return c
 
 
+def experiment_config() -> ml_collections.ConfigDict:
+  """The grid fields (python -m jaxaug.experiment), at the demo grid's values (configs/experiment_demo.py).
+
+  Every cell's generation and training config starts from the `generation` and `training` templates; the grid
+  sets what varies per cell (source, split, shots, subset seed, methods, seed, output paths).
+  """
+  c = ml_collections.ConfigDict()
+  c.table = "fewshot"  # fewshot: top-1 per dataset x shots | imagenet_lt: overall / many / medium / few
+  c.datasets = "demo"  # comma-separated names of `sources`
+  c.sources = ml_collections.ConfigDict({"demo": "demo:4"})  # dataset name -> real images (jaxaug/data/sources.py)
+  c.train_splits = ml_collections.ConfigDict({"demo": "train"})  # what k-shot subsets and generation draw from
+  c.eval_splits = ml_collections.ConfigDict({"demo": "test"})  # what top-1 is measured on
+  c.shots = "1,2"  # comma-separated k (real images per class); 0: every image (ImageNet-LT)
+  c.methods = "embed_cutmix_dropout,mixup"  # conditioning methods (rows of the table)
+  c.baselines = "real"  # also rows: real (no synthetic images), txt2img (text only), sdedit (img2img, plain SD)
+  c.seeds = "0,1"  # training trials; the table shows mean ± std over them
+  c.subset_per_seed = False  # True: trial s draws its own k-shot subset (seed s) and gets its own generation runs
+  c.subset_seed = 0  # the k-shot subset's seed otherwise
+  c.generation_per_method = False  # True: one generation run per method (ImageNet-LT fills every class per method)
+  # True: embed_cutmix and dropout as the released code ran them (generation_config's reference_quirks).
+  c.reference_quirks = False
+  c.runs_per_program = 0  # training runs batched into one program: 0 as many as share its shapes, 1 one at a time
+  c.sdedit = ml_collections.ConfigDict({"model": "", "resolution": 512, "guidance": 7.5, "strength": 0.5})
+  c.score = ml_collections.ConfigDict()
+  c.score.enabled = True  # python -m jaxaug.score on each generated set, where that command exists
+  c.score.settings = ml_collections.ConfigDict()  # overrides of the score config's fields
+  c.generation = generation_config()
+  c.training = training_config()
+  c.output = ml_collections.ConfigDict({"dir": "out/experiment_demo"})
+  c.mesh = mesh_config()
+  return c
+
+
 @dataclasses.dataclass(frozen=True)
 class Range:
   """An interval a numeric field must lie in (closed unless `open_low` / `open_high`), and what the field is."""

@@ -296,6 +296,8 @@ def make_step(job: Job, mesh_):
       cond = condition.condition(pipe, params, job.methods, batch["method"], k_cond, batch["image1"], batch["image2"],
                                  config.sampler.noise_level)
       vector, lam = cond.vector, cond.lam
+    elif spec.mode == "txt2img" and pipe.kind == "unclip":  # text only: the "no image" vector of guidance's branch
+      vector = sd.unconditional_image_vector(batch_size, 2 * pipe.image_embed_dim)
     elif spec.mode == "img2img":
       real = jax.image.resize(augment.to_float(batch["image1"]), (batch_size, config.resolution, config.resolution, 3),
                               "bicubic", antialias=True)

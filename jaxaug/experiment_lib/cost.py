@@ -214,7 +214,6 @@ def text(grid: grid_lib.Grid, p: dict) -> str:
       basis += "; generation at the bench JSON's rate where it matches"
     rows.append(f"  device-hours on one {p['device']} at {p['utilisation']:.0%} of its {p['peak_tflops']:g} "
                 f"TFLOP/s bf16 peak, from {basis}:")
-    for k, v in hours.items():
-      rows.append(f"    {k:11s} {v:10.2f} h")
-    rows.append(f"    {'total':11s} {sum(hours.values()):10.2f} h")
+    for k, v in list(hours.items()) + [("total", sum(hours.values()))]:
+      rows.append(f"    {k:11s} " + (f"{v:10.2f} h" if v >= 0.01 else f"{v * 3600:10.3g} s"))
   return "\n".join(rows)

@@ -60,6 +60,7 @@ class Manifest:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
-    for e in entries:
-      self.entries[e["key"]] = e
+    for line in text.splitlines():  # as a later run will read them back, key order included
+      entry = json.loads(line)
+      self.entries[entry["key"]] = entry
 

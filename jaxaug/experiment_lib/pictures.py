@@ -106,8 +106,8 @@ def fewshot_chart(results: dict, dataset: str) -> Image.Image:
   paper = {r: [paper_value(dataset, r, k) for k in shots] for r in PAPER_ROWS}
   paper = {r: v for r, v in paper.items() if any(x is not None for x in v)}
   values = [summary[(k, r)][metric]["mean"] for k in shots for r in rows]
-  values += [summary[(k, r)][metric]["mean"] + (summary[(k, r)][metric]["std"] or 0) for k in shots for r in rows
-             if summary[(k, r)][metric]["mean"] is not None]
+  values += [summary[(k, r)][metric]["mean"] + sign * (summary[(k, r)][metric]["std"] or 0) for k in shots
+             for r in rows for sign in (-1, 1) if summary[(k, r)][metric]["mean"] is not None]
   values += [v for vs in paper.values() for v in vs]
   done = sum(summary[(k, r)]["done"] for k in shots for r in rows)
   total = sum(summary[(k, r)]["of"] for k in shots for r in rows)
@@ -131,15 +131,17 @@ def fewshot_chart(results: dict, dataset: str) -> Image.Image:
   for i, row in enumerate(rows):
     colour = PALETTE[i % len(PALETTE)]
     dashed = row in results["baselines"]
+    dodge = (i - (len(rows) - 1) / 2) * 4  # equal values stay visible side by side
     points = []
     for k in shots:
       s = summary[(k, row)][metric]
       if s["mean"] is None:
         continue
-      x, y = px[k], chart.py(s["mean"])
+      x, y = px[k] + dodge, chart.py(s["mean"])
       points.append((x, y))
       if s["std"]:
-        chart.draw.line([(x, chart.py(s["mean"] - s["std"])), (x, chart.py(s["mean"] + s["std"]))], fill=colour)
+        low, high = max(s["mean"] - s["std"], chart.y0), min(s["mean"] + s["std"], chart.y1)
+        chart.draw.line([(x, chart.py(low)), (x, chart.py(high))], fill=colour)
     dashed_line(chart.draw, points, colour, 2, dashed)
     for x, y in points:
       chart.draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)

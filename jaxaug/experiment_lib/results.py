@@ -131,7 +131,9 @@ def markdown(results: dict) -> str:
     for col in columns:
       finished = [(summary[col + (r,)][metric]["mean"], r) for r in rows
                   if summary[col + (r,)]["done"] == summary[col + (r,)]["of"] and summary[col + (r,)]["done"]]
-      best[col] = max(finished)[1] if len(finished) > 1 else None
+      top = max(finished, default=(None, None))
+      unique = len(finished) > 1 and sum(m == top[0] for m, _ in finished) == 1
+      best[col] = top[1] if unique else None
     body = [[_row_title(r, results["baselines"])] + [
         _cell_text(summary[col + (r,)][metric], summary[col + (r,)]["done"], summary[col + (r,)]["of"],
                    best[col] == r) for col in columns] for r in rows]
@@ -141,7 +143,7 @@ def markdown(results: dict) -> str:
         body.append([f"*{paper_row} (paper)*"] + [f"*{v:.3f}*" if v is not None else "–" for v in values])
     lines += _table(["method"] + [_column_title(d, k) for d, k in columns], body)
     if results["paper"]:
-      lines += ["", "Bold: the best of ours where every seed is done. Italic rows: the numbers published by DA-Fusion "
+      lines += ["", "Bold: the best of ours where every seed is done (no ties). Italic rows: the numbers published by DA-Fusion "
                 "(Trabucco et al. 2023) for DA-Fusion, Real Guidance and RandAugment, at the paper's shot counts."]
   else:
     columns = [(d, k, g) for d in datasets for k in results["shots"] for g in LT_COLUMNS]

@@ -1,0 +1,1 @@
+"""python -m jaxaug.experiment's library: grid planning, manifest, stages, results, pictures, dry-run cost."""
