@@ -83,3 +83,15 @@ def test_a_resumed_group_ends_where_an_uninterrupted_one_does(tmp_path, syn):
     changed = runs("whole", 2)
     changed[0].config.synthetic_fraction = 0.25
     multirun.train_group(changed, programs, tmp_path / "whole_group", quiet=True)
+
+
+def test_bench_experiment_times_both_ways_and_counts_compiles():
+  import argparse
+
+  from jaxaug import bench
+
+  result = bench.bench_experiment(argparse.Namespace(runs=2, train_steps=2, train_size=16))
+  assert result["training_runs"] == 2 and result["one_at_a_time_s"] > 0 and result["batched_s"] > 0
+  assert result["batched_runs_per_hour"] == pytest.approx(2 / result["batched_s"] * 3600)
+  assert result["training_programs_traced_batched"] == 3  # init, train step, eval step: once for both runs
+  assert result["xla_programs_built_one_at_a_time"] >= 6 > result["xla_programs_built_batched"] - 3
