@@ -30,7 +30,7 @@ from jaxaug import mesh
 from jaxaug.data import kshot, open_source
 from jaxaug.data.images import BadImage, load_fit
 from jaxaug.data.sources import ImageSource
-from jaxaug.data.synthetic import SyntheticSource
+from jaxaug.data.synthetic import SyntheticSource, read_info
 from jaxaug.errors import UserError, run_with_config
 from jaxaug.models.pipeline import load
 from jaxaug.models.tiny import resolve_model
@@ -38,7 +38,8 @@ from jaxaug.score_lib import embed, pictures, report, scoring
 from jaxaug.train_lib.data import check_classes
 
 _DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "score.py")
-_RANK_NAMES = {"fd": "FD-CLIP", "kid": "KID", "precision": "precision", "coverage": "coverage", "diversity": "diversity"}
+_RANK_NAMES = {"fd": "FD-CLIP", "kid": "KID", "precision": "precision", "coverage": "coverage",
+               "diversity": "diversity"}
 RANK_BY = tuple(_RANK_NAMES)
 
 
@@ -67,7 +68,8 @@ def settings_from(config, generation: dict) -> Settings:
   """Typed settings; empty fields take the synthetic set's own values from its config.json (`generation`)."""
   m = scoring.MetricSettings.from_config(config.metrics)
   checks = ((m.k >= 1, f"metrics.k must be >= 1, not {m.k}"),
-            (0.0 < m.copy_threshold <= 1.0, f"metrics.copy_threshold is a cosine similarity in (0, 1], not {m.copy_threshold}"),
+            (0.0 < m.copy_threshold <= 1.0,
+             f"metrics.copy_threshold is a cosine similarity in (0, 1], not {m.copy_threshold}"),
             (m.prdc_max == 0 or m.prdc_max > m.k, f"metrics.prdc_max must be 0 (all) or more than k, not {m.prdc_max}"),
             (m.kid_subset_size >= 2 and m.kid_subsets >= 2 and m.kid_class_subsets >= 2,
              "metrics.kid_subset_size, kid_subsets and kid_class_subsets must be >= 2"),
@@ -125,7 +127,11 @@ def prepare(config) -> Job:
   if len(synthetic) == 0:
     raise UserError(f"synthetic set {s.synthetic} has no finished units yet: let `python -m jaxaug.generate` "
                     "commit some, then score it")
-  info = json.loads((s.synthetic / "dataset_info.json").read_text())
+  try:
+    info = read_info(s.synthetic)
+  except ValueError:
+    raise UserError(f"{s.synthetic}/dataset_info.json is unreadable: rerun `python -m jaxaug.generate` with the same "
+                    "config to rewrite it") from None
   if not s.real:
     raise UserError(f"{s.synthetic}/config.json names no real source: pass --config.real=SPEC")
   real = open_source(s.real, s.split)
@@ -156,7 +162,8 @@ def _make_output(out: Path):
   try:
     out.mkdir(parents=True, exist_ok=True)
   except OSError as e:
-    raise UserError(f"cannot write to output directory {out} ({e.strerror}); choose another --config.output_dir") from None
+    raise UserError(f"cannot write to output directory {out} ({e.strerror}); choose another "
+                    "--config.output_dir") from None
 
 
 def embed_sets(job: Job) -> dict:
@@ -215,8 +222,17 @@ def load_embeddings(job: Job) -> Loaded:
       real=real[real_ok], real_labels=job.real.labels[real_positions], synthetic=syn[syn_ok],
       labels=job.synthetic.labels[syn_positions], methods=job.synthetic.methods[syn_positions],
       sources=sources[syn_ok], item_ids=job.synthetic.item_ids[syn_positions],
-      class_names=tuple(job.real.class_names), real_counts=job.real.counts())
+      class_names=tuple(job.real.class_names), real_counts=training_counts(job))
   return Loaded(emb, real_positions, syn_positions)
+
+
+def training_counts(job: Job) -> np.ndarray:
+  """Real images per class for the many / medium / few groups: the training images the set was generated from
+  (dataset_info.json), so that scoring against a validation split keeps the long tail's groups."""
+  counts = job.info.get("real_counts")
+  if counts is not None and len(counts) == job.real.num_classes:
+    return np.asarray(counts)
+  return job.real.counts()
 
 
 def _image(source: ImageSource, position: int) -> np.ndarray | None:
@@ -231,7 +247,8 @@ def draw_pictures(job: Job, loaded: Loaded, scores: dict) -> list[Path]:
   written = [pictures.fidelity_diversity_png(scores, s.output / "fidelity_diversity.png")]
   strips = []
   for row in scoring.worst_classes(scores, s.worst_classes, s.rank_by):
-    title = f"{row['name']}\n{_RANK_NAMES[s.rank_by]} {row[s.rank_by]:.3g}\n{row['n_real']} real, {row['n_synthetic']} synthetic"
+    title = (f"{row['name']}\n{_RANK_NAMES[s.rank_by]} {row[s.rank_by]:.3g}\n"
+             f"{row['n_real']} real, {row['n_synthetic']} synthetic")
     strip = pictures.pick_strip(emb, row["class"], s.neighbours, title)
     if strip:
       strips.append(strip)
@@ -267,17 +284,20 @@ def run(config) -> dict:
   scores["timing"] = {**embedded, **scores["timing"]}
   scores = {key: scores[key] for key in ("about", "settings", "overall", "methods", "groups", "real", "copies",
                                          "prdc_skipped_classes", "classes", "timing")}
-  json_path, md_path = report.write(s.output, scores)
-  drawn = draw_pictures(job, loaded, scores)
+  drawn = []
+  try:
+    drawn = draw_pictures(job, loaded, scores)
+  except Exception as e:  # noqa: BLE001 (a picture must never cost the scores)
+    logging.warning("pictures not drawn: %s", e)
   scores["timing"]["total_s"] = round(time.perf_counter() - started, 3)
-  report.write(s.output, scores)
+  json_path, md_path = report.write(s.output, scores)
   print(summary(scores, [json_path, md_path] + drawn), flush=True)
   return scores
 
 
 def summary(scores: dict, paths: list[Path]) -> str:
   o, about, timing = scores["overall"], scores["about"], scores["timing"]
-  kid = f"{o['kid'] * 1e3:.3g} ± {o['kid_se'] * 1e3:.2g} (×10³)" if o["kid"] is not None else "–"
+  kid = f"{o['kid']:.3g} ± {o['kid_se']:.2g}" if o["kid"] is not None else "–"
   fmt = lambda v, f="{:.3f}": "–" if v is None else f.format(v)
   lines = [f"scored {about['synthetic_images']} synthetic images ({len(about['methods'])} method(s)) against "
            f"{about['real_images']} real images in {timing['total_s']:.1f}s (embedding {timing['embed_s']:.1f}s for "

@@ -40,13 +40,14 @@ def make_set(out: Path, class_names=None, unit_size: int = 8, units: int | None 
   names = list(class_names or real.class_names)
   starts = list(range(0, len(items), unit_size))
   for unit, start in enumerate(starts[:units]):
-    records = [synthetic.encode_record(_png(pixels), label, names[label], item, {"method": method, "source_ids": [source]})
+    records = [synthetic.encode_record(_png(pixels), label, names[label], item,
+                                       {"method": method, "source_ids": [source]})
                for item, (method, label, pixels, source) in enumerate(items[start:start + unit_size], start)]
     synthetic.write_unit(out, unit, records)
   out.mkdir(parents=True, exist_ok=True)
   synthetic.write_info(out, {"class_names": names, "units": len(starts), "units_done": len(starts[:units])})
-  (out / "config.json").write_text(json.dumps({"config": {"model": model, "data": {"source": "demo:6", "split": "train"}},
-                                               "fingerprint": {"seed": 0}}))
+  generation = {"model": model, "data": {"source": "demo:6", "split": "train"}}
+  (out / "config.json").write_text(json.dumps({"config": generation, "fingerprint": {"seed": 0}}))
   return out
 
 
@@ -121,7 +122,8 @@ def test_rerun_embeds_nothing_and_scores_the_same(scored):
 
 def test_smaller_k_for_tiny_classes_is_a_warning_and_a_table_note(scored, caplog):
   root, config, _ = scored
-  config = score_config(root / "set", root / "scores_k6", **{"metrics.k": 6, "cache_dir": str(root / "scores" / "embeddings")})
+  shared = str(root / "scores" / "embeddings")
+  config = score_config(root / "set", root / "scores_k6", **{"metrics.k": 6, "cache_dir": shared})
   with caplog.at_level("WARNING"):
     scores = score.run(config)
   assert scores["timing"]["embedded_images"] == 0  # a new metric setting reuses the shared cache
@@ -278,4 +280,21 @@ def test_pooled_rows_see_at_most_prdc_max_images():
   small = scoring.compute_scores(emb, scoring.MetricSettings(**{**base, "prdc_max": 50, "kid_subsets": 2}))
   full = scoring.compute_scores(emb, scoring.MetricSettings(**{**base, "prdc_max": 0, "kid_subsets": 2}))
   assert small["overall"]["fd"] == full["overall"]["fd"]  # FD always uses every image
-  assert small["overall"]["precision"] != full["overall"]["precision"] or small["overall"]["recall"] != full["overall"]["recall"]
+  assert (small["overall"]["precision"], small["overall"]["recall"]) != (full["overall"]["precision"],
+                                                                        full["overall"]["recall"])
+
+
+def test_score_bench_reports_rates_scaling_and_the_imagenet_lt_extrapolation(capsys):
+  from jaxaug import bench
+
+  record = bench.main(["score", "--batch=2", "--repeats=1", "--score-images=120", "--score-dim=16",
+                       "--score-classes=2", "--score-scaling=1,2,3", "--score-block-mb=1"])
+  result = record["result"]
+  assert result["embedding"]["images_per_s"] > 0 and result["embedding"]["dim"] == 32
+  assert result["metrics"]["synthetic"] == result["metrics"]["real"] == 120 and result["metrics"]["metrics_s"] > 0
+  scaling = result["scaling"]
+  assert scaling["synthetic"] == "1164,2328,3492" and len(scaling["working_mib"].split(",")) == 3
+  lt = result["imagenet_lt_extrapolated"]
+  assert lt["synthetic"] == 1_164_154 and lt["embeddings_gib"] == pytest.approx((1_164_154 + 115_846) * 16 * 4 / 2**30)
+  assert lt["peak_gib"] == pytest.approx(lt["embeddings_gib"] + lt["working_gib"])
+  assert "imagenet_lt_extrapolated" in capsys.readouterr().out

@@ -48,7 +48,8 @@ class Unit:
 
 def real_units(count: int, unit_size: int) -> list[Unit]:
   """Consecutive runs of `unit_size` source positions."""
-  return [Unit(u, np.arange(start, min(start + unit_size, count))) for u, start in enumerate(range(0, count, unit_size))]
+  starts = range(0, count, unit_size)
+  return [Unit(u, np.arange(start, min(start + unit_size, count))) for u, start in enumerate(starts)]
 
 
 def synthetic_units(source: synthetic.SyntheticSource) -> list[Unit]:

@@ -34,7 +34,7 @@ def _range(values: list[float], lo: float | None = None, hi: float | None = None
   values = [v for v in values if v is not None]
   a, b = min(values), max(values)
   pad = 0.1 * (b - a) or 0.05 * (abs(a) or 1.0)
-  return plots.nice_ticks(max(a - pad, lo) if lo is not None else a - pad, min(b + pad, hi) if hi is not None else b + pad)
+  return plots.nice_ticks(a - pad if lo is None else max(a - pad, lo), b + pad if hi is None else min(b + pad, hi))
 
 
 def _scatter(points: list[tuple[str, float, float, tuple]], reference: float | None, *, title: str, ylabel: str,
@@ -73,7 +73,8 @@ def _legend(entries: list[tuple[str, tuple]], height: int) -> Image.Image:
 
 def fidelity_diversity_png(scores: dict, path: Path) -> Path | None:
   """Coverage and FD-CLIP against diversity, one dot per method; None when no method has a diversity."""
-  rows = [("all methods", scores["overall"], None)] + [(m, r, _colour(i)) for i, (m, r) in enumerate(scores["methods"].items())]
+  rows = [("all methods", scores["overall"], None)]
+  rows += [(m, r, _colour(i)) for i, (m, r) in enumerate(scores["methods"].items())]
   rows = [(name, r, c) for name, r, c in rows if r.get("diversity") is not None]
   if not rows:
     return None
@@ -82,8 +83,8 @@ def fidelity_diversity_png(scores: dict, path: Path) -> Path | None:
   fd = [(n, r["diversity"], r["fd"], c) for n, r, c in rows if r.get("fd") is not None]
   panels = []
   if coverage:
-    panels.append(_scatter(coverage, reference, title="Coverage against diversity", ylabel="coverage (higher: more of the real set)",
-                           yrange=plots.nice_ticks(0.0, 1.0)))
+    panels.append(_scatter(coverage, reference, title="Coverage against diversity",
+                           ylabel="coverage (higher: more of the real set)", yrange=plots.nice_ticks(0.0, 1.0)))
   if fd:
     panels.append(_scatter(fd, reference, title="FD-CLIP against diversity", ylabel="FD-CLIP (lower: closer to real)",
                            yrange=_range([v for _, _, v, _ in fd], lo=0.0)))

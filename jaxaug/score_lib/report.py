@@ -8,8 +8,8 @@ from pathlib import Path
 from jaxaug import evaluate
 from jaxaug.score_lib.scoring import GROUPS
 
-_HEAD = ("images", "FD-CLIP ↓", "KID×10³ ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑", "diversity ↑",
-         "Vendi ↑", "copies ↓")
+_HEAD = ("images", "FD-CLIP ↓", "KID ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
+         "diversity ↑", "Vendi ↑", "copies ↓")
 
 
 def _num(value, fmt: str = "{:.3g}") -> str:
@@ -19,7 +19,7 @@ def _num(value, fmt: str = "{:.3g}") -> str:
 def _kid(row: dict) -> str:
   if row.get("kid") is None:
     return "–"
-  return f"{row['kid'] * 1e3:.3g} ± {row['kid_se'] * 1e3:.2g}"
+  return f"{row['kid']:.3g} ± {row['kid_se']:.2g}"
 
 
 def _prdc(row: dict) -> list[str]:
@@ -30,7 +30,8 @@ def _prdc(row: dict) -> list[str]:
 
 def _cells(row: dict) -> list[str]:
   return ([f"{row['n_synthetic']:,}", _num(row.get("fd")), _kid(row)] + _prdc(row)
-          + [_num(row.get("diversity"), "{:.3f}"), _num(row.get("vendi"), "{:.2f}"), _num(row.get("copy_share"), "{:.1%}")])
+          + [_num(row.get("diversity"), "{:.3f}"), _num(row.get("vendi"), "{:.2f}"),
+             _num(row.get("copy_share"), "{:.1%}")])
 
 
 def _table(head: tuple[str, ...], rows: list[list[str]], text_columns: int = 1) -> list[str]:
@@ -83,9 +84,9 @@ def _copy_lines(copies: dict) -> list[str]:
     return ["No synthetic image's source is in the real set (another real set than the one it was generated from?): "
             "nothing to check."]
   sims = copies["source_similarity"]
-  lines = [f"{copies['checked']:,} images checked: for {copies['nearest_is_source_share']:.1%} the nearest real image is "
-           f"their own source; {copies['share']:.1%} are that and at cosine similarity ≥ {copies['threshold']} "
-           f"(copies). Similarity to the own source: median {sims['median']:.3f}, 90th percentile {sims['p90']:.3f}, "
+  lines = [f"{copies['checked']:,} images checked: for {copies['nearest_is_source_share']:.1%} the nearest real "
+           f"image is their own source; {copies['share']:.1%} are that and at cosine similarity ≥ "
+           f"{copies['threshold']} (copies). Similarity to the own source: median {sims['median']:.3f}, 90th percentile {sims['p90']:.3f}, "
            f"99th {sims['p99']:.3f}, max {sims['max']:.3f}."]
   if copies["sources_not_in_real_set"]:
     lines.append(f"{copies['sources_not_in_real_set']:,} images have no source in the real set and are not checked.")
@@ -104,9 +105,10 @@ def _class_lines(scores: dict, max_classes: int) -> list[str]:
   if len(classes) > max_classes:
     ranked = sorted(classes, key=lambda r: (r["fd"] is None, -(r["fd"] or 0)))
     shown = ranked[:max_classes]
-    lines += [f"The {max_classes} of {len(classes)} classes with the highest FD-CLIP (every class is in scores.json).", ""]
-  head = ("class", "real", "synthetic", "FD-CLIP", "KID×10³", "precision", "recall", "density", "coverage", "diversity",
-          "real diversity", "copies")
+    lines += [f"The {max_classes} of {len(classes)} classes with the highest FD-CLIP (every class is in "
+              "scores.json).", ""]
+  head = ("class", "real", "synthetic", "FD-CLIP", "KID", "precision", "recall", "density", "coverage",
+          "diversity", "real diversity", "copies")
   rows = [[r["name"], f"{r['n_real']:,}", f"{r['n_synthetic']:,}", _num(r["fd"]), _kid(r)] + _prdc(r)
           + [_num(r["diversity"], "{:.3f}"), _num(r["real_diversity"], "{:.3f}"), _num(r["copy_share"], "{:.1%}")]
           for r in shown]

@@ -113,7 +113,11 @@ def fidelity(ref: _Reference, synthetic, settings: MetricSettings, kid_subsets: 
   k = settings.k
   row = {"n_real": len(ref.x), "n_synthetic": len(synthetic), **dict.fromkeys(FIDELITY_KEYS), "prdc_skipped": None}
   if ref.stats is not None and len(synthetic) >= 2:
-    row["fd"] = metrics.frechet_distance(*ref.stats, *metrics.covariance_factor(synthetic))
+    # Against a few real images (a d x n factor), the synthetic side's centred rows are the cheaper factor
+    # up to a few times d rows: the SVD is then n x rows, and no d x d eigendecomposition is needed.
+    d = synthetic.shape[1]
+    small = ref.stats[1].shape[1] < d
+    row["fd"] = metrics.frechet_distance(*ref.stats, *metrics.covariance_factor(synthetic, 8 * d if small else None))
   kid = metrics.kid(ref.x, synthetic, settings.kid_subset_size, kid_subsets, settings.seed)
   if kid is not None:
     row["kid"], row["kid_se"] = kid
@@ -177,14 +181,16 @@ def copy_summary(copies: _Copies, emb: Embeddings, settings: MetricSettings, top
   if checked.any():
     quantiles = np.quantile(sims, [0.5, 0.9, 0.99, 1.0])
     summary["source_similarity"] = {
-        "median": float(quantiles[0]), "p90": float(quantiles[1]), "p99": float(quantiles[2]), "max": float(quantiles[3]),
+        "median": float(quantiles[0]), "p90": float(quantiles[1]), "p99": float(quantiles[2]),
+        "max": float(quantiles[3]),
         "histogram": {"edges": list(HISTOGRAM_EDGES),
                       "nearest_is_source": np.histogram(clipped[copies.nearest_is_source[checked]], edges)[0].tolist(),
                       "other": np.histogram(clipped[~copies.nearest_is_source[checked]], edges)[0].tolist()}}
     rows = np.flatnonzero(checked)[np.argsort(-sims, kind="stable")[:top]]
     summary["most_similar"] = [
         {"item_id": int(emb.item_ids[r]), "class": emb.class_names[int(emb.labels[r])], "method": str(emb.methods[r]),
-         "similarity_to_source": float(copies.source_similarity[r]), "nearest_is_source": bool(copies.nearest_is_source[r])}
+         "similarity_to_source": float(copies.source_similarity[r]),
+         "nearest_is_source": bool(copies.nearest_is_source[r])}
         for r in rows]
   return summary
 
@@ -203,7 +209,6 @@ def compute_scores(emb: Embeddings, settings: MetricSettings) -> dict:
   started = time.perf_counter()
   num_classes = len(emb.class_names)
   methods = emb.method_names
-  u_real, u_syn = metrics.unit_rows(emb.real), metrics.unit_rows(emb.synthetic)
   real_by_class = [np.flatnonzero(emb.real_labels == c) for c in range(num_classes)]
   syn_by_class = [np.flatnonzero(emb.labels == c) for c in range(num_classes)]
   n_syn = len(emb.synthetic)
@@ -217,23 +222,23 @@ def compute_scores(emb: Embeddings, settings: MetricSettings) -> dict:
     ref = _Reference(emb.real[real_rows], settings)
     row = {"class": c, "name": emb.class_names[c], "real_images": int(emb.real_counts[c]),
            **fidelity(ref, emb.synthetic[syn_rows], settings, settings.kid_class_subsets)}
-    row["diversity"] = metrics.mean_pairwise_cosine_distance(u_syn[syn_rows])
-    row["vendi"] = metrics.vendi_score(u_syn[syn_rows])
-    row["real_diversity"] = metrics.mean_pairwise_cosine_distance(u_real[real_rows])
-    row["real_vendi"] = metrics.vendi_score(u_real[real_rows])
-    found = _class_copies(u_syn[syn_rows], u_real[real_rows], real_rows, emb.sources[syn_rows],
-                          settings.copy_threshold, settings.budget)
+    u_real, u_syn = metrics.unit_rows(emb.real[real_rows]), metrics.unit_rows(emb.synthetic[syn_rows])
+    row["diversity"] = metrics.mean_pairwise_cosine_distance(u_syn)
+    row["vendi"] = metrics.vendi_score(u_syn)
+    row["real_diversity"] = metrics.mean_pairwise_cosine_distance(u_real)
+    row["real_vendi"] = metrics.vendi_score(u_real)
+    found = _class_copies(u_syn, u_real, real_rows, emb.sources[syn_rows], settings.copy_threshold, settings.budget)
     (copies.nearest[syn_rows], copies.nearest_similarity[syn_rows], copies.source_similarity[syn_rows],
      copies.nearest_is_source[syn_rows], copies.flagged[syn_rows]) = found
     copies.checked[syn_rows] = ~np.isnan(copies.source_similarity[syn_rows])
     row["copy_share"] = _share(copies, syn_rows)
     row["methods"] = {}
     for m in methods:
-      rows = syn_rows[emb.methods[syn_rows] == m]
-      same = len(rows) == len(syn_rows)  # one method in the class: its figures are the class's
-      row["methods"][m] = {"n_synthetic": len(rows), "copy_share": _share(copies, rows),
-                           "diversity": row["diversity"] if same else metrics.mean_pairwise_cosine_distance(u_syn[rows]),
-                           "vendi": row["vendi"] if same else metrics.vendi_score(u_syn[rows])}
+      mine = emb.methods[syn_rows] == m
+      same = mine.all()  # one method in the class: its figures are the class's
+      diversity = row["diversity"] if same else metrics.mean_pairwise_cosine_distance(u_syn[mine])
+      row["methods"][m] = {"n_synthetic": int(mine.sum()), "copy_share": _share(copies, syn_rows[mine]),
+                           "diversity": diversity, "vendi": row["vendi"] if same else metrics.vendi_score(u_syn[mine])}
     classes.append(row)
     bar.update()
   bar.close()
@@ -248,17 +253,23 @@ def compute_scores(emb: Embeddings, settings: MetricSettings) -> dict:
   groups = {g: members for g, members in class_groups(emb.real_counts).items() if members.size}
   long_tail = len(groups) > 1
 
+  done = {}
+
   def pooled(class_set: np.ndarray, method: str | None, ref: _Reference) -> dict:
     rows = np.concatenate([syn_by_class[c] for c in class_set]) if len(class_set) else np.zeros(0, np.int64)
     if method is not None:
       rows = rows[emb.methods[rows] == method]
     rows.sort()
+    key = (id(ref), hash(rows.tobytes()))
+    if key in done:  # a set's only method, or a group that is every class: the same images, the same row
+      return dict(done[key])
     out = fidelity(ref, _view(emb.synthetic, rows), settings, settings.kid_subsets)
     per_class = [classes[c] if method is None else classes[c]["methods"][method] for c in class_set]
     out["diversity"] = _mean(r["diversity"] for r in per_class)
     out["vendi"] = _mean(r["vendi"] for r in per_class)
     out["copy_share"] = _share(copies, rows)
-    return out
+    done[key] = out
+    return dict(out)
 
   all_classes = np.arange(num_classes)
   overall_ref = _Reference(emb.real, settings)
