@@ -109,7 +109,8 @@ class Job:
 def _generation_config(synthetic: Path) -> dict:
   """The set's recorded generation config; UserError where the directory is not a finished-unit set."""
   if not synthetic.is_dir():
-    raise UserError(f"synthetic set {synthetic} does not exist: run `python -m jaxaug.generate` first, or point "
+    state = "is not a directory" if synthetic.exists() else "does not exist"
+    raise UserError(f"synthetic set {synthetic} {state}: run `python -m jaxaug.generate` first, or point "
                     "--config.synthetic at a generated set")
   path = synthetic / "config.json"
   try:
@@ -137,6 +138,9 @@ def prepare(config) -> Job:
   real = open_source(s.real, s.split)
   if s.shots:
     real = kshot(real, s.shots, s.shots_seed)
+  if len(real) == 0:
+    raise UserError(f"real source {s.real!r} has no images in split {s.split!r}: pass --config.real / --config.split "
+                    "of the images the set should resemble")
   check_classes(real, synthetic, str(s.synthetic))
   if not s.model:
     raise UserError(f"{s.synthetic}/config.json names no model: pass --config.model=<unCLIP checkpoint>")

@@ -13,7 +13,7 @@ from PIL import Image
 from jaxaug import config_base, score
 from jaxaug.data import open_source, synthetic
 from jaxaug.errors import UserError, exit_on_user_error
-from jaxaug.score_lib import embed, report, scoring
+from jaxaug.score_lib import embed, pictures, report, scoring
 
 ROOT = Path(__file__).resolve().parent.parent
 NOISE_PER_CLASS = 4
@@ -113,6 +113,17 @@ def test_report_files(scored):
   assert not list(out.glob(".*tmp*"))
 
 
+def test_a_worst_class_strip_shows_the_source_then_its_copy(scored):
+  _, config, _ = scored
+  emb = score.load_embeddings(score.prepare(config)).embeddings
+  strip = pictures.pick_strip(emb, 0, 3, "red circle")
+  first_real = int(np.flatnonzero(emb.real_labels == 0)[0])
+  assert strip.source == first_real  # its copy and the 4 noise images use it: the class's most used source
+  row, similarity = strip.nearest[0]
+  assert similarity == pytest.approx(1.0, abs=1e-5) and emb.methods[row] == "copy" and emb.sources[row, 0] == first_real
+  assert len(strip.farthest) == 3 and max(s for _, s in strip.farthest) <= strip.nearest[-1][1]
+
+
 def test_rerun_embeds_nothing_and_scores_the_same(scored):
   _, config, scores = scored
   again = score.run(config)
@@ -194,23 +205,26 @@ def test_a_partial_set_is_scored_with_a_warning(tmp_path, caplog):
   assert scores["about"]["synthetic_images"] == 16 and scores["about"]["units_done"] == 2
 
 
-def test_command_line_on_four_devices_embeds_as_one(scored, tmp_path):
-  """The CLI, the step sharded over 4 devices (per-device batch 2): the same embeddings as 1 device at 32."""
+def test_two_hosts_of_two_devices_embed_as_one(scored, tmp_path):
+  """The CLI on 2 processes (launch/local.sh) of 2 devices each, per-device batch 2: each host embeds and records
+  its own units, process 0 scores; the embeddings equal one device's at batch 32."""
   root, _, scores = scored
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-  run = subprocess.run([sys.executable, "-m", "jaxaug.score", f"--config.synthetic={root / 'set'}",
-                        f"--config.output_dir={tmp_path}", "--config.batch.per_device=2",
-                        "--config.metrics.kid_subsets=20"], env=env, capture_output=True, text=True, timeout=300)
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  run = subprocess.run(["bash", str(ROOT / "launch" / "local.sh"), "2", "jaxaug.score",
+                        f"--config.synthetic={root / 'set'}", f"--config.output_dir={tmp_path}",
+                        "--config.batch.per_device=2", "--config.metrics.kid_subsets=20",
+                        "--config.metrics.copy_threshold=0.999"], env=env, capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
-  assert f"scores: {tmp_path / 'scores.md'}" in run.stdout
+  assert f"scores: {tmp_path / 'scores.md'}" in run.stdout and "for 64 new images" in run.stdout
+  assert (next((tmp_path / "embeddings").glob("synthetic-*")) / "done_units.p1.jsonl").is_file()
   for name in ("real", "synthetic"):
     one, four = (next((d / "embeddings").glob(f"{name}-*")) for d in (root / "scores", tmp_path))
     assert one.name == four.name  # the cache key does not depend on devices or batch
     for unit in sorted(one.glob("unit-*.npy")):
       np.testing.assert_allclose(np.load(four / unit.name), np.load(unit), rtol=1e-5, atol=1e-5)
-  four_scores = json.loads((tmp_path / "scores.json").read_text())
-  assert four_scores["methods"]["copy"]["precision"] == 1.0
-  assert four_scores["overall"]["fd"] == pytest.approx(scores["overall"]["fd"], rel=1e-4)
+  two = json.loads((tmp_path / "scores.json").read_text())
+  assert two["methods"]["copy"]["precision"] == 1.0 and two["copies"]["share"] == scores["copies"]["share"]
+  assert two["overall"]["fd"] == pytest.approx(scores["overall"]["fd"], rel=1e-4)
 
 
 def test_command_line_bad_input_has_no_traceback(tmp_path):

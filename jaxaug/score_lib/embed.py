@@ -174,7 +174,7 @@ def embed_units(embedder: Embedder, source: ImageSource, units: Sequence[Unit], 
 
   Batches run across unit borders; a unit is committed (by a writer thread) as soon as its last row is
   back. Every host takes part in every step (the step is global), so a host with less work feeds padding.
-  Returns {"images": embedded here, "skipped": unreadable images, "seconds": wall time}.
+  Returns {"images": embedded, "skipped": unreadable images (both over all hosts), "seconds": wall time}.
   """
   process, processes = jax.process_index(), jax.process_count()
   done = set(cache.done())
@@ -233,6 +233,7 @@ def embed_units(embedder: Embedder, source: ImageSource, units: Sequence[Unit], 
     writer.shutdown(wait=True)
     bar.close()
   stats["seconds"] = time.perf_counter() - start
+  stats["images"], stats["skipped"] = (_sum_over_hosts(stats[k]) for k in ("images", "skipped"))
   return stats
 
 
@@ -250,6 +251,14 @@ def _max_over_hosts(value: int) -> int:
   from jax.experimental import multihost_utils
 
   return int(np.max(multihost_utils.process_allgather(np.array([value]))))
+
+
+def _sum_over_hosts(value: int) -> int:
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+
+  return int(np.sum(multihost_utils.process_allgather(np.array([value]))))
 
 
 def barrier(name: str) -> None:

@@ -17,6 +17,7 @@ few < 20) and are reported when the real set spans more than one of them (a long
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 
 import numpy as np
@@ -204,84 +205,89 @@ def _progress(total: int):
               dynamic_ncols=True, smoothing=0.1)
 
 
+def _class_row(emb: Embeddings, c: int, real_rows: np.ndarray, syn_rows: np.ndarray, copies: _Copies,
+               settings: MetricSettings) -> dict:
+  """One class's row (fidelity, diversity, copies, and per method diversity and copies); fills `copies` for it."""
+  ref = _Reference(emb.real[real_rows], settings)
+  row = {"class": c, "name": emb.class_names[c], "real_images": int(emb.real_counts[c]),
+         **fidelity(ref, emb.synthetic[syn_rows], settings, settings.kid_class_subsets)}
+  u_real, u_syn = metrics.unit_rows(emb.real[real_rows]), metrics.unit_rows(emb.synthetic[syn_rows])
+  row["diversity"] = metrics.mean_pairwise_cosine_distance(u_syn)
+  row["vendi"] = metrics.vendi_score(u_syn)
+  row["real_diversity"] = metrics.mean_pairwise_cosine_distance(u_real)
+  row["real_vendi"] = metrics.vendi_score(u_real)
+  found = _class_copies(u_syn, u_real, real_rows, emb.sources[syn_rows], settings.copy_threshold, settings.budget)
+  (copies.nearest[syn_rows], copies.nearest_similarity[syn_rows], copies.source_similarity[syn_rows],
+   copies.nearest_is_source[syn_rows], copies.flagged[syn_rows]) = found
+  copies.checked[syn_rows] = ~np.isnan(copies.source_similarity[syn_rows])
+  row["copy_share"] = _share(copies, syn_rows)
+  row["methods"] = {}
+  for m in emb.method_names:
+    mine = emb.methods[syn_rows] == m
+    same = mine.all()  # one method in the class: its figures are the class's
+    diversity = row["diversity"] if same else metrics.mean_pairwise_cosine_distance(u_syn[mine])
+    row["methods"][m] = {"n_synthetic": int(mine.sum()), "copy_share": _share(copies, syn_rows[mine]),
+                         "diversity": diversity, "vendi": row["vendi"] if same else metrics.vendi_score(u_syn[mine])}
+  return row
+
+
+class _Pooled:
+  """Pooled rows: fidelity over all images of a set of classes (one method or all), the class rows' mean
+  diversity, the copy share. A row over the same images against the same reference is computed once."""
+
+  def __init__(self, emb: Embeddings, classes: list[dict], syn_by_class: list[np.ndarray], copies: _Copies,
+               settings: MetricSettings):
+    self.emb, self.classes, self.syn_by_class, self.copies, self.settings = emb, classes, syn_by_class, copies, settings
+    self.done = {}
+
+  def row(self, class_set: np.ndarray, method: str | None, ref: _Reference) -> dict:
+    rows = np.concatenate([self.syn_by_class[c] for c in class_set]) if len(class_set) else np.zeros(0, np.int64)
+    if method is not None:
+      rows = rows[self.emb.methods[rows] == method]
+    rows.sort()
+    key = (id(ref), hashlib.blake2b(rows.tobytes(), digest_size=16).digest())
+    if key not in self.done:  # a set's only method, or a group of every class: the same images, the same row
+      out = fidelity(ref, _view(self.emb.synthetic, rows), self.settings, self.settings.kid_subsets)
+      per_class = [self.classes[c] if method is None else self.classes[c]["methods"][method] for c in class_set]
+      out["diversity"] = _mean(r["diversity"] for r in per_class)
+      out["vendi"] = _mean(r["vendi"] for r in per_class)
+      out["copy_share"] = _share(self.copies, rows)
+      self.done[key] = out
+    return dict(self.done[key])
+
+
 def compute_scores(emb: Embeddings, settings: MetricSettings) -> dict:
   """Every row of scores.json (module docstring) from the two sets' embeddings."""
   started = time.perf_counter()
   num_classes = len(emb.class_names)
-  methods = emb.method_names
   real_by_class = [np.flatnonzero(emb.real_labels == c) for c in range(num_classes)]
   syn_by_class = [np.flatnonzero(emb.labels == c) for c in range(num_classes)]
-  n_syn = len(emb.synthetic)
-  copies = _Copies(np.full(n_syn, -1, np.int64), np.full(n_syn, np.nan, np.float32), np.full(n_syn, np.nan, np.float32),
-                   np.zeros(n_syn, bool), np.zeros(n_syn, bool), np.zeros(n_syn, bool))
-
-  classes, class_seconds = [], time.perf_counter()
-  bar = _progress(num_classes)
+  n = len(emb.synthetic)
+  copies = _Copies(np.full(n, -1, np.int64), np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32),
+                   np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
+  classes, bar = [], _progress(num_classes)
   for c in range(num_classes):
-    real_rows, syn_rows = real_by_class[c], syn_by_class[c]
-    ref = _Reference(emb.real[real_rows], settings)
-    row = {"class": c, "name": emb.class_names[c], "real_images": int(emb.real_counts[c]),
-           **fidelity(ref, emb.synthetic[syn_rows], settings, settings.kid_class_subsets)}
-    u_real, u_syn = metrics.unit_rows(emb.real[real_rows]), metrics.unit_rows(emb.synthetic[syn_rows])
-    row["diversity"] = metrics.mean_pairwise_cosine_distance(u_syn)
-    row["vendi"] = metrics.vendi_score(u_syn)
-    row["real_diversity"] = metrics.mean_pairwise_cosine_distance(u_real)
-    row["real_vendi"] = metrics.vendi_score(u_real)
-    found = _class_copies(u_syn, u_real, real_rows, emb.sources[syn_rows], settings.copy_threshold, settings.budget)
-    (copies.nearest[syn_rows], copies.nearest_similarity[syn_rows], copies.source_similarity[syn_rows],
-     copies.nearest_is_source[syn_rows], copies.flagged[syn_rows]) = found
-    copies.checked[syn_rows] = ~np.isnan(copies.source_similarity[syn_rows])
-    row["copy_share"] = _share(copies, syn_rows)
-    row["methods"] = {}
-    for m in methods:
-      mine = emb.methods[syn_rows] == m
-      same = mine.all()  # one method in the class: its figures are the class's
-      diversity = row["diversity"] if same else metrics.mean_pairwise_cosine_distance(u_syn[mine])
-      row["methods"][m] = {"n_synthetic": int(mine.sum()), "copy_share": _share(copies, syn_rows[mine]),
-                           "diversity": diversity, "vendi": row["vendi"] if same else metrics.vendi_score(u_syn[mine])}
-    classes.append(row)
+    classes.append(_class_row(emb, c, real_by_class[c], syn_by_class[c], copies, settings))
     bar.update()
   bar.close()
-  class_seconds = time.perf_counter() - class_seconds
-
+  class_seconds = time.perf_counter() - started
   skipped = [r for r in classes if r["prdc_skipped"] and r["n_synthetic"]]
   if skipped:
     logging.warning("PRDC skipped for %d class(es) with fewer than k+1 = %d real or synthetic images: %s",
                     len(skipped), settings.k + 1, ", ".join(f"{r['name']} ({r['prdc_skipped'].split(':')[0]})"
                                                            for r in skipped[:10]))
 
+  pooled = _Pooled(emb, classes, syn_by_class, copies, settings)
+  everything, overall_ref = np.arange(num_classes), _Reference(emb.real, settings)
+  result = {"overall": pooled.row(everything, None, overall_ref),
+            "methods": {m: pooled.row(everything, m, overall_ref) for m in emb.method_names}, "groups": {}}
   groups = {g: members for g, members in class_groups(emb.real_counts).items() if members.size}
-  long_tail = len(groups) > 1
-
-  done = {}
-
-  def pooled(class_set: np.ndarray, method: str | None, ref: _Reference) -> dict:
-    rows = np.concatenate([syn_by_class[c] for c in class_set]) if len(class_set) else np.zeros(0, np.int64)
-    if method is not None:
-      rows = rows[emb.methods[rows] == method]
-    rows.sort()
-    key = (id(ref), hash(rows.tobytes()))
-    if key in done:  # a set's only method, or a group that is every class: the same images, the same row
-      return dict(done[key])
-    out = fidelity(ref, _view(emb.synthetic, rows), settings, settings.kid_subsets)
-    per_class = [classes[c] if method is None else classes[c]["methods"][method] for c in class_set]
-    out["diversity"] = _mean(r["diversity"] for r in per_class)
-    out["vendi"] = _mean(r["vendi"] for r in per_class)
-    out["copy_share"] = _share(copies, rows)
-    done[key] = out
-    return dict(out)
-
-  all_classes = np.arange(num_classes)
-  overall_ref = _Reference(emb.real, settings)
-  group_refs = {g: _Reference(_view(emb.real, np.sort(np.concatenate([real_by_class[c] for c in members]))), settings)
-                for g, members in groups.items()} if long_tail else {}
-  result = {"overall": pooled(all_classes, None, overall_ref), "methods": {}, "groups": {}}
-  for m in methods:
-    result["methods"][m] = pooled(all_classes, m, overall_ref)
-    if long_tail:
-      result["methods"][m]["groups"] = {g: pooled(members, m, group_refs[g]) for g, members in groups.items()}
-  for g, members in groups.items() if long_tail else ():
-    result["groups"][g] = {"classes": int(members.size), **pooled(members, None, group_refs[g])}
+  if len(groups) > 1:  # a long tail
+    for g, members in groups.items():
+      ref = _Reference(_view(emb.real, np.sort(np.concatenate([real_by_class[c] for c in members]))), settings)
+      result["groups"][g] = {"classes": int(members.size), **pooled.row(members, None, ref)}
+      for m in emb.method_names:
+        result["methods"][m].setdefault("groups", {})[g] = pooled.row(members, m, ref)
   result["real"] = {"n_real": len(emb.real), "diversity": _mean(r["real_diversity"] for r in classes),
                     "vendi": _mean(r["real_vendi"] for r in classes)}
   result["classes"] = classes
