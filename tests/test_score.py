@@ -107,6 +107,8 @@ def test_report_files(scored):
   md = (out / "scores.md").read_text()
   assert "| **all** |" in md and "| copy | 24 | 0 |" in md and "| noise | 16 |" in md and "*real images*" in md
   assert "## Copy check" in md and "## Classes" in md
+  histogram = next(line for line in md.splitlines() if line.startswith("| nearest real is the source |"))
+  assert int(histogram.split("|")[-2]) >= 24  # the 24 copies are in the 0.95-1 bin
   for name, min_width in (("fidelity_diversity.png", 1000), ("worst_classes.png", 500)):
     with Image.open(out / name) as image:
       assert image.width > min_width and image.height > 100

@@ -90,11 +90,24 @@ def _copy_lines(copies: dict) -> list[str]:
            f"99th {sims['p99']:.3f}, max {sims['max']:.3f}."]
   if copies["sources_not_in_real_set"]:
     lines.append(f"{copies['sources_not_in_real_set']:,} images have no source in the real set and are not checked.")
+  lines += ["", "Images by cosine similarity to their own source (bins of 0.05 from 0.5 up):", ""] + _histogram(sims)
   lines += ["", "Most similar to their source:", ""]
   lines += _table(("item", "class", "method", "similarity", "nearest is source"),
                   [[str(r["item_id"]), r["class"], r["method"], f"{r['similarity_to_source']:.3f}",
                     "yes" if r["nearest_is_source"] else "no"] for r in copies["most_similar"][:5]], text_columns=3)
   return lines
+
+
+def _histogram(sims: dict) -> list[str]:
+  """The similarity histogram from 0.5 up (lower bins summed into one), split by nearest-is-source."""
+  edges, hist = sims["histogram"]["edges"], sims["histogram"]
+  first = next(i for i, e in enumerate(edges) if e >= 0.5)
+  head = ("", "< 0.5") + tuple(f"{e:.2f}" for e in edges[first:-1])
+
+  def counts(key):
+    return [str(sum(hist[key][:first]))] + [str(v) for v in hist[key][first:]]
+
+  return _table(head, [["nearest real is the source"] + counts("nearest_is_source"), ["another"] + counts("other")])
 
 
 def _class_lines(scores: dict, max_classes: int) -> list[str]:
