@@ -37,7 +37,7 @@ from jaxaug.models.tiny import resolve_model
 from jaxaug.score_lib import embed, pictures, report, scoring
 from jaxaug.train_lib.data import check_classes
 
-_DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "score.py")
+_DEFAULT_CONFIG = "score"  # a shipped config (jaxaug.config_files)
 _RANK_NAMES = {"fd": "FD-CLIP", "kid": "KID", "precision": "precision", "coverage": "coverage",
                "diversity": "diversity"}
 RANK_BY = tuple(_RANK_NAMES)
@@ -314,7 +314,7 @@ def summary(scores: dict, paths: list[Path]) -> str:
 
 
 def main():
-  run_with_config(run, _DEFAULT_CONFIG, "score config file (configs/score*.py)")
+  run_with_config(run, _DEFAULT_CONFIG, "score config: a shipped name (score) or a path to a .py file")
 
 
 if __name__ == "__main__":
