@@ -1,10 +1,11 @@
-"""python -m jaxaug.bench {sampler,condition,flops,input,train,experiment}: speed figures as a table and as JSON.
+"""python -m jaxaug.bench {sampler,condition,flops,input,train,score,experiment}: speed figures as a table and as JSON.
 
     python -m jaxaug.bench sampler --model=random-sd21-unclip --resolution=768 --steps=30 --batch=4,8,16
     python -m jaxaug.bench condition --model=DIR --batch=8
     python -m jaxaug.bench flops --model=random-sd21-unclip --resolution=768 --images=1164154
     python -m jaxaug.bench input
     python -m jaxaug.bench experiment --runs=6     # training runs/hour: one program for all runs vs one at a time
+    python -m jaxaug.bench score --model=random-sd21-unclip --batch=64
 
 Every figure names the device it ran on. On CPU the models are the tiny random checkpoints unless
 --model says otherwise: those figures check the plumbing, not the speed of a GPU.
@@ -501,10 +502,111 @@ def bench_experiment(args) -> dict:
           "one_at_a_time_runs_per_hour": args.runs / alone * 3600, "batched_runs_per_hour": args.runs / batched * 3600,
           "speedup": alone / batched, "xla_programs_built_one_at_a_time": alone_compiles,
           "xla_programs_built_batched": batched_compiles, "training_programs_traced_batched": programs.compiles}
+# ImageNet-LT's shape, for the score bench's extrapolation: 1,000 classes filled to 1,280 images.
+LT_CLASSES, LT_REAL, LT_SYNTHETIC = 1000, 115_846, 1_164_154
+
+
+def random_embeddings(rng, classes: int, synthetic_per_class: int, real_per_class: int, dim: int):
+  """Embeddings of a synthetic and a real set with class structure (a centre per class plus noise), one method,
+  each synthetic image sourced on a real image of its class: what `score_lib.scoring` needs, without images."""
+  from jaxaug.score_lib import scoring
+
+  centres = rng.normal(size=(classes, dim)).astype(np.float32)
+  real_labels = np.repeat(np.arange(classes), real_per_class)
+  labels = np.repeat(np.arange(classes), synthetic_per_class)
+  real = centres[real_labels] + rng.normal(size=(len(real_labels), dim)).astype(np.float32)
+  synthetic = centres[labels] + rng.normal(size=(len(labels), dim)).astype(np.float32)
+  sources = np.stack([labels * real_per_class + rng.integers(0, real_per_class, len(labels)),
+                      np.full(len(labels), -1)], axis=1)
+  return scoring.Embeddings(real=real, real_labels=real_labels, synthetic=synthetic, labels=labels,
+                            methods=np.full(len(labels), "m", dtype=object), sources=sources,
+                            item_ids=np.arange(len(labels)), class_names=tuple(f"c{i}" for i in range(classes)),
+                            real_counts=np.full(classes, real_per_class))
+
+
+def _score_settings(block_mb: int):
+  from jaxaug import config_base
+  from jaxaug.score_lib import scoring
+
+  metrics = config_base.score_config().metrics
+  metrics.block_mb = block_mb
+  return scoring.MetricSettings.from_config(metrics)
+
+
+def _traced_scores(emb, settings) -> dict:
+  """compute_scores' time and its peak traced allocation above the inputs (numpy reports to tracemalloc)."""
+  import tracemalloc
+
+  from jaxaug.score_lib import scoring
+
+  tracemalloc.start()
+  base = tracemalloc.get_traced_memory()[0]
+  start = time.perf_counter()
+  scores = scoring.compute_scores(emb, settings)
+  seconds = time.perf_counter() - start
+  peak = tracemalloc.get_traced_memory()[1] - base
+  tracemalloc.stop()
+  return {"seconds": seconds, "working_bytes": peak, "input_bytes": emb.real.nbytes + emb.synthetic.nbytes,
+          "classes_s": scores["timing"]["classes_s"]}
+
+
+def bench_score(args) -> dict:
+  """Embedding images/s; metric time for N x N random embeddings; memory and time at 3 sizes of
+  ImageNet-LT's class shape, extrapolated to its 1,164,154 synthetic images."""
+  from jaxaug import mesh
+  from jaxaug.models.pipeline import load
+  from jaxaug.models.tiny import resolve_model
+  from jaxaug.score_lib import embed
+
+  batch = _one(_sizes(args.batch), "--batch")
+  pipe, params = load(resolve_model(args.model), jnp.float32 if args.score_dtype == "fp32" else jnp.bfloat16)
+  if pipe.image_encoder is None:
+    raise UserError(f"model {args.model!r} has no CLIP image tower: pass an unCLIP checkpoint")
+  mesh_ = mesh.data_mesh()
+  step = embed.make_step(pipe, mesh_)
+  size = pipe.clip_image.size
+  images = mesh.to_global(mesh_, np.random.default_rng(0).integers(
+      0, 256, (batch * jax.local_device_count(), size, size, 3), dtype=np.uint8))
+  tower = jax.device_put({"image_encoder": params["image_encoder"]}, mesh.replicated(mesh_))
+  start = time.perf_counter()
+  compiled = step.lower(tower, images).compile()
+  compile_s = time.perf_counter() - start
+  seconds = _timed(compiled, tower, images, repeats=args.repeats)
+  embedding = {"model": args.model, "dtype": args.score_dtype, "image_size": size, "dim": pipe.image_embed_dim,
+               "batch_per_device": batch, "images_per_s": batch * jax.device_count() / seconds,
+               "compile_s": compile_s}
+
+  rng = np.random.default_rng(0)
+  settings = _score_settings(args.score_block_mb)
+  n, classes = args.score_images, args.score_classes
+  square = _traced_scores(random_embeddings(rng, classes, n // classes, n // classes, args.score_dim), settings)
+  metrics = {"synthetic": n // classes * classes, "real": n // classes * classes, "dim": args.score_dim,
+             "classes": classes, "metrics_s": square["seconds"], "per_class_s": square["classes_s"] / classes,
+             "pooled_s": square["seconds"] - square["classes_s"], "working_mib": square["working_bytes"] / 2**20}
+
+  synthetic_per_class, real_per_class = round(LT_SYNTHETIC / LT_CLASSES), round(LT_REAL / LT_CLASSES)
+  sizes = _sizes(args.score_scaling)
+  runs = [_traced_scores(random_embeddings(rng, c, synthetic_per_class, real_per_class, args.score_dim), settings)
+          for c in sizes]
+  counts = np.array([c * synthetic_per_class for c in sizes], float)
+  slope, intercept = np.polyfit(counts, [r["working_bytes"] for r in runs], 1)
+  per_class_s = float(np.mean([r["classes_s"] / c for r, c in zip(runs, sizes)]))
+  inputs = (LT_SYNTHETIC + LT_REAL) * args.score_dim * 4
+  working = intercept + slope * LT_SYNTHETIC
+  scaling = {"classes": ",".join(map(str, sizes)), "synthetic": ",".join(str(int(c)) for c in counts),
+             "working_mib": ",".join(f"{r['working_bytes'] / 2**20:.0f}" for r in runs),
+             "input_mib": ",".join(f"{r['input_bytes'] / 2**20:.0f}" for r in runs),
+             "seconds": ",".join(f"{r['seconds']:.1f}" for r in runs), "per_class_s": per_class_s,
+             "working_bytes_per_synthetic_image": slope}
+  extrapolated = {"synthetic": LT_SYNTHETIC, "real": LT_REAL, "classes": LT_CLASSES, "dim": args.score_dim,
+                  "embeddings_gib": inputs / 2**30, "working_gib": working / 2**30,
+                  "peak_gib": (inputs + working) / 2**30, "class_rows_hours": per_class_s * LT_CLASSES / 3600,
+                  "block_mb": args.score_block_mb}
+  return {"embedding": embedding, "metrics": metrics, "scaling": scaling, "imagenet_lt_extrapolated": extrapolated}
 
 
 BENCHES = {"sampler": bench_sampler, "condition": bench_condition, "flops": bench_flops, "input": bench_input,
-           "train": bench_train, "experiment": bench_experiment}
+           "train": bench_train, "score": bench_score, "experiment": bench_experiment}
 
 
 _COLUMNS = (("attention", "attention", "{}"), ("batch_per_device", "batch", "{}"), ("images_per_s", "images/s", "{:.4g}"),
@@ -578,6 +680,14 @@ def main(argv=None):
   parser.add_argument("--runs", type=int, default=6, help="experiment: training runs to time, batched and one by one")
   parser.add_argument("--train-steps", type=int, default=30, help="experiment: training steps per run")
   parser.add_argument("--train-size", type=int, default=32, help="experiment: training image size")
+  parser.add_argument("--score-images", type=int, default=10_000,
+                      help="score: synthetic and real random embeddings for the metric time")
+  parser.add_argument("--score-dim", type=int, default=1024, help="score: embedding size (ViT-H/14: 1024)")
+  parser.add_argument("--score-classes", type=int, default=10, help="score: classes of the metric-time sets")
+  parser.add_argument("--score-scaling", default="40,80,160",
+                      help="score: class counts at ImageNet-LT's class shape for the memory scaling (three)")
+  parser.add_argument("--score-block-mb", type=int, default=256, help="score: memory for pairwise blocks")
+  parser.add_argument("--score-dtype", default="fp32", choices=("fp32", "bf16"), help="score: the tower's dtype")
   parser.add_argument("--json", default="", help="also write the result here")
   args = parser.parse_args(argv)
   if args.vs_torch and args.bench != "sampler":

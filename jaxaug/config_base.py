@@ -244,3 +244,37 @@ def check_values(config, ranges: dict[str, Range], choices: dict[str, tuple[str,
     if value not in allowed:
       shown = ", ".join(repr(a) if a == "" else a for a in allowed)
       raise UserError(f"--config.{name}={value!r} is not one of {shown}")
+def score_config() -> ml_collections.ConfigDict:
+  """The scoring fields (python -m jaxaug.score), at the demo's values (configs/score.py)."""
+  c = ml_collections.ConfigDict()
+  c.synthetic = "out/demo"  # a `python -m jaxaug.generate` output directory
+  c.real = ""  # real images (spec string, jaxaug/data/sources.py); '': the source the set was generated from
+  c.split = ""  # '': the split the set was generated from
+  c.shots = 0  # k real images per class (0: every image of the split), chosen by shots_seed
+  c.shots_seed = 0
+  c.model = ""  # whose CLIP image tower embeds the images (unCLIP); '': the model in the set's config.json
+  c.dtype = "fp32"  # the tower's: fp32 | bf16 (a cache per dtype)
+  c.batch = ml_collections.ConfigDict()
+  c.batch.per_device = 32
+  c.unit_size = 1024  # real images per cached embedding unit (synthetic units are the set's own)
+  c.reader_threads = 4  # host threads decoding images
+  c.output_dir = ""  # scores.json, scores.md and pictures; '': <synthetic>/scores
+  c.cache_dir = ""  # the embedding cache; '': <output_dir>/embeddings (runs may share one)
+
+  c.metrics = ml_collections.ConfigDict()
+  c.metrics.k = 5  # PRDC's k-th nearest neighbour (Naeem et al. 2020)
+  c.metrics.prdc_max = 10_000  # images of each set PRDC sees in a pooled row (0: all)
+  c.metrics.kid_subset_size = 1000
+  c.metrics.kid_subsets = 100  # pooled rows (overall, methods, groups)
+  c.metrics.kid_class_subsets = 10  # class rows
+  c.metrics.copy_threshold = 0.95  # cosine similarity to the own source at which a nearest-source image is a copy
+  c.metrics.block_mb = 256  # memory for pairwise temporaries at a time
+  c.metrics.seed = 0  # KID subsets and PRDC samples
+
+  c.pictures = ml_collections.ConfigDict()
+  c.pictures.worst_classes = 4  # strips in worst_classes.png
+  c.pictures.neighbours = 4  # nearest and farthest synthetic images per strip
+  c.pictures.rank_by = "fd"  # what makes a class worst: fd | kid (highest) | precision | coverage | diversity (lowest)
+
+  c.mesh = mesh_config()
+  return c

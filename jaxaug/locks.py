@@ -93,8 +93,13 @@ def hold(directory: str | os.PathLike, index: int, what: str, flag: str) -> Dire
   note = scope_note(directory)
   if note:
     logging.warning("%s: %s", directory, note)
-  os.ftruncate(fd, 0)
-  os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode(), 0)
+  try:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode(), 0)
+  except OSError as e:  # a full disk: the lock is held, but nothing else could be written either
+    os.close(fd)
+    raise UserError(f"cannot write {path} ({e.strerror}): free space or fix permissions there, then rerun the same "
+                    "command to continue") from None
   return DirectoryLock(path, fd)
 
 

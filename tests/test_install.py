@@ -110,6 +110,8 @@ def test_demo_without_flags_from_an_empty_directory(installed, tmp_path):
     (["jaxaug.generate", "--config=configs/demo.py", "--config.output.jpeg_quality=0"], "output.jpeg_quality=0"),
     (["jaxaug.train", "--config=train_fewshot:caltech101,4,real", "--config.lr=-1.0"], "lr=-1.0"),
     (["jaxaug.generate", "--config=nothere"], "no config file or shipped config named 'nothere'"),
+    # score's default config is shipped too: with no finished set to score it says so in one line.
+    (["jaxaug.score", "--config.synthetic=absent"], "synthetic set absent does not exist"),
 ])
 def test_configs_by_name_from_an_empty_directory(installed, tmp_path, args, expect):
   run = _run(installed, "-m", *args, cwd=tmp_path)

@@ -1,0 +1,321 @@
+"""python -m jaxaug.score: how faithful and how diverse a synthetic set is, per method, class and group.
+
+    python -m jaxaug.generate && python -m jaxaug.score         # the demo: out/demo against its real images
+    python -m jaxaug.score --config.synthetic=/data/synthetic/imagenet_lt \
+        --config.real='imagenet_lt:/data/ImageNet_LT?root=/data/imagenet'
+
+Both sets are embedded by the CLIP image tower of the checkpoint that made the set (or --config.model), in
+one jitted step sharded over every device and host. Embeddings are cached under the output directory, so a
+rerun or a new metric does not embed again, and a killed run continues where it stopped. Writes scores.json,
+scores.md (one row per method), fidelity_diversity.png and worst_classes.png to --config.output_dir
+(default <synthetic>/scores). Metrics: FD-CLIP, KID with its standard error, precision / recall / density /
+coverage (k = 5), diversity (mean pairwise cosine distance and Vendi score within each class), and a copy
+check against each image's own source (score_lib/).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jaxaug import mesh
+from jaxaug.data import kshot, open_source
+from jaxaug.data.images import BadImage, load_fit
+from jaxaug.data.sources import ImageSource
+from jaxaug.data.synthetic import SyntheticSource, read_info
+from jaxaug.errors import UserError, run_with_config
+from jaxaug.models.pipeline import load
+from jaxaug.models.tiny import resolve_model
+from jaxaug.score_lib import embed, pictures, report, scoring
+from jaxaug.train_lib.data import check_classes
+
+_DEFAULT_CONFIG = "score"  # a shipped config (jaxaug.config_files)
+_RANK_NAMES = {"fd": "FD-CLIP", "kid": "KID", "precision": "precision", "coverage": "coverage",
+               "diversity": "diversity"}
+RANK_BY = tuple(_RANK_NAMES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The run's settings, checked (the config's fields are documented in config_base.score_config)."""
+  synthetic: Path
+  real: str
+  split: str
+  shots: int
+  shots_seed: int
+  model: str
+  dtype: str
+  per_device: int
+  unit_size: int
+  reader_threads: int
+  output: Path
+  cache: Path
+  metrics: scoring.MetricSettings
+  worst_classes: int
+  neighbours: int
+  rank_by: str
+
+
+def settings_from(config, generation: dict) -> Settings:
+  """Typed settings; empty fields take the synthetic set's own values from its config.json (`generation`)."""
+  m = scoring.MetricSettings.from_config(config.metrics)
+  checks = ((m.k >= 1, f"metrics.k must be >= 1, not {m.k}"),
+            (0.0 < m.copy_threshold <= 1.0,
+             f"metrics.copy_threshold is a cosine similarity in (0, 1], not {m.copy_threshold}"),
+            (m.prdc_max == 0 or m.prdc_max > m.k, f"metrics.prdc_max must be 0 (all) or more than k, not {m.prdc_max}"),
+            (m.kid_subset_size >= 2 and m.kid_subsets >= 2 and m.kid_class_subsets >= 2,
+             "metrics.kid_subset_size, kid_subsets and kid_class_subsets must be >= 2"),
+            (m.block_mb >= 1, f"metrics.block_mb must be >= 1, not {m.block_mb}"),
+            (config.batch.per_device >= 1, f"batch.per_device must be >= 1, not {config.batch.per_device}"),
+            (config.unit_size >= 1, f"unit_size must be >= 1, not {config.unit_size}"),
+            (config.dtype in ("fp32", "bf16"), f"dtype must be fp32 or bf16, not {config.dtype!r}"),
+            (config.pictures.rank_by in RANK_BY,
+             f"pictures.rank_by must be one of {', '.join(RANK_BY)}, not {config.pictures.rank_by!r}"))
+  for ok, message in checks:
+    if not ok:
+      raise UserError(message)
+  synthetic = Path(os.path.expanduser(config.synthetic))
+  output = Path(os.path.expanduser(config.output_dir)) if config.output_dir else synthetic / "scores"
+  data = generation.get("data", {})
+  return Settings(
+      synthetic=synthetic, real=config.real or data.get("source", ""), split=config.split or data.get("split", "train"),
+      shots=config.shots, shots_seed=config.shots_seed, model=config.model or generation.get("model", ""),
+      dtype=config.dtype, per_device=config.batch.per_device, unit_size=config.unit_size,
+      reader_threads=config.reader_threads, output=output,
+      cache=Path(os.path.expanduser(config.cache_dir)) if config.cache_dir else output / "embeddings", metrics=m,
+      worst_classes=config.pictures.worst_classes, neighbours=config.pictures.neighbours,
+      rank_by=config.pictures.rank_by)
+
+
+@dataclasses.dataclass
+class Job:
+  """Everything the run needs, checked before anything is written."""
+  settings: Settings
+  synthetic: SyntheticSource
+  real: ImageSource
+  info: dict  # the set's dataset_info.json
+  pipe: object
+  params: dict  # the image tower's only
+
+
+def _generation_config(synthetic: Path) -> dict:
+  """The set's recorded generation config; UserError where the directory is not a finished-unit set."""
+  if not synthetic.is_dir():
+    state = "is not a directory" if synthetic.exists() else "does not exist"
+    raise UserError(f"synthetic set {synthetic} {state}: run `python -m jaxaug.generate` first, or point "
+                    "--config.synthetic at a generated set")
+  path = synthetic / "config.json"
+  try:
+    return json.loads(path.read_text())["config"]
+  except (OSError, ValueError, KeyError, TypeError):
+    raise UserError(f"{synthetic} is not a jaxaug synthetic set ({path.name} missing or unreadable): point "
+                    "--config.synthetic at a `python -m jaxaug.generate` output directory") from None
+
+
+def prepare(config) -> Job:
+  """Validates the config, the two sets and the model; raises UserError before any output exists."""
+  generation = _generation_config(Path(os.path.expanduser(config.synthetic)))
+  s = settings_from(config, generation)
+  synthetic = SyntheticSource(s.synthetic)
+  if len(synthetic) == 0:
+    raise UserError(f"synthetic set {s.synthetic} has no finished units yet: let `python -m jaxaug.generate` "
+                    "commit some, then score it")
+  try:
+    info = read_info(s.synthetic)
+  except ValueError:
+    raise UserError(f"{s.synthetic}/dataset_info.json is unreadable: rerun `python -m jaxaug.generate` with the same "
+                    "config to rewrite it") from None
+  if not s.real:
+    raise UserError(f"{s.synthetic}/config.json names no real source: pass --config.real=SPEC")
+  real = open_source(s.real, s.split)
+  if s.shots:
+    real = kshot(real, s.shots, s.shots_seed)
+  if len(real) == 0:
+    raise UserError(f"real source {s.real!r} has no images in split {s.split!r}: pass --config.real / --config.split "
+                    "of the images the set should resemble")
+  check_classes(real, synthetic, str(s.synthetic))
+  if not s.model:
+    raise UserError(f"{s.synthetic}/config.json names no model: pass --config.model=<unCLIP checkpoint>")
+  pipe, params = load(resolve_model(s.model), {"fp32": jnp.float32, "bf16": jnp.bfloat16}[s.dtype])
+  if pipe.image_encoder is None or "image_encoder" not in params:
+    raise UserError(f"model {s.model!r} has no CLIP image tower (a plain Stable Diffusion checkpoint): score with "
+                    "an unCLIP checkpoint, e.g. --config.model=stabilityai/stable-diffusion-2-1-unclip or a local copy")
+  return Job(settings=s, synthetic=synthetic, real=real, info=info, pipe=pipe,
+             params={"image_encoder": params["image_encoder"]})
+
+
+def _caches(job: Job) -> tuple[embed.Cache, embed.Cache]:
+  s = job.settings
+  model = {**embed.model_identity(resolve_model(s.model)), "dtype": s.dtype, "size": job.pipe.clip_image.size}
+  real = embed.Cache(s.cache, "real", {**model, "real": s.real, "split": s.split, "shots": s.shots,
+                                       "shots_seed": s.shots_seed, "unit_size": s.unit_size, "images": len(job.real)})
+  generated = json.loads((s.synthetic / "config.json").read_text()).get("fingerprint", {})
+  return real, embed.Cache(s.cache, "synthetic", {**model, "synthetic": str(s.synthetic.resolve()),
+                                                  "generation": generated})
+
+
+def _make_output(out: Path):
+  try:
+    out.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot write to output directory {out} ({e.strerror}); choose another "
+                    "--config.output_dir") from None
+
+
+def embed_sets(job: Job) -> dict:
+  """Embeds whatever the caches lack, on every host; returns this host's counts and time."""
+  s = job.settings
+  real_cache, syn_cache = _caches(job)
+  if jax.process_index() == 0:
+    _make_output(s.output)
+    real_cache.prepare()
+    syn_cache.prepare()
+  embed.barrier("score-caches")
+  mesh_ = mesh.data_mesh()
+  embedder = embed.Embedder(step=embed.make_step(job.pipe, mesh_),
+                            params=jax.device_put(job.params, mesh.replicated(mesh_)), mesh=mesh_,
+                            size=job.pipe.clip_image.size, dim=job.pipe.image_embed_dim, per_device=s.per_device,
+                            reader_threads=s.reader_threads)
+
+  def sources(unit: embed.Unit) -> dict:
+    return {"sources": [job.synthetic.provenance(int(p)).get("source_ids", []) for p in unit.positions]}
+
+  real_stats = embed.embed_units(embedder, job.real, embed.real_units(len(job.real), s.unit_size), real_cache,
+                                 desc="embedding real")
+  syn_stats = embed.embed_units(embedder, job.synthetic, embed.synthetic_units(job.synthetic), syn_cache,
+                                desc="embedding synthetic", extra=sources)
+  embed.barrier("score-embedded")
+  return {"embedded_images": real_stats["images"] + syn_stats["images"],
+          "unreadable_images": real_stats["skipped"] + syn_stats["skipped"],
+          "embed_s": round(real_stats["seconds"] + syn_stats["seconds"], 3)}
+
+
+@dataclasses.dataclass
+class Loaded:
+  """The embeddings of both sets (readable rows) and the source positions of those rows."""
+  embeddings: scoring.Embeddings
+  real_positions: np.ndarray
+  synthetic_positions: np.ndarray
+
+
+def load_embeddings(job: Job) -> Loaded:
+  """Both sets from the cache, unreadable rows dropped, each synthetic image's sources as real rows."""
+  s = job.settings
+  real_cache, syn_cache = _caches(job)
+  real, _ = real_cache.load(embed.real_units(len(job.real), s.unit_size))
+  syn_units = embed.synthetic_units(job.synthetic)
+  syn, done = syn_cache.load(syn_units)
+  real_ok, syn_ok = np.isfinite(real).all(axis=1), np.isfinite(syn).all(axis=1)
+  real_row = np.cumsum(real_ok) - 1  # source position -> row among the readable real images
+  where = {image_id: int(real_row[p]) for p, image_id in enumerate(job.real.ids()) if real_ok[p]}
+  ids = [list(ids) for u in syn_units for ids in done[u.number].get("sources", [[]] * len(u.positions))]
+  sources = np.full((len(ids), 2), -1, np.int64)
+  for row, image_ids in enumerate(ids):
+    found = [where[i] for i in image_ids if i in where][:2]
+    sources[row, :len(found)] = found
+  real_positions, syn_positions = np.flatnonzero(real_ok), np.flatnonzero(syn_ok)
+  emb = scoring.Embeddings(
+      real=real[real_ok], real_labels=job.real.labels[real_positions], synthetic=syn[syn_ok],
+      labels=job.synthetic.labels[syn_positions], methods=job.synthetic.methods[syn_positions],
+      sources=sources[syn_ok], item_ids=job.synthetic.item_ids[syn_positions],
+      class_names=tuple(job.real.class_names), real_counts=training_counts(job))
+  return Loaded(emb, real_positions, syn_positions)
+
+
+def training_counts(job: Job) -> np.ndarray:
+  """Real images per class for the many / medium / few groups: the training images the set was generated from
+  (dataset_info.json), so that scoring against a validation split keeps the long tail's groups."""
+  counts = job.info.get("real_counts")
+  if counts is not None and len(counts) == job.real.num_classes:
+    return np.asarray(counts)
+  return job.real.counts()
+
+
+def _image(source: ImageSource, position: int) -> np.ndarray | None:
+  try:
+    return load_fit(source.read(int(position)), pictures.TILE)
+  except BadImage:
+    return None
+
+
+def draw_pictures(job: Job, loaded: Loaded, scores: dict) -> list[Path]:
+  s, emb = job.settings, loaded.embeddings
+  written = [pictures.fidelity_diversity_png(scores, s.output / "fidelity_diversity.png")]
+  strips = []
+  for row in scoring.worst_classes(scores, s.worst_classes, s.rank_by):
+    title = (f"{row['name']}\n{_RANK_NAMES[s.rank_by]} {row[s.rank_by]:.3g}\n"
+             f"{row['n_real']} real, {row['n_synthetic']} synthetic")
+    strip = pictures.pick_strip(emb, row["class"], s.neighbours, title)
+    if strip:
+      strips.append(strip)
+  written.append(pictures.worst_classes_png(
+      strips, lambda r: _image(job.real, loaded.real_positions[r]),
+      lambda r: _image(job.synthetic, loaded.synthetic_positions[r]), s.output / "worst_classes.png", s.neighbours))
+  return [p for p in written if p]
+
+
+def run(config) -> dict:
+  """Embeds what the cache lacks, then (process 0) scores and writes the report; returns scores.json's content."""
+  mesh.initialize(config.mesh.coordinator, config.mesh.num_processes, config.mesh.process_id)
+  started = time.perf_counter()
+  job = prepare(config)
+  s = job.settings
+  units, done = job.info.get("units"), job.info.get("units_done")
+  if units and done is not None and done < units:
+    logging.warning("scoring %d of %d units of %s: the set is not finished", done, units, s.synthetic)
+  embedded = embed_sets(job)
+  if jax.process_index() != 0:
+    return {}
+  loaded = load_embeddings(job)
+  emb = loaded.embeddings
+  scores = scoring.compute_scores(emb, s.metrics)
+  units_done = len(embed.synthetic_units(job.synthetic))
+  scores["about"] = {
+      "synthetic": str(s.synthetic), "synthetic_images": len(emb.synthetic), "units_done": units_done,
+      "units": units or units_done,
+      "real": s.real, "split": s.split, "shots": s.shots, "real_images": len(emb.real), "model": s.model,
+      "dtype": s.dtype, "dim": int(emb.real.shape[1]), "class_names": list(emb.class_names),
+      "methods": emb.method_names}
+  scores["settings"] = dataclasses.asdict(s.metrics)
+  scores["timing"] = {**embedded, **scores["timing"]}
+  scores = {key: scores[key] for key in ("about", "settings", "overall", "methods", "groups", "real", "copies",
+                                         "prdc_skipped_classes", "classes", "timing")}
+  drawn = []
+  try:
+    drawn = draw_pictures(job, loaded, scores)
+  except Exception as e:  # noqa: BLE001 (a picture must never cost the scores)
+    logging.warning("pictures not drawn: %s", e)
+  scores["timing"]["total_s"] = round(time.perf_counter() - started, 3)
+  json_path, md_path = report.write(s.output, scores)
+  print(summary(scores, [json_path, md_path] + drawn), flush=True)
+  return scores
+
+
+def summary(scores: dict, paths: list[Path]) -> str:
+  o, about, timing = scores["overall"], scores["about"], scores["timing"]
+  kid = f"{o['kid']:.3g} ± {o['kid_se']:.2g}" if o["kid"] is not None else "–"
+  fmt = lambda v, f="{:.3f}": "–" if v is None else f.format(v)
+  lines = [f"scored {about['synthetic_images']} synthetic images ({len(about['methods'])} method(s)) against "
+           f"{about['real_images']} real images in {timing['total_s']:.1f}s (embedding {timing['embed_s']:.1f}s for "
+           f"{timing['embedded_images']} new images, metrics {timing['metrics_s']:.1f}s)",
+           f"overall: FD-CLIP {fmt(o['fd'], '{:.4g}')}, KID {kid}, precision {fmt(o['precision'])}, recall "
+           f"{fmt(o['recall'])}, density {fmt(o['density'])}, coverage {fmt(o['coverage'])}, diversity "
+           f"{fmt(o['diversity'])} (real {fmt(scores['real']['diversity'])}), copies {fmt(o['copy_share'], '{:.1%}')}",
+           f"scores: {paths[1]}  ({', '.join(p.name for p in paths if p != paths[1])})"]
+  return "\n".join(lines)
+
+
+def main():
+  run_with_config(run, _DEFAULT_CONFIG, "score config: a shipped name (score) or a path to a .py file")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,275 @@
+"""Images -> CLIP image embeddings with the checkpoint's own image tower, cached in units a killed run resumes.
+
+One jitted step, sharded over every device of every host, embeds a batch: uint8 squares at the tower's
+input size (shorter side, centre crop, bicubic: the `data.images.fit_square` rule, as CLIPImageProcessor
+does) -> `condition`'s CLIP normalisation -> `models.sd.encode_image` (the projected image embedding,
+float32). The host side is `data.pipeline.read_units`: grain threads decoding ahead of the device.
+
+The cache keeps generation's discipline (design.md contract 2): a unit's .npy is written under a
+temporary name, fsynced and renamed, then recorded in the done file of its process; a rerun embeds only
+the units not recorded, so a kill costs at most the units in flight. A set's directory name carries a
+hash of everything its embeddings depend on, so another model, dtype or real set never mixes with it:
+
+  <cache>/real-<hash>/unit-00000003.npy       float32 (rows, d) in source order; NaN rows: unreadable images
+  <cache>/synthetic-<hash>/unit-00000012.npy  one per generation unit, rows in the shard's order
+          .../done_units.jsonl                {"unit", "file", "rows", "sources" (synthetic)} per unit
+          .../key.json                        what the hash covers
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxaug import augment, condition, mesh
+from jaxaug.data import synthetic
+from jaxaug.data.pipeline import read_units
+from jaxaug.data.sources import ImageSource
+from jaxaug.errors import UserError
+from jaxaug.models import sd
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+  """A cached unit: its number and the source positions of its rows, in order."""
+  number: int
+  positions: np.ndarray
+
+
+def real_units(count: int, unit_size: int) -> list[Unit]:
+  """Consecutive runs of `unit_size` source positions."""
+  starts = range(0, count, unit_size)
+  return [Unit(u, np.arange(start, min(start + unit_size, count))) for u, start in enumerate(starts)]
+
+
+def synthetic_units(source: synthetic.SyntheticSource) -> list[Unit]:
+  """One unit per generation unit, so a set that grows later only adds units; positions as the source orders them."""
+  done = synthetic.read_done(source.out)  # read after the source: it holds every unit the source lists
+  unit_of = {int(item): unit for unit, entry in done.items() for item in entry["item_ids"]}
+  owners = np.array([unit_of[int(item)] for item in source.item_ids], np.int64)
+  starts = np.flatnonzero(np.diff(owners, prepend=-1))
+  ends = np.append(starts[1:], len(owners))
+  return [Unit(int(owners[s]), np.arange(s, e)) for s, e in zip(starts, ends)]
+
+
+def digest(key: dict) -> str:
+  return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def model_identity(model: str) -> dict:
+  """What the image tower's output depends on: a local checkpoint's tower files (name, size, mtime), or the name."""
+  root = Path(model).expanduser()
+  if not root.is_dir():
+    return {"model": model}
+  files = sorted(p for part in ("image_encoder", "feature_extractor") if (root / part).is_dir()
+                 for p in (root / part).rglob("*") if p.is_file())
+  return {"model": str(root.resolve()),
+          "files": [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+
+
+class Cache:
+  """One set's embedding units in a directory."""
+
+  def __init__(self, root: str | os.PathLike, name: str, key: dict):
+    self.key = key
+    self.dir = Path(root) / f"{name}-{digest(key)}"
+
+  def prepare(self) -> None:
+    """Creates the directory, removes what a kill can leave (temporary files, a torn done line). Process 0 only."""
+    try:
+      self.dir.mkdir(parents=True, exist_ok=True)
+      for tmp in self.dir.glob(".unit-*.tmp-*"):
+        tmp.unlink()
+      if not (self.dir / "key.json").is_file():
+        _write_atomic(self.dir / "key.json", json.dumps(self.key, indent=2, sort_keys=True).encode())
+    except OSError as e:
+      raise UserError(f"cannot write the embedding cache {self.dir} ({e.strerror or e}); choose another "
+                      "--config.cache_dir") from None
+    synthetic.read_done(self.dir, repair=True)
+
+  def done(self) -> dict[int, dict]:
+    return synthetic.read_done(self.dir)
+
+  def commit(self, unit: int, embeddings: np.ndarray, extra: dict, process: int) -> None:
+    """The unit's .npy under a temporary name, fsync, rename; then its line in this process's done file."""
+    name = f"unit-{unit:08d}.npy"
+    tmp = self.dir / f".{name}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+      np.save(f, np.asarray(embeddings, np.float32))
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, self.dir / name)
+    _fsync_dir(self.dir)
+    line = json.dumps({"unit": unit, "file": name, "rows": int(len(embeddings)), **extra})
+    with open(self.dir / synthetic.done_file(process), "a") as f:
+      f.write(line + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+
+  def load(self, units: Sequence[Unit]) -> tuple[np.ndarray, dict[int, dict]]:
+    """The embeddings of `units` in order, (rows, d) float32, and their done entries."""
+    done = self.done()
+    missing = [u.number for u in units if u.number not in done]
+    if missing:
+      raise UserError(f"the embedding cache {self.dir} lacks {len(missing)} unit(s) (e.g. {missing[0]}): a host "
+                      "stopped early; rerun the same command to embed them")
+    arrays = [np.load(self.dir / done[u.number]["file"]) for u in units]
+    for unit, array in zip(units, arrays):
+      if len(array) != len(unit.positions):
+        raise UserError(f"embedding unit {unit.number} in {self.dir} has {len(array)} rows, not "
+                        f"{len(unit.positions)}: delete that directory and rerun")
+    return np.concatenate(arrays) if arrays else np.zeros((0, 0), np.float32), {u.number: done[u.number] for u in units}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  tmp.write_bytes(data)
+  os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def make_step(pipe, mesh_):
+  """The jitted, sharded step: uint8 (B, S, S, 3) at the tower's size -> image embeddings (B, d) float32."""
+
+  def step(params, images):
+    pixels = condition.clip_normalize(pipe, condition.clip_resize(pipe, augment.to_float(images)))
+    return sd.encode_image(pipe, params, pixels)
+
+  return jax.jit(step, in_shardings=(mesh.replicated(mesh_), mesh.batch_sharding(mesh_)),
+                 out_shardings=mesh.batch_sharding(mesh_))
+
+
+@dataclasses.dataclass
+class Embedder:
+  """The compiled step, its replicated parameters and the host-side settings."""
+  step: Callable
+  params: object
+  mesh: object
+  size: int  # the tower's input side
+  dim: int  # the embedding's
+  per_device: int
+  reader_threads: int
+
+
+def embed_units(embedder: Embedder, source: ImageSource, units: Sequence[Unit], cache: Cache, *, desc: str,
+                extra: Callable[[Unit], dict] | None = None) -> dict:
+  """Embeds this host's pending units into the cache (unit i belongs to host i mod hosts).
+
+  Batches run across unit borders; a unit is committed (by a writer thread) as soon as its last row is
+  back. Every host takes part in every step (the step is global), so a host with less work feeds padding.
+  Returns {"images": embedded, "skipped": unreadable images (both over all hosts), "seconds": wall time}.
+  """
+  process, processes = jax.process_index(), jax.process_count()
+  done = set(cache.done())
+  pending = [u for i, u in enumerate(units) if i % processes == process and u.number not in done]
+  sizes = [len(u.positions) for u in pending]
+  rows = np.concatenate([u.positions for u in pending]) if pending else np.zeros(0, np.int64)
+  owner = np.repeat(np.arange(len(pending)), sizes)
+  offset = np.cumsum([0] + sizes)
+  local = mesh.local_batch(embedder.per_device)
+  steps = _max_over_hosts(-(-len(rows) // local))
+  chunks = [np.arange(s * local, min((s + 1) * local, len(rows))) for s in range(steps)]
+  bar = _progress(sum(len(u.positions) for u in units if u.number not in done), desc)
+  filled, left = {}, dict(enumerate(sizes))
+  stats = {"images": 0, "skipped": 0, "seconds": 0.0}
+  writer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+  writes = []
+  start = time.perf_counter()
+
+  def finish(chunk, ok, result):
+    out = mesh.to_local(result)[:len(chunk)]
+    out[~ok] = np.nan
+    for k in np.unique(owner[chunk]):
+      mine = owner[chunk] == k
+      array = filled.setdefault(k, np.full((sizes[k], embedder.dim), np.nan, np.float32))
+      array[chunk[mine] - offset[k]] = out[mine]
+      left[k] -= int(mine.sum())
+      if left[k] == 0:
+        writes.append(writer.submit(_commit, cache, pending[k], filled.pop(k), extra, process))
+    stats["images"] += int(ok.sum())
+    stats["skipped"] += int((~ok).sum())
+    bar.update(len(chunk) * processes)
+
+  reads = iter(()) if not len(rows) else read_units(source, [rows[c] for c in chunks if len(c)], embedder.size,
+                                                    num_threads=embedder.reader_threads)
+  blank = np.zeros((local, embedder.size, embedder.size, 3), np.uint8)
+  previous = None
+  try:
+    for chunk in chunks:
+      images, ok = blank, np.zeros(0, bool)
+      if len(chunk):
+        read = next(reads)
+        images = read["image"][np.minimum(np.arange(local), len(chunk) - 1)]  # padded by repeating the last row
+        ok = read["ok"]
+      result = embedder.step(embedder.params, mesh.to_global(embedder.mesh, images))  # asynchronous
+      if previous is not None:
+        finish(*previous)
+      for w in [w for w in writes if w.done()]:  # a failed write stops the run now, not at the end
+        w.result()
+        writes.remove(w)
+      previous = (chunk, ok, result)
+    if previous is not None:
+      finish(*previous)
+    for w in writes:
+      w.result()
+  finally:
+    writer.shutdown(wait=True)
+    bar.close()
+  stats["seconds"] = time.perf_counter() - start
+  stats["images"], stats["skipped"] = (_sum_over_hosts(stats[k]) for k in ("images", "skipped"))
+  return stats
+
+
+def _commit(cache: Cache, unit: Unit, array: np.ndarray, extra, process: int) -> None:
+  try:
+    cache.commit(unit.number, array, extra(unit) if extra else {}, process)
+  except OSError as e:
+    raise UserError(f"writing embedding unit {unit.number} to {cache.dir} failed ({e.strerror or e}); free space "
+                    "or fix the directory and rerun the same command to continue") from None
+
+
+def _max_over_hosts(value: int) -> int:
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+
+  return int(np.max(multihost_utils.process_allgather(np.array([value]))))
+
+
+def _sum_over_hosts(value: int) -> int:
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+
+  return int(np.sum(multihost_utils.process_allgather(np.array([value]))))
+
+
+def barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+def _progress(total: int, desc: str):
+  from tqdm import tqdm
+
+  return tqdm(total=total, disable=jax.process_index() != 0 or total == 0, unit="img", desc=desc, file=sys.stderr,
+              dynamic_ncols=True, smoothing=0.1)

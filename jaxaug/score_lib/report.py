@@ -1,0 +1,144 @@
+"""scores.json and scores.md: every figure in JSON, and the tables a person reads (one row per method)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jaxaug import evaluate
+from jaxaug.score_lib.scoring import GROUPS
+
+_HEAD = ("images", "FD-CLIP ↓", "KID ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
+         "diversity ↑", "Vendi ↑", "copies ↓")
+
+
+def _num(value, fmt: str = "{:.3g}") -> str:
+  return "–" if value is None else fmt.format(value)
+
+
+def _kid(row: dict) -> str:
+  if row.get("kid") is None:
+    return "–"
+  return f"{row['kid']:.3g} ± {row['kid_se']:.2g}"
+
+
+def _prdc(row: dict) -> list[str]:
+  if row.get("prdc_skipped"):
+    return ["skip"] * 4
+  return [_num(row.get(k), "{:.3f}") for k in ("precision", "recall", "density", "coverage")]
+
+
+def _cells(row: dict) -> list[str]:
+  return ([f"{row['n_synthetic']:,}", _num(row.get("fd")), _kid(row)] + _prdc(row)
+          + [_num(row.get("diversity"), "{:.3f}"), _num(row.get("vendi"), "{:.2f}"),
+             _num(row.get("copy_share"), "{:.1%}")])
+
+
+def _table(head: tuple[str, ...], rows: list[list[str]], text_columns: int = 1) -> list[str]:
+  align = ["---"] * text_columns + ["---:"] * (len(head) - text_columns)
+  return ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def markdown(scores: dict, max_classes: int = 30) -> str:
+  """The report: methods table, groups (long-tail sets), copy check, the classes (worst first when many)."""
+  about, settings = scores["about"], scores["settings"]
+  k = settings["k"]
+  lines = [f"# Scores of `{about['synthetic']}`", "",
+           f"{about['synthetic_images']:,} synthetic images ({about['units_done']} of {about['units']} units) against "
+           f"{about['real_images']:,} real images of `{about['real']}` ({about['split']}), embedded by the CLIP image "
+           f"tower of `{about['model']}` (d = {about['dim']}).", ""]
+  rows = [["**all**"] + _cells(scores["overall"])]
+  rows += [[name] + _cells(row) for name, row in scores["methods"].items()]
+  real = scores["real"]
+  rows.append(["*real images*", f"{real['n_real']:,}"] + ["–"] * 6 + [_num(real["diversity"], "{:.3f}"),
+                                                                     _num(real["vendi"], "{:.2f}"), "–"])
+  lines += _table(("method",) + _HEAD, rows)
+  lines += ["", f"FD-CLIP and KID (± its standard error): how far the synthetic images' embeddings lie from the real "
+            f"ones. Precision and density: fidelity; recall and coverage: how much of the real set is covered "
+            f"(Naeem et al. 2020, k = {k}; pooled rows use at most {settings['prdc_max']:,} images of each set). "
+            "Diversity: mean pairwise cosine distance within a class, averaged over classes; Vendi: the effective "
+            "number of distinct images per class (it grows with the images per class, so compare it between methods "
+            "of equal size). Copies: share of synthetic images whose nearest real image of their class is their own "
+            f"source, at cosine similarity ≥ {settings['copy_threshold']}."]
+  if scores["groups"]:
+    lines += ["", "## Many / medium / few", "",
+              "Classes by their real images: many > 100, medium 20-100, few < 20.", ""]
+    group_rows = []
+    for g in GROUPS:
+      if g not in scores["groups"]:
+        continue
+      group_rows.append([f"**{g}** ({scores['groups'][g]['classes']} classes)", "all"] + _cells(scores["groups"][g]))
+      group_rows += [[g, name] + _cells(row["groups"][g]) for name, row in scores["methods"].items()]
+    lines += _table(("group", "method") + _HEAD, group_rows, text_columns=2)
+  lines += ["", "## Copy check", ""] + _copy_lines(scores["copies"])
+  lines += ["", "## Classes", ""] + _class_lines(scores, max_classes)
+  timing = scores.get("timing", {})
+  if timing:
+    lines += ["", f"Embedding {timing.get('embed_s', 0):.1f} s ({timing.get('embedded_images', 0):,} images newly "
+              f"embedded), metrics {timing['metrics_s']:.1f} s ({timing['per_class_s'] * 1e3:.1f} ms per class)."]
+  return "\n".join(lines) + "\n"
+
+
+def _copy_lines(copies: dict) -> list[str]:
+  if not copies["checked"]:
+    return ["No synthetic image's source is in the real set (another real set than the one it was generated from?): "
+            "nothing to check."]
+  sims = copies["source_similarity"]
+  lines = [f"{copies['checked']:,} images checked: for {copies['nearest_is_source_share']:.1%} the nearest real "
+           f"image is their own source; {copies['share']:.1%} are that and at cosine similarity ≥ "
+           f"{copies['threshold']} (copies). Similarity to the own source: median {sims['median']:.3f}, 90th percentile {sims['p90']:.3f}, "
+           f"99th {sims['p99']:.3f}, max {sims['max']:.3f}."]
+  if copies["sources_not_in_real_set"]:
+    lines.append(f"{copies['sources_not_in_real_set']:,} images have no source in the real set and are not checked.")
+  lines += ["", "Images by cosine similarity to their own source (bins of 0.05 from 0.5 up):", ""] + _histogram(sims)
+  lines += ["", "Most similar to their source:", ""]
+  lines += _table(("item", "class", "method", "similarity", "nearest is source"),
+                  [[str(r["item_id"]), r["class"], r["method"], f"{r['similarity_to_source']:.3f}",
+                    "yes" if r["nearest_is_source"] else "no"] for r in copies["most_similar"][:5]], text_columns=3)
+  return lines
+
+
+def _histogram(sims: dict) -> list[str]:
+  """The similarity histogram from 0.5 up (lower bins summed into one), split by nearest-is-source."""
+  edges, hist = sims["histogram"]["edges"], sims["histogram"]
+  first = next(i for i, e in enumerate(edges) if e >= 0.5)
+  head = ("", "< 0.5") + tuple(f"{e:.2f}" for e in edges[first:-1])
+
+  def counts(key):
+    return [str(sum(hist[key][:first]))] + [str(v) for v in hist[key][first:]]
+
+  return _table(head, [["nearest real is the source"] + counts("nearest_is_source"), ["another"] + counts("other")])
+
+
+def _class_lines(scores: dict, max_classes: int) -> list[str]:
+  classes = scores["classes"]
+  k = scores["settings"]["k"]
+  shown = classes
+  lines = []
+  if len(classes) > max_classes:
+    ranked = sorted(classes, key=lambda r: (r["fd"] is None, -(r["fd"] or 0)))
+    shown = ranked[:max_classes]
+    lines += [f"The {max_classes} of {len(classes)} classes with the highest FD-CLIP (every class is in "
+              "scores.json).", ""]
+  head = ("class", "real", "synthetic", "FD-CLIP", "KID", "precision", "recall", "density", "coverage",
+          "diversity", "real diversity", "copies")
+  rows = [[r["name"], f"{r['n_real']:,}", f"{r['n_synthetic']:,}", _num(r["fd"]), _kid(r)] + _prdc(r)
+          + [_num(r["diversity"], "{:.3f}"), _num(r["real_diversity"], "{:.3f}"), _num(r["copy_share"], "{:.1%}")]
+          for r in shown]
+  lines += _table(head, rows)
+  skipped = scores["prdc_skipped_classes"]
+  if skipped:
+    names = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+    lines += ["", f"skip: PRDC needs k+1 = {k + 1} real and {k + 1} synthetic images in a class; skipped for "
+              f"{len(skipped)} class(es): {names}."]
+  return lines
+
+
+def write(out: Path, scores: dict) -> tuple[Path, Path]:
+  """scores.json and scores.md, each written atomically."""
+  json_path, md_path = out / "scores.json", out / "scores.md"
+  evaluate.write_json(str(json_path), scores)
+  tmp = md_path.with_name(f".scores.md.tmp-{os.getpid()}")
+  tmp.write_text(markdown(scores), encoding="utf-8")
+  os.replace(tmp, md_path)
+  return json_path, md_path
