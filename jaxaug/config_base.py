@@ -148,8 +148,10 @@ def experiment_config() -> ml_collections.ConfigDict:
   c.runs_per_program = 0  # training runs batched into one program: 0 as many as share its shapes, 1 one at a time
   c.sdedit = ml_collections.ConfigDict({"model": "", "resolution": 512, "guidance": 7.5, "strength": 0.5})
   c.score = ml_collections.ConfigDict()
-  c.score.enabled = True  # python -m jaxaug.score on each generated set, where that command exists
-  c.score.settings = ml_collections.ConfigDict()  # overrides of the score config's fields
+  c.score.enabled = True  # python -m jaxaug.score on each generated set
+  c.score.settings = score_config()  # its fields but those the grid sets per set; model '': the generation model
+  for grid_field in ("synthetic", "real", "split", "shots", "shots_seed", "output_dir", "cache_dir", "mesh"):
+    del c.score.settings[grid_field]
   c.generation = generation_config()
   c.training = training_config()
   c.output = ml_collections.ConfigDict({"dir": "out/experiment_demo"})

@@ -67,6 +67,10 @@ def test_demo_grid_runs_end_to_end(reference):
   sets = {s["name"]: s for s in results["synthetic_sets"]}
   assert sets["demo_1shot"]["images"] == 4 * 2 * 2 and sets["demo_1shot"]["methods"] == ["embed_cutmix_dropout",
                                                                                            "mixup"]
+  # Each set was scored by jaxaug.score against the real images it was made from, per method.
+  scores = sets["demo_2shot"]["scores"]["methods"]
+  assert set(scores) == {"embed_cutmix_dropout", "mixup"} and all(m["fd"] > 0 for m in scores.values())
+  assert (out / "synthetic/demo_2shot/scores/scores.json").is_file()
   subset = json.loads((out / "subsets/demo_2shot_seed0.json").read_text())
   assert subset["counts"] == [2, 2, 2, 2] and len(subset["ids"]) == 8
   md = (out / "results.md").read_text()
@@ -101,7 +105,8 @@ def test_sigkill_mid_grid_then_rerun_gives_the_same_results(reference, tmp_path)
   proc.wait()
   assert not (out / "results.json").exists() or json.loads((out / "results.json").read_text())["runs_done"] < 12
   keys_at_kill = _manifest_keys(out)
-  assert "generate/demo_1shot" in keys_at_kill and not any(k.startswith("train/") for k in keys_at_kill)
+  assert {"generate/demo_1shot", "score/demo_1shot"} <= set(keys_at_kill)
+  assert not any(k.startswith("train/") for k in keys_at_kill)
   rerun = _experiment(out)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert json.loads((out / "results.json").read_text()) == json.loads((whole / "results.json").read_text())

@@ -260,12 +260,12 @@ def score_config(config, grid: Grid, cell: GenerationCell):
   from jaxaug import config_base
 
   c = config_base.score_config()
-  for key, value in config.score.settings.items():
-    c[key] = copy.deepcopy(value)
+  c.update(copy.deepcopy(config.score.settings))
   c.synthetic = str(grid.out / "synthetic" / cell.name)
   c.real, c.split, c.shots, c.shots_seed = cell.dataset.spec, cell.dataset.train_split, cell.shots, cell.subset_seed
-  c.model = config.generation.model
-  c.output_dir = ""
+  c.model = config.score.settings.model or config.generation.model
+  c.output_dir, c.cache_dir = "", ""
+  c.mesh = copy.deepcopy(config.mesh)
   return c
 
 

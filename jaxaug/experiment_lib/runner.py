@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -10,7 +9,6 @@ import time
 from pathlib import Path
 
 import jax
-from absl import logging
 
 from jaxaug import fsutil, locks, mesh
 from jaxaug.errors import UserError
@@ -70,9 +68,6 @@ def run(config, *, dry_run: bool = False, device: str = "H100", bench_json: str 
     p = cost.plan(config, grid, cells, device=device, bench_json=bench_json)
     print(cost.text(grid, p), flush=True)
     return p
-  if grid.score and not stages.score_available():
-    logging.warning("jaxaug.score is not installed here: the score stage is skipped")
-    grid = dataclasses.replace(grid, score=False)
   preflight(config, grid, cells)
   _prepare_output(grid.out)
   process = jax.process_index()

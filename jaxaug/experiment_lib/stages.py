@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -61,11 +60,6 @@ class Context:
 
   def relative(self, path) -> str:
     return str(Path(path).relative_to(self.grid.out))
-
-
-def score_available() -> bool:
-  """`jaxaug.score` is a separate command; the score stage runs where it is installed."""
-  return importlib.util.find_spec("jaxaug.score") is not None
 
 
 # ---------------------------------------------------------------------------
