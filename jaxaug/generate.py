@@ -195,7 +195,7 @@ def _check_output(job: Job):
     if before != now:
       changed = sorted(k for k in now if before.get(k) != now[k])
       if changed == ["weights"]:
-        raise UserError(_weights_changed(out, config.model, before["weights"], weights))
+        raise UserError(_weights_changed(out, config.model, before["weights"], job.weights))
       raise UserError(f"{out} holds a run with a different config ({', '.join(changed)} changed); use a new "
                       "--config.output.dir, or rerun with the same config to resume")
     was = stored.get("numerics") or {}
