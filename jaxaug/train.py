@@ -148,14 +148,15 @@ def _check_workdir(workdir: Path, config, resumable: bool) -> None:
                       "rerun with the same config to resume, or use a new --config.workdir")
 
 
-def _open_workdir(workdir: Path):
-  """The workdir's checkpoint manager; a workdir that cannot be one is a user error."""
+def _open_workdir(workdir: Path, make) -> object:
+  """`make()` once the workdir exists (first the directory, later its checkpoint manager); a workdir that
+  cannot be one is a user error."""
   if workdir.exists() and not workdir.is_dir():
     raise UserError(f"workdir {workdir} is a file, not a directory: set --config.workdir to a directory (new, or a "
                     "run's to resume it)")
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    return checkpoint.manager(str(workdir / "checkpoints"))
+    return make()
   except OSError as e:
     raise UserError(f"workdir {workdir} cannot be used ({e.strerror or e}): set --config.workdir to a writable "
                     "directory") from None
@@ -319,13 +320,14 @@ def train_and_evaluate(config, data: Data | None = None) -> dict:
   check(config, data)
   trainer = Trainer(config, data)
   workdir = Path(os.path.expanduser(config.workdir))
-  mngr = _open_workdir(workdir)  # makes it; a file or an unwritable path is one line
+  _open_workdir(workdir, lambda: None)  # makes it; a file or an unwritable path is one line
   with locks.hold_run(workdir, jax.process_index(), jax.process_count(), "training run", "--config.workdir"):
-    return _train(config, data, trainer, workdir, mngr)
+    return _train(config, data, trainer, workdir)
 
 
-def _train(config, data: Data, trainer: Trainer, workdir: Path, mngr) -> dict:
-  """The run itself, while this process holds its slot of the workdir."""
+def _train(config, data: Data, trainer: Trainer, workdir: Path) -> dict:
+  """The run itself, while this process holds its slot of the workdir (nothing is written before)."""
+  mngr = _open_workdir(workdir, lambda: checkpoint.manager(str(workdir / "checkpoints")))
   latest = mngr.latest_step()
   _check_workdir(workdir, config, resumable=latest is not None)
   if jax.process_index() == 0:

@@ -371,10 +371,10 @@ def test_unreadable_config_json(reference, tmp_path):
   fresh = tmp_path / "fresh"
   fresh.mkdir()
   (fresh / "config.json").write_text("")
-  run = _generate(fresh, *SMALL, "--config.plan.amount=0")
+  run = _generate(fresh, *SMALL, "--config.methods=rand_img_cond")
   assert run.returncode == 0, run.stderr[-3000:]
   assert "config.json is unreadable (JSONDecodeError" in run.stderr and "writing it again" in run.stderr
-  assert json.loads((fresh / "config.json").read_text())["config"]["plan"]["amount"] == 0
+  assert json.loads((fresh / "config.json").read_text())["config"]["methods"] == "rand_img_cond"
 
   # Finished units: refused in one line that says what to do; doing it resumes after a check.
   out = tmp_path / "out"

@@ -238,15 +238,11 @@ def test_command_line_bad_input_has_no_traceback(tmp_path):
 
 def test_no_flag_run_scores_the_demo_generation():
   """configs/score.py (the default) scores what the no-flag `python -m jaxaug.generate` writes, against its source."""
-  import importlib.util
+  from jaxaug import config_files, generate
 
-  from jaxaug import generate
 
-  spec = importlib.util.spec_from_file_location("score_config", ROOT / "configs" / "score.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  assert score._DEFAULT_CONFIG == str(ROOT / "configs" / "score.py")
+  assert score._DEFAULT_CONFIG == "score" and config_files.resolve("score") == str(ROOT / "configs" / "score.py")
+  config = config_files.load(score._DEFAULT_CONFIG)
   assert config.synthetic == generate.get_demo_config().output.dir
   assert config.real == config.split == config.model == ""  # taken from the set's config.json
 
