@@ -30,7 +30,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxaug import evaluate, mesh
+from jaxaug import evaluate, locks, mesh
+from jaxaug.config_base import TRAINING_RANGES, check_values
 from jaxaug.errors import UserError
 from jaxaug.models import resnet
 from jaxaug.train_lib import checkpoint, data as data_lib, step as step_lib
@@ -206,6 +207,7 @@ def train_group(runs: list[Run], programs: Programs, group_dir: str | os.PathLik
   if not runs:
     return []
   for r in runs:
+    check_values(r.config, TRAINING_RANGES)
     train.check(r.config, r.data)
   c = runs[0].config
   spe = train.steps_per_epoch(c, runs[0].data)
@@ -213,10 +215,20 @@ def train_group(runs: list[Run], programs: Programs, group_dir: str | os.PathLik
   if len(keys) != 1:
     raise ValueError("runs of one group must agree on their program settings (multirun.group_key)")
   spec = ProgramSpec.of(c, runs[0].data.train.num_classes, spe)
-  mesh_ = mesh.data_mesh()
-  compiled = programs.get(spec, mesh_)
   group_dir = Path(os.path.expanduser(str(group_dir)))
-  mngr = train._open_workdir(group_dir)
+  train._open_workdir(group_dir, lambda: None)
+  with locks.hold_run(group_dir, jax.process_index(), jax.process_count(), "batched training run",
+                      "experiment output directory"):
+    return _train_group(runs, programs.get(spec, mesh.data_mesh()), spec, group_dir, quiet)
+
+
+def _train_group(runs: list[Run], compiled: Compiled, spec: ProgramSpec, group_dir: Path, quiet: bool) -> list[dict]:
+  """The group's training, while this process holds its slot of the group directory."""
+  from jaxaug import train
+
+  c = runs[0].config
+  mesh_ = mesh.data_mesh()
+  mngr = train._open_workdir(group_dir, lambda: checkpoint.manager(str(group_dir / "checkpoints")))
   latest = mngr.latest_step()
   group_config = _check_group_dir(group_dir, runs, resumable=latest is not None)
   workdirs = [Path(os.path.expanduser(r.config.workdir)) for r in runs]
