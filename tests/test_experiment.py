@@ -270,3 +270,24 @@ def test_partial_pictures_draw_what_is_finished(tmp_path):
   # The paper's three baselines are drawn in their greys, our lines in their colours.
   colours = {tuple(c) for c in picture.reshape(-1, 3)}
   assert (90, 90, 90) in colours and (31, 119, 180) in colours and (214, 39, 40) in colours
+
+
+def test_generation_baselines_txt2img_and_sdedit_run_in_a_grid(tmp_path):
+  """txt2img on the unCLIP checkpoint (all-zero image vector) and sdedit on a plain SD one, each its own set."""
+  config = _demo(**{"output.dir": str(tmp_path / "out"), "methods": "", "baselines": "txt2img,sdedit",
+                    "shots": "1", "seeds": "0", "sdedit.model": "tiny-sd", "sdedit.resolution": 32,
+                    "score.enabled": False, "training.epochs": 1, "training.steps_per_epoch": 2,
+                    "training.eval_every": 0, "generation.sampler.steps": 2})
+  results = runner.run(config)
+  sets = {s["name"]: s for s in results["synthetic_sets"]}
+  assert sets["demo_1shot_txt2img"]["images"] == sets["demo_1shot_sdedit"]["images"] == 4 * 2
+  from jaxaug.data import synthetic
+
+  for name, mode in (("demo_1shot_txt2img", "txt2img"), ("demo_1shot_sdedit", "img2img")):
+    source = synthetic.SyntheticSource(tmp_path / "out" / "synthetic" / name)
+    assert source.provenance(0)["mode"] == mode
+  assert json.loads((tmp_path / "out" / "synthetic/demo_1shot_sdedit/config.json").read_text())["config"]["model"] == \
+      "tiny-sd"
+  assert [r["row"] for r in results["runs"]] == ["txt2img", "sdedit"] and results["runs_done"] == 2
+  config_t = json.loads((tmp_path / "out/train/demo_1shot/txt2img/seed0/config.json").read_text())
+  assert config_t["synthetic"].endswith("synthetic/demo_1shot_txt2img") and config_t["synthetic_method"] == ""
