@@ -306,6 +306,19 @@ def _eval_record(step: int, summary: dict) -> dict:
   return {"step": step, **{k: summary[k] for k in ("top1",) + evaluate.GROUPS}}
 
 
+def finish_run(history: _History, workdir: Path, total_steps: int, summary: dict) -> dict:
+  """The final evaluation's record, metrics.json (with the run's best top-1 and last loss) and the pictures."""
+  history.add(_eval_record(total_steps, summary))
+  train_records = [r for r in history.records if "loss" in r]
+  summary = {"step": total_steps, "train_loss": train_records[-1]["loss"] if train_records else None,
+             "best_top1": max(r["top1"] for r in history.records if "top1" in r), **summary}
+  if jax.process_index() == 0:
+    evaluate.write_json(str(workdir / "metrics.json"), summary)
+    evaluate.curves_png(history.records, str(workdir / "curves.png"))
+    evaluate.per_class_png(summary, str(workdir / "per_class.png"))
+  return summary
+
+
 def _progress(total: int, initial: int):
   from tqdm import tqdm
 
@@ -370,16 +383,7 @@ def _train(config, data: Data, trainer: Trainer, workdir: Path) -> dict:
   mngr.wait_until_finished()
   mngr.close()
 
-  summary = trainer.evaluate(state)
-  history.add(_eval_record(trainer.total_steps, summary))
-  train_records = [r for r in history.records if "loss" in r]
-  summary = {"step": trainer.total_steps,
-             "train_loss": train_records[-1]["loss"] if train_records else None,
-             "best_top1": max(r["top1"] for r in history.records if "top1" in r), **summary}
-  if jax.process_index() == 0:
-    evaluate.write_json(str(workdir / "metrics.json"), summary)
-    evaluate.curves_png(history.records, str(workdir / "curves.png"))
-    evaluate.per_class_png(summary, str(workdir / "per_class.png"))
+  summary = finish_run(history, workdir, trainer.total_steps, trainer.evaluate(state))
   groups = ", ".join(f"{g} {summary[g]:.4f}" for g in evaluate.GROUPS if summary[g] is not None)
   print(f"top-1 {summary['top1']:.4f} ({groups}) after {trainer.total_steps} steps; results in {workdir}",
         flush=True)

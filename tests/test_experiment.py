@@ -168,12 +168,7 @@ def test_generation_flops_without_weights_match_the_bench():
 
 def _demo(**fields):
   config = config_files.load("experiment_demo")
-  for key, value in fields.items():
-    target = config
-    *path, last = key.split(".")
-    for part in path:
-      target = target[part]
-    target[last] = value
+  config.update_from_flattened_dict(fields)
   return config
 
 

@@ -289,18 +289,8 @@ def _train_group(runs: list[Run], compiled: Compiled, spec: ProgramSpec, group_d
   mngr.wait_until_finished()
   mngr.close()
 
-  results = []
-  for h, w, summary in zip(histories, workdirs, evaluate_all(states)):
-    h.add(train._eval_record(spec.total_steps, summary))
-    train_records = [r for r in h.records if "loss" in r]
-    summary = {"step": spec.total_steps, "train_loss": train_records[-1]["loss"] if train_records else None,
-               "best_top1": max(r["top1"] for r in h.records if "top1" in r), **summary}
-    if primary:
-      evaluate.write_json(str(w / "metrics.json"), summary)
-      evaluate.curves_png(h.records, str(w / "curves.png"))
-      evaluate.per_class_png(summary, str(w / "per_class.png"))
-    results.append(summary)
-  return results
+  return [train.finish_run(h, w, spec.total_steps, summary)
+          for h, w, summary in zip(histories, workdirs, evaluate_all(states))]
 
 
 def _progress(total: int, initial: int, runs: int, disable: bool):
