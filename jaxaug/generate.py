@@ -190,7 +190,7 @@ def _check_output(job: Job):
   out, config = job.out, job.config
   stored = _stored_run(job)
   if stored is not None:
-    before = stored["fingerprint"]
+    before = {"reference_quirks": False, **stored["fingerprint"]}  # sets made before the switch ran without quirks
     # as JSON stores it (tuples become lists); weights only where the directory recorded them
     now = json.loads(json.dumps(fingerprint(config, job.weights if "weights" in before else None)))
     if before != now:

@@ -5,6 +5,8 @@ its embed_cutmix cut int((1 - lam) * 2) rows of the guided pair (unconditional z
 dropout was F.dropout(p=0.4) * 0.6 on the whole 2048-d vector.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -126,5 +128,13 @@ def test_generation_records_the_flag_and_refuses_a_changed_one(tmp_path):
   source = synthetic.SyntheticSource(tmp_path / "out")
   assert all(source.provenance(i)["reference_quirks"] is True for i in range(len(source)))
   config.reference_quirks = False
+  with pytest.raises(UserError, match=r"reference_quirks changed"):
+    generate.prepare(config)
+  # A set made before the switch existed (no reference_quirks in its fingerprint) resumes without quirks.
+  stored = json.loads((tmp_path / "out" / "config.json").read_text())
+  del stored["fingerprint"]["reference_quirks"]
+  (tmp_path / "out" / "config.json").write_text(json.dumps(stored))
+  generate.prepare(config)
+  config.reference_quirks = True
   with pytest.raises(UserError, match=r"reference_quirks changed"):
     generate.prepare(config)

@@ -177,6 +177,8 @@ def settings(config) -> Grid:
     raise UserError(f"--config.seeds={config.seeds!r} must list one or more seeds >= 0, e.g. 0,1,2,3")
   if "sdedit" in baselines:
     check_sdedit_model(config.sdedit.model)
+  if config.generation.reference_quirks and not config.reference_quirks:
+    raise UserError("--config.generation.reference_quirks is the grid's to set: use --config.reference_quirks=True")
   if config.runs_per_program < 0:
     raise UserError(f"--config.runs_per_program={config.runs_per_program} must be 0 (as many as share a program) "
                     "or a positive count")
