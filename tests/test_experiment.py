@@ -286,3 +286,27 @@ def test_generation_baselines_txt2img_and_sdedit_run_in_a_grid(tmp_path):
   assert [r["row"] for r in results["runs"]] == ["txt2img", "sdedit"] and results["runs_done"] == 2
   config_t = json.loads((tmp_path / "out/train/demo_1shot/txt2img/seed0/config.json").read_text())
   assert config_t["synthetic"].endswith("synthetic/demo_1shot_txt2img") and config_t["synthetic_method"] == ""
+
+
+def test_imagenet_lt_table_has_the_groups_per_method(tmp_path):
+  def stats(values):
+    a = np.asarray(values, float)
+    return {"mean": float(a.mean()) if a.size else None, "std": float(a.std(ddof=1)) if a.size > 1 else None,
+            "n": len(values)}
+
+  rows = [{"dataset": "imagenet_lt", "shots": 0, "row": "embed_cutmix_dropout", "done": 1, "of": 1,
+           "top1": stats([0.5]), "many": stats([0.6]), "medium": stats([0.45]), "few": stats([0.3])},
+          {"dataset": "imagenet_lt", "shots": 0, "row": "real", "done": 0, "of": 1,
+           **{g: stats([]) for g in results_lib.LT_COLUMNS}}]
+  results = {"table": "imagenet_lt", "metric": "top1", "datasets": [
+      {"name": "imagenet_lt", "spec": "imagenet_lt:/x", "train_split": "train", "eval_split": "test"}],
+      "shots": [0], "methods": ["embed_cutmix_dropout"], "baselines": ["real"], "seeds": [0],
+      "reference_quirks": True, "runs_done": 1, "runs_total": 2, "summary": rows, "runs": [], "synthetic_sets": [],
+      "paper": {}}
+  md = results_lib.markdown(results).splitlines()
+  assert "| method | imagenet_lt overall | imagenet_lt many | imagenet_lt medium | imagenet_lt few |" in md
+  assert "| embed_cutmix_dropout | 0.500 | 0.600 | 0.450 | 0.300 |" in md
+  assert "| real (baseline) | pending | pending | pending | pending |" in md
+  assert any("reference_quirks" in line for line in md)
+  paths = results_lib.write(tmp_path, results)
+  assert paths[-1].name == "accuracy_imagenet_lt.png" and Image.open(paths[-1]).size == (980, 460)
