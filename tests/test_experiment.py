@@ -146,20 +146,26 @@ def test_fewshot_grid_plan_counts():
   assert len(p["notes"]) == 4 and "not on this machine" in p["notes"][0]
 
 
-def test_generation_flops_without_weights_match_the_bench():
-  """The dry run's FLOP count (architecture only) equals `bench flops`' count on the loaded checkpoint."""
-  import argparse
+def test_abstract_model_has_the_loaded_checkpoints_shapes():
+  """The dry run counts FLOPs on an architecture rebuilt from configs alone: it must be the checkpoint's."""
+  import jax
 
   from jaxaug import bench
+  from jaxaug.models import load, tiny
 
-  config = config_files.load("experiment_demo").generation
-  config.methods, config.dtype, config.batch.per_device = "mixup", "fp32", 2
-  ours = bench.generation_flops(config)["tflop_per_image"]
-  args = argparse.Namespace(model="tiny", resolution=config.resolution, steps=config.sampler.steps,
-                            guidance=config.sampler.guidance, batch="2", attention="xla", source_size=48,
-                            scheduler="", images=1)
-  theirs = bench.bench_flops(args)["tflop_per_image"]
-  assert ours == pytest.approx(theirs, rel=0.02)
+  for name in ("tiny", "tiny-sd"):
+    pipe, params, _ = bench.abstract_model(name)
+    loaded_pipe, loaded = load(tiny.resolve_model(name))
+    assert jax.tree.structure(params) == jax.tree.structure(loaded)
+    assert jax.tree.leaves(jax.tree.map(lambda a, b: a.shape == b.shape, params, loaded)) == [True] * len(
+        jax.tree.leaves(loaded))
+    assert (pipe.kind, pipe.scheduler_name, pipe.vae_factor) == (loaded_pipe.kind, loaded_pipe.scheduler_name,
+                                                                 loaded_pipe.vae_factor)
+  # A hub id not on this machine is taken at SD 2.1-unCLIP size: SD 2.1's 865.9 M UNet parameters plus the 4.3 M
+  # of its image-embedding projection.
+  pipe, params, where = bench.abstract_model("sd2-community/stable-diffusion-2-1-unclip")
+  unet = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params["unet"]))
+  assert "not on this machine" in where and round(unet / 1e6, 1) == 870.2 and pipe.image_embed_dim == 1024
 
 
 # ---------------------------------------------------------------------------

@@ -101,14 +101,14 @@ def _bench(path: str) -> dict:
 
 
 def plan(config, grid: grid_lib.Grid, cells: grid_lib.Cells, *, device: str = "H100", bench_json: str = "",
-         flops: bool = True) -> dict:
-  """The plan as numbers: images, runs, steps, FLOPs and device-hours."""
+         flops: bool = True, facts: dict | None = None) -> dict:
+  """The plan as numbers: images, runs, steps, FLOPs and device-hours (`facts`: the datasets, if already opened)."""
   from jaxaug import bench as bench_lib
 
   peak = bench_lib.bf16_peak(device)
   if peak is None:
     raise UserError(f"--device={device!r} is not one of {', '.join(bench_lib.BF16_PEAK_TFLOPS)}")
-  facts, notes = facts_for(grid)
+  facts, notes = (facts, []) if facts is not None else facts_for(grid)
   measured = _bench(bench_json) if bench_json else None
   generations: dict[str, GenerationGroup] = {}
   for cell in cells.generations:

@@ -68,8 +68,8 @@ def run(config, *, dry_run: bool = False, device: str = "H100", bench_json: str 
     p = cost.plan(config, grid, cells, device=device, bench_json=bench_json)
     print(cost.text(grid, p), flush=True)
     return p
-  preflight(config, grid, cells)
-  _say(cost.text(grid, cost.plan(config, grid, cells, flops=False)).replace("\n", "\n  "))
+  facts = preflight(config, grid, cells)
+  _say(cost.text(grid, cost.plan(config, grid, cells, flops=False, facts=facts)).replace("\n", "\n  "))
   _prepare_output(grid.out)
   process = jax.process_index()
   with locks.hold_run(grid.out, process, jax.process_count(), "experiment", "--config.output.dir"):
