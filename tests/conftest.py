@@ -1,6 +1,7 @@
 """Shared test set-up: a persistent compilation cache keeps the suite fast."""
 
 import os
+import sys
 
 import jax
 
@@ -9,3 +10,6 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 # The same cache for the jaxaug processes the tests start (generate, train, the installed wheel's demo).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/jaxaug-tests/jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# The launcher scripts (launch/*.sh) run `python` from PATH: put this interpreter's directory first, so that the
+# tests exercise this environment's jaxaug even when its virtual environment is not activated.
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])

@@ -74,7 +74,11 @@ def _hub_error(cls_name):
   from huggingface_hub import errors
 
   cls = getattr(errors, cls_name)
-  return cls("404 Client Error: Repository Not Found") if cls_name != "OfflineModeIsEnabled" else cls("offline")
+  # huggingface_hub >= 1.0 requires an HTTP response to build its HTTP errors; the classification only looks at the
+  # type, so build the instance without calling the version-specific constructor.
+  error = cls.__new__(cls)
+  Exception.__init__(error, "404 Client Error: Repository Not Found")
+  return error
 
 
 @pytest.mark.parametrize("repo, error, expect", [
