@@ -76,13 +76,15 @@ def trace_sqrt_product(a: np.ndarray, b: np.ndarray) -> float:
 def frechet_distance(mean1, factor1, mean2, factor2) -> float:
   """||m1 - m2||^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2), with Si = factor_i factor_i^T (Dowson & Landau 1982).
 
-  tr Si is the squared Frobenius norm of its factor. Rounding can take identical sets a hair below 0;
-  the distance is a squared metric, so that is clipped.
+  tr Si is the squared Frobenius norm of its factor. For identical sets the terms cancel, and what is left
+  is rounding of either sign (a few eps x d x the terms' size, which differs between numpy/BLAS builds):
+  anything within that floor is reported as 0, so that identical sets score 0 on every build.
   """
   diff = np.asarray(mean1, np.float64) - np.asarray(mean2, np.float64)
-  value = (diff @ diff + np.sum(np.square(factor1)) + np.sum(np.square(factor2))
-           - 2.0 * trace_sqrt_product(factor1, factor2))
-  return max(float(value), 0.0)
+  terms = diff @ diff + np.sum(np.square(factor1)) + np.sum(np.square(factor2))
+  value = float(terms - 2.0 * trace_sqrt_product(factor1, factor2))
+  floor = 16 * len(diff) * np.finfo(np.float64).eps * float(terms)
+  return value if value > floor else 0.0
 
 
 def frechet_distance_gaussians(mean1, sigma1, mean2, sigma2) -> float:
