@@ -35,11 +35,12 @@ def _config(workdir, syn, seed, method):
   return config
 
 
-# How close "equal" is. Max-pooling routes a gradient to one of the near-equal maxima of its window, and the flat
-# demo shapes give many maxima equal up to the last bit; the vmapped program's other summation order can pick
-# another one. Measured on jax 0.12.0.1 (CPU): one step from identical inputs moved the stem's kernel by 5e-4, and
-# after 8 steps one run's loss by 0.5%; on jax 0.10.2 every loss agreed to 1e-7. A run given another run's seed,
-# data or state is off by far more: the runs' own losses differ pairwise by over 10% (checked below).
+# How close "equal" is. The flat demo shapes repeat one pre-activation value over hundreds of positions (57% of
+# neighbouring pixels are equal); where that value sits within rounding of ReLU's kink, the vmapped program's other
+# summation order can flip the gradient mask of all those positions at once. Measured on jax 0.12.0.1 (CPU), one
+# step from identical inputs: loss equal to 1e-7 but the stem's kernel moved by 5e-4 (channels with values within
+# 1e-4 of the kink); after 8 steps one run's loss was 0.5% off. On jax 0.10.2 every loss agreed to 1e-7. A run given
+# another run's seed, data or state is off by far more: the runs' own losses differ pairwise by over 10% (checked).
 LOSS_REL = 2e-2
 
 
