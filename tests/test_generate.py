@@ -242,46 +242,6 @@ def test_sigint_then_sigterm_stop_cleanly_and_rerun_is_identical(longer_referenc
 # ---------------------------------------------------------------------------
 # Faults at start: config.json (issue 15)
 
-# Runs jaxaug.generate with the first Python-level write to a file whose name holds argv[1] torn in half
-# and the process SIGKILLed right there: a kill inside that write.
-KILL_INSIDE_WRITE = r"""
-import builtins, io, os, runpy, signal, sys
-
-target = sys.argv.pop(1)
-real_open = io.open
-
-
-class Torn:
-  def __init__(self, f):
-    self._f = f
-
-  def write(self, data):
-    self._f.write(data[: len(data) // 2])
-    self._f.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
-
-  def __getattr__(self, name):
-    return getattr(self._f, name)
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return self._f.__exit__(*exc)
-
-
-def torn_open(file, mode="r", *args, **kwargs):
-  f = real_open(file, mode, *args, **kwargs)
-  writing = any(c in mode for c in "wax+") and not isinstance(file, int)
-  return Torn(f) if writing and target in os.path.basename(os.fspath(file)) else f
-
-
-io.open = builtins.open = torn_open
-sys.argv[0] = "jaxaug.generate"
-runpy.run_module("jaxaug.generate", run_name="__main__", alter_sys=True)
-"""
-
-
 def _partial_copy(reference, out, units: int):
   """`reference` as a run killed after its first `units` units: their shards and done lines only."""
   import shutil
@@ -299,9 +259,9 @@ def test_kill_inside_config_json_write_then_rerun_finishes(reference, tmp_path):
   out = tmp_path / "out"
   _partial_copy(reference, out, 1)
   before = (out / "config.json").read_bytes()
-  killed = subprocess.run([sys.executable, "-c", KILL_INSIDE_WRITE, "config.json", f"--config.output.dir={out}",
-                           *SMALL, "--config.batch.per_device=3"], env=_env(), capture_output=True, text=True,
-                          timeout=600)
+  killed = subprocess.run([sys.executable, str(ROOT / "tests" / "write_faults.py"), "kill", "config",
+                           f"--config.output.dir={out}", *SMALL, "--config.batch.per_device=3"], env=_env(),
+                          capture_output=True, text=True, timeout=600)
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   assert (out / "config.json").read_bytes() == before
   rerun = _generate(out, *SMALL)

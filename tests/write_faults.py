@@ -4,13 +4,15 @@
     python tests/write_faults.py pause=FILE WHAT FLAGS...
 
 WHAT: info (dataset_info.json), shard (a unit's shard), done (a done-record line), image (an image file),
-sheet (the contact sheet). `kill`: the process SIGKILLs itself after the temporary is written and before
-its rename, or, for the done record, half-way through appending the line: what a power cut or SIGKILL at
-that instant leaves behind. `pause=FILE`: at the first such rename it waits until FILE exists (a run
+sheet (the contact sheet), config (config.json). `kill`: the process SIGKILLs itself after the temporary is
+written and before its rename, or, for the done record and config.json, half-way through writing the line
+or the temporary: what a power cut or SIGKILL at that instant leaves behind. `pause=FILE`: at the first such rename it waits until FILE exists (a run
 caught mid-write, for as long as a test needs), then goes on.
 """
 
+import builtins
 import fnmatch
+import io
 import os
 import signal
 import sys
@@ -18,6 +20,9 @@ import time
 
 from jaxaug.data import synthetic
 
+# Torn inside the write itself, (name pattern, open modes): the done record's appended line, and config.json's
+# temporary (its rename never comes).
+TORN = {"done": (synthetic.DONE_GLOB, "a"), "config": ("*config.json*", "wax+")}
 RENAMED = {"info": "dataset_info.json", "shard": "unit-*.array_record", "image": "item-*.*", "sheet": "contact_sheet.png"}
 
 
@@ -43,34 +48,44 @@ def fault_on_rename(pattern: str, fault):
   os.replace = patched
 
 
-def kill_inside_done_append():
-  class HalfWriter:
-    def __init__(self, f):
-      self.f = f
+class _Torn:
+  """A file whose first write lands half and then kills the process: a SIGKILL inside that write."""
 
-    def write(self, text):
-      self.f.write(text[: len(text) // 2])
-      self.f.flush()
-      os.fsync(self.f.fileno())
-      die()
+  def __init__(self, f):
+    self._f = f
 
-    def __enter__(self):
-      return self
+  def write(self, data):
+    self._f.write(data[: len(data) // 2])
+    self._f.flush()
+    os.fsync(self._f.fileno())
+    die()
 
-    def __exit__(self, *exc):
-      self.f.close()
+  def __getattr__(self, name):
+    return getattr(self._f, name)
 
-  def patched_open(path, mode="r", *args, **kwargs):
-    f = open(path, mode, *args, **kwargs)
-    return HalfWriter(f) if mode == "a" and fnmatch.fnmatch(os.path.basename(path), synthetic.DONE_GLOB) else f
+  def __enter__(self):
+    return self
 
-  synthetic.open = patched_open  # module globals come before builtins
+  def __exit__(self, *exc):
+    return self._f.__exit__(*exc)
+
+
+def kill_inside_write(pattern: str, modes: str):
+  """Tears the first write to a file whose name matches `pattern`, opened with a mode holding one of `modes`."""
+  real_open = builtins.open
+
+  def torn_open(file, mode="r", *args, **kwargs):
+    f = real_open(file, mode, *args, **kwargs)
+    hit = not isinstance(file, int) and any(c in mode for c in modes)
+    return _Torn(f) if hit and fnmatch.fnmatch(os.path.basename(os.fspath(file)), pattern) else f
+
+  io.open = builtins.open = torn_open
 
 
 def main():
   mode, what, flags = sys.argv[1], sys.argv[2], sys.argv[3:]
-  if mode == "kill" and what == "done":
-    kill_inside_done_append()
+  if mode == "kill" and what in TORN:
+    kill_inside_write(*TORN[what])
   else:
     fault_on_rename(RENAMED[what], die if mode == "kill" else pause_until(mode.removeprefix("pause=")))
   from jaxaug import generate
