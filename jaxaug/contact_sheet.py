@@ -6,7 +6,6 @@ a resumed run and costs one small jitted call, not a copy of every condition ima
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jax
@@ -14,7 +13,7 @@ import numpy as np
 from absl import logging
 from PIL import Image, ImageDraw
 
-from jaxaug import condition
+from jaxaug import condition, fsutil
 from jaxaug.data import synthetic
 from jaxaug.data.images import BadImage, decode_image, fit_square, load_fit
 
@@ -132,7 +131,5 @@ def write_contact_sheet(job, max_classes: int = 16) -> Path | None:
     logging.warning("contact sheet: %d tile(s) marked unreadable, their image could not be read: %s", len(marked),
                     ", ".join(marked[:10]) + (", ..." if len(marked) > 10 else ""))
   path = job.out / "contact_sheet.png"
-  tmp = path.with_name(f".contact_sheet.png.tmp-{os.getpid()}")
-  sheet.save(tmp, format="PNG")
-  os.replace(tmp, path)
+  fsutil.write_png(path, sheet)
   return path

@@ -9,12 +9,12 @@ and does not enter any mean.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 
 import jax
 import numpy as np
 
+from jaxaug import fsutil
 from jaxaug.data.sources import class_groups
 from jaxaug.train_lib import plots
 
@@ -56,10 +56,7 @@ def run(eval_step, state, batches: Iterable[dict], to_device) -> tuple[np.ndarra
 
 def write_json(path: str, data) -> None:
   """Atomically: a reader (or a rerun after a kill) never sees half a file."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=2)
-  os.replace(tmp, path)
+  fsutil.atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def curves_png(history: Sequence[dict], path: str) -> None:

@@ -6,6 +6,7 @@ the next run's recovery removes (`jaxaug.data.synthetic.recover`).
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -43,3 +44,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+  """Appends one line to a record file (done records) and fsyncs it; a kill mid-line leaves a torn last line,
+  which the readers' recovery cuts."""
+  with open(path, "a") as f:
+    f.write(line + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def write_png(path: str | os.PathLike, image) -> None:
+  """A PIL image as PNG, atomically (pictures a reader may open while a run rewrites them)."""
+  buffer = io.BytesIO()
+  image.save(buffer, format="PNG")
+  atomic_write_bytes(path, buffer.getvalue())

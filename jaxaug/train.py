@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxaug import evaluate, locks, mesh
+from jaxaug import evaluate, fsutil, locks, mesh
 from jaxaug.config_base import TRAINING_RANGES, check_values
 from jaxaug.data import kshot, open_source
 from jaxaug.data.sources import ImageSource, describe
@@ -291,9 +291,7 @@ class _History:
     self.records = _read_history(path, upto, total)
     self.primary = jax.process_index() == 0
     if self.primary:
-      tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-      tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-      os.replace(tmp, path)
+      fsutil.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
 
   def add(self, record: dict) -> None:
     self.records.append(record)

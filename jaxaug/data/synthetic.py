@@ -26,7 +26,7 @@ from array_record.python.array_record_module import ArrayRecordReader, ArrayReco
 from flax import serialization
 
 from jaxaug.data.sources import ImageSource, _check_index
-from jaxaug.fsutil import atomic_write_text, fsync_dir
+from jaxaug.fsutil import append_line, atomic_write_text, fsync_dir
 
 SHARDS = "shards"
 DONE = "done_units.jsonl"
@@ -79,10 +79,7 @@ def _append_done(path: Path, unit: int, records: list[bytes]):
   line = json.dumps({"unit": unit, "shard": shard_name(unit), "item_ids": [r["item_id"] for r in rows],
                      "labels": [r["label"] for r in rows],
                      "methods": [r["provenance"].get("method", "") for r in rows]})
-  with open(path, "a") as f:
-    f.write(line + "\n")
-    f.flush()
-    os.fsync(f.fileno())
+  append_line(path, line)
 
 
 def read_shard(path: Path) -> list[bytes]:

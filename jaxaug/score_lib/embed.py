@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import sys
@@ -31,7 +32,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxaug import augment, condition, mesh
+from jaxaug import augment, condition, fsutil, mesh
 from jaxaug.data import synthetic
 from jaxaug.data.pipeline import read_units
 from jaxaug.data.sources import ImageSource
@@ -91,7 +92,7 @@ class Cache:
       for tmp in self.dir.glob(".unit-*.tmp-*"):
         tmp.unlink()
       if not (self.dir / "key.json").is_file():
-        _write_atomic(self.dir / "key.json", json.dumps(self.key, indent=2, sort_keys=True).encode())
+        fsutil.atomic_write_bytes(self.dir / "key.json", json.dumps(self.key, indent=2, sort_keys=True).encode())
     except OSError as e:
       raise UserError(f"cannot write the embedding cache {self.dir} ({e.strerror or e}); choose another "
                       "--config.cache_dir") from None
@@ -103,18 +104,11 @@ class Cache:
   def commit(self, unit: int, embeddings: np.ndarray, extra: dict, process: int) -> None:
     """The unit's .npy under a temporary name, fsync, rename; then its line in this process's done file."""
     name = f"unit-{unit:08d}.npy"
-    tmp = self.dir / f".{name}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-      np.save(f, np.asarray(embeddings, np.float32))
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, self.dir / name)
-    _fsync_dir(self.dir)
+    array = io.BytesIO()
+    np.save(array, np.asarray(embeddings, np.float32))
+    fsutil.atomic_write_bytes(self.dir / name, array.getvalue())
     line = json.dumps({"unit": unit, "file": name, "rows": int(len(embeddings)), **extra})
-    with open(self.dir / synthetic.done_file(process), "a") as f:
-      f.write(line + "\n")
-      f.flush()
-      os.fsync(f.fileno())
+    fsutil.append_line(self.dir / synthetic.done_file(process), line)
 
   def load(self, units: Sequence[Unit]) -> tuple[np.ndarray, dict[int, dict]]:
     """The embeddings of `units` in order, (rows, d) float32, and their done entries."""
@@ -131,18 +125,6 @@ class Cache:
     return np.concatenate(arrays) if arrays else np.zeros((0, 0), np.float32), {u.number: done[u.number] for u in units}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  tmp.write_bytes(data)
-  os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
 
 
 def make_step(pipe, mesh_):

@@ -9,12 +9,12 @@ images closest to it and those farthest from it (cosine similarity of embeddings
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from jaxaug import fsutil
 from jaxaug.score_lib import metrics
 from jaxaug.score_lib.scoring import Embeddings
 from jaxaug.train_lib import plots
@@ -161,7 +161,5 @@ def _tile(sheet, draw, image, x: int, y: int, similarity: float | None):
 
 
 def _save(image: Image.Image, path: Path) -> Path:
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  image.save(tmp, format="PNG")
-  os.replace(tmp, path)
+  fsutil.write_png(path, image)
   return path

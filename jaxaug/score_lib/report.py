@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from jaxaug import evaluate
+from jaxaug import evaluate, fsutil
 from jaxaug.score_lib.scoring import GROUPS
 
 _HEAD = ("images", "FD-CLIP ↓", "KID ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
@@ -138,7 +137,5 @@ def write(out: Path, scores: dict) -> tuple[Path, Path]:
   """scores.json and scores.md, each written atomically."""
   json_path, md_path = out / "scores.json", out / "scores.md"
   evaluate.write_json(str(json_path), scores)
-  tmp = md_path.with_name(f".scores.md.tmp-{os.getpid()}")
-  tmp.write_text(markdown(scores), encoding="utf-8")
-  os.replace(tmp, md_path)
+  fsutil.atomic_write_text(md_path, markdown(scores))
   return json_path, md_path
