@@ -73,7 +73,7 @@ def curves_png(history: Sequence[dict], path: str) -> None:
       series["eval" if key == "top1" else f"eval {key}"] = tuple(zip(*points))
   top1 = plots.line_chart(series, title="Top-1 accuracy", xlabel="step", ylabel="top-1", ylim=(0.0, 1.0),
                           legend_lower=True)
-  plots.side_by_side([loss, top1]).save(path)
+  fsutil.write_png(path, plots.side_by_side([loss, top1]))
 
 
 def per_class_png(summary: dict, path: str) -> None:
@@ -83,5 +83,6 @@ def per_class_png(summary: dict, path: str) -> None:
   accuracy = np.asarray([r["accuracy"] for r in rows])
   groups = class_groups(counts)
   data = {g: (counts[groups[g]], accuracy[groups[g]]) for g in GROUPS if groups[g].size}
-  plots.scatter_log_x(data, title="Per-class top-1 against class size", xlabel="real training images",
-                      ylabel="top-1", ylim=(0.0, 1.0), vlines=(20, 100)).save(path)
+  fsutil.write_png(path, plots.scatter_log_x(data, title="Per-class top-1 against class size",
+                                             xlabel="real training images", ylabel="top-1", ylim=(0.0, 1.0),
+                                             vlines=(20, 100)))

@@ -23,6 +23,7 @@ from PIL import ImageFont
 from PIL import ImageOps
 
 from jaxaug import augment
+from jaxaug import fsutil
 from jaxaug.errors import UserError
 from jaxaug.errors import exit_on_user_error
 from jaxaug.errors import parse_flags
@@ -140,13 +141,6 @@ def check_out(out: str):
     raise UserError(f"--out={out}: folder {folder} does not exist; create it first")
 
 
-def write_png(sheet: Image.Image, out: str):
-  """Writes under a temporary name, then renames: no partial file is ever visible."""
-  tmp = f"{out}.tmp"
-  sheet.save(tmp, format="PNG")
-  os.replace(tmp, out)
-
-
 @exit_on_user_error
 def main(argv):
   if len(argv) > 1:
@@ -154,7 +148,7 @@ def main(argv):
   check_out(_OUT.value)
   sources = load_sources(_IMAGES.value) if _IMAGES.value else drawn_sources()
   sheet = render(augment_draws(sources, _SEED.value))
-  write_png(sheet, _OUT.value)
+  fsutil.write_png(_OUT.value, sheet)
   print(f"wrote {_OUT.value} ({sheet.width}x{sheet.height}): {DRAWS} draws, seed {_SEED.value}")
   print(EMBEDDING_NOTE)
 

@@ -11,9 +11,10 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-from jaxaug.train_lib.plots import nice_ticks
+from jaxaug import fsutil
+from jaxaug.train_lib.plots import nice_ticks, text_font
 
 WIDTH, HEIGHT, PLOT_RIGHT = 980, 460, 640
 LEFT, TOP, BOTTOM = 64, 40, 52
@@ -22,10 +23,6 @@ PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 1
            (99, 121, 57))
 PAPER_GREYS = ((90, 90, 90), (150, 150, 150), (190, 160, 120))
 GRID = (236, 236, 236)
-
-
-def _font(size: int = 13):
-  return ImageFont.load_default(size=size)
 
 
 class _Chart:
@@ -41,11 +38,11 @@ class _Chart:
     for y in self.yticks:
       py = self.py(y)
       self.draw.line([(left, py), (right, py)], fill=GRID)
-      self.draw.text((left - 6, py), f"{y:g}", fill="black", font=_font(), anchor="rm")
-    self.draw.text(((left + right) / 2, 12), title, fill="black", font=_font(15), anchor="mt")
-    self.draw.text(((left + right) / 2, HEIGHT - 8), xlabel, fill="black", font=_font(), anchor="md")
+      self.draw.text((left - 6, py), f"{y:g}", fill="black", font=text_font(), anchor="rm")
+    self.draw.text(((left + right) / 2, 12), title, fill="black", font=text_font(15), anchor="mt")
+    self.draw.text(((left + right) / 2, HEIGHT - 8), xlabel, fill="black", font=text_font(), anchor="md")
     vertical = Image.new("RGBA", (bottom - top, 18), (255, 255, 255, 0))
-    ImageDraw.Draw(vertical).text(((bottom - top) / 2, 9), ylabel, fill="black", font=_font(), anchor="mm")
+    ImageDraw.Draw(vertical).text(((bottom - top) / 2, 9), ylabel, fill="black", font=text_font(), anchor="mm")
     rotated = vertical.rotate(90, expand=True)
     self.image.paste(rotated, (4, top), rotated)
     self.legend_y = TOP
@@ -57,7 +54,7 @@ class _Chart:
   def xtick(self, px: float, label: str):
     bottom = self.box[3]
     self.draw.line([(px, bottom), (px, bottom + 4)], fill="black")
-    self.draw.text((px, bottom + 6), label, fill="black", font=_font(), anchor="mt")
+    self.draw.text((px, bottom + 6), label, fill="black", font=text_font(), anchor="mt")
 
   def frame(self):
     self.draw.rectangle(self.box, outline="black")
@@ -68,7 +65,7 @@ class _Chart:
       self.draw.rectangle([x, y + 1, x + 18, y + 11], fill=colour)
     else:
       dashed_line(self.draw, [(x, y + 6), (x + 22, y + 6)], colour, 2, dashed)
-    self.draw.text((x + 28, y + 6), name, fill="black", font=_font(12), anchor="lm")
+    self.draw.text((x + 28, y + 6), name, fill="black", font=text_font(12), anchor="lm")
     self.legend_y += 17
 
 
@@ -195,11 +192,11 @@ def draw(out: Path, results: dict) -> list[Path]:
     name = d["name"]
     if results["table"] == "fewshot":
       path = out / f"accuracy_{name}.png"
-      fewshot_chart(results, name).save(path)
+      fsutil.write_png(path, fewshot_chart(results, name))
       written.append(path)
     else:
       for k in results["shots"]:
         path = out / (f"accuracy_{name}.png" if len(results["shots"]) == 1 else f"accuracy_{name}_{k}shot.png")
-        lt_chart(results, name, k).save(path)
+        fsutil.write_png(path, lt_chart(results, name, k))
         written.append(path)
   return written

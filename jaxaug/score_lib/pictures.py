@@ -40,14 +40,14 @@ def _range(values: list[float], lo: float | None = None, hi: float | None = None
 def _scatter(points: list[tuple[str, float, float, tuple]], reference: float | None, *, title: str, ylabel: str,
              yrange: list[float]) -> Image.Image:
   xs = [x for _, x, _, _ in points] + ([reference] if reference is not None else [])
-  panel = plots._Panel(title, "diversity (mean pairwise cosine distance within a class)", ylabel, _range(xs, lo=0.0),
+  panel = plots.Panel(title, "diversity (mean pairwise cosine distance within a class)", ylabel, _range(xs, lo=0.0),
                        yrange)
   _, top, _, bottom = panel.box
   if reference is not None:
     px = panel.px(reference)
     for y in range(top, bottom, 8):
       panel.draw.line([(px, y), (px, min(y + 4, bottom))], fill=(90, 90, 90), width=2)
-    panel.draw.text((px + 4, top + 4), "real images", fill=(90, 90, 90), font=plots._font(12))
+    panel.draw.text((px + 4, top + 4), "real images", fill=(90, 90, 90), font=plots.text_font(12))
   for name, x, y, colour in points:
     px, py = panel.px(x), panel.py(y)
     if name == "all methods":
@@ -66,7 +66,7 @@ def _legend(entries: list[tuple[str, tuple]], height: int) -> Image.Image:
       draw.ellipse([12, y + 1, 24, y + 13], outline="black", width=2)
     else:
       draw.ellipse([13, y + 2, 23, y + 12], fill=colour)
-    draw.text((32, y + 7), name, fill="black", font=plots._font(12), anchor="lm")
+    draw.text((32, y + 7), name, fill="black", font=plots.text_font(12), anchor="lm")
     y += 20
   return image
 
@@ -132,7 +132,7 @@ def worst_classes_png(strips: list[Strip], real_image, synthetic_image, path: Pa
   height = head + len(strips) * (TILE + CAPTION + 8)
   sheet = Image.new("RGB", (width, height), "white")
   draw = ImageDraw.Draw(sheet)
-  font = plots._font(12)
+  font = plots.text_font(12)
   x_near = label_w + TILE + gap
   x_far = x_near + count * TILE + gap
   draw.text((label_w, 6), "source (real)", fill="black", font=font)
@@ -153,11 +153,11 @@ def worst_classes_png(strips: list[Strip], real_image, synthetic_image, path: Pa
 def _tile(sheet, draw, image, x: int, y: int, similarity: float | None):
   if image is None:
     draw.rectangle([x + 2, y + 2, x + TILE - 3, y + TILE - 3], outline=(200, 0, 0))
-    draw.text((x + TILE // 2, y + TILE // 2), "unreadable", fill=(200, 0, 0), font=plots._font(11), anchor="mm")
+    draw.text((x + TILE // 2, y + TILE // 2), "unreadable", fill=(200, 0, 0), font=plots.text_font(11), anchor="mm")
   else:
     sheet.paste(Image.fromarray(image).resize((TILE - 4, TILE - 4), Image.Resampling.BICUBIC), (x + 2, y + 2))
   if similarity is not None:
-    draw.text((x + TILE // 2, y + TILE + 2), f"{similarity:.3f}", fill="black", font=plots._font(11), anchor="mt")
+    draw.text((x + TILE // 2, y + TILE + 2), f"{similarity:.3f}", fill="black", font=plots.text_font(11), anchor="mt")
 
 
 def _save(image: Image.Image, path: Path) -> Path:

@@ -17,7 +17,7 @@ COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 1
 GREY = (200, 200, 200)
 
 
-def _font(size: int = 13):
+def text_font(size: int = 13):
   return ImageFont.load_default(size=size)
 
 
@@ -44,7 +44,7 @@ def _count_label(value: float) -> str:
   return f"{value:g}"
 
 
-class _Panel:
+class Panel:
   """Maps data to pixels for one chart and draws its frame, ticks and labels."""
 
   def __init__(self, title: str, xlabel: str, ylabel: str, xticks: Sequence[float], yticks: Sequence[float],
@@ -57,7 +57,7 @@ class _Panel:
     left, top = MARGIN["left"], MARGIN["top"]
     right, bottom = WIDTH - MARGIN["right"], HEIGHT - MARGIN["bottom"]
     self.box = (left, top, right, bottom)
-    font = _font()
+    font = text_font()
     for x in xticks:
       px = self.px(x)
       self.draw.line([(px, top), (px, bottom)], fill=(238, 238, 238))
@@ -69,7 +69,7 @@ class _Panel:
       self.draw.line([(left - 4, py), (left, py)], fill="black")
       self.draw.text((left - 6, py), _label(y), fill="black", font=font, anchor="rm")
     self.draw.rectangle(self.box, outline="black")
-    self.draw.text(((left + right) / 2, 10), title, fill="black", font=_font(15), anchor="mt")
+    self.draw.text(((left + right) / 2, 10), title, fill="black", font=text_font(15), anchor="mt")
     self.draw.text(((left + right) / 2, HEIGHT - 8), xlabel, fill="black", font=font, anchor="md")
     vertical = Image.new("RGBA", (bottom - top, 18), (255, 255, 255, 0))
     ImageDraw.Draw(vertical).text(((bottom - top) / 2, 9), ylabel, fill="black", font=font, anchor="mm")
@@ -89,7 +89,7 @@ class _Panel:
 
   def legend(self, entries: Sequence[tuple[str, tuple[int, int, int]]], *, lower: bool = False, dots: bool = False):
     """Names and colours in the upper (or lower) right corner, as line segments or dots."""
-    font = _font(12)
+    font = text_font(12)
     x = self.box[2] - 8 - max(self.draw.textlength(name, font=font) for name, _ in entries) - 20
     y = self.box[3] - 8 - 16 * len(entries) if lower else self.box[1] + 8
     width = self.box[2] - 4 - x
@@ -111,7 +111,7 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, ti
   ys = np.concatenate([y for _, y in series.values()]) if series else np.zeros(1)
   ys = ys[np.isfinite(ys)] if np.isfinite(ys).any() else np.zeros(1)
   lo, hi = ylim or (float(ys.min()), float(ys.max()))
-  panel = _Panel(title, xlabel, ylabel, nice_ticks(float(xs.min()), float(xs.max())), nice_ticks(lo, hi))
+  panel = Panel(title, xlabel, ylabel, nice_ticks(float(xs.min()), float(xs.max())), nice_ticks(lo, hi))
   entries = []
   for (name, (x, y)), colour in zip(series.items(), COLOURS):
     points = [(panel.px(a), panel.py(b)) for a, b in zip(x, y) if np.isfinite(b)]
@@ -132,7 +132,7 @@ def scatter_log_x(groups: dict[str, tuple[Sequence[float], Sequence[float]]], *,
   xs = np.concatenate([np.asarray(x, float) for x, _ in groups.values()])
   lo, hi = math.floor(math.log10(max(xs.min(), 1))), math.ceil(math.log10(max(xs.max(), 1)))
   hi = max(hi, lo + 1)
-  panel = _Panel(title, xlabel, ylabel, [10.0**p for p in range(lo, hi + 1)], nice_ticks(*ylim), log_x=True)
+  panel = Panel(title, xlabel, ylabel, [10.0**p for p in range(lo, hi + 1)], nice_ticks(*ylim), log_x=True)
   _, top, _, bottom = panel.box
   for v in vlines:
     if 10**lo <= v <= 10**hi:
