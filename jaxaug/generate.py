@@ -434,12 +434,12 @@ def _generate(job: Job, stopper: interrupt.Stopper, process: int, processes: int
   mesh_ = mesh.data_mesh()
   if process == 0:
     _start_output(job)
-  _barrier("recovered")
+  mesh.barrier("recovered")
   done = set(synthetic.committed(job.out))
   pending = plan_lib.host_units(job.plan, done, process, processes)
   pending_items = np.concatenate([job.plan.unit_items(u) for u in pending]) if pending else np.zeros(0, np.int64)
   local_batch = mesh.local_batch(config.batch.per_device)
-  steps = _max_over_hosts(-(-len(pending_items) // local_batch))
+  steps = mesh.max_over_hosts(-(-len(pending_items) // local_batch))
   total = sum(len(job.plan.unit_items(u)) for u in range(job.plan.num_units) if u not in done)
   if process == 0:
     logging.info("%d items in %d units; %d done, %d to make on %d device(s), %d process(es); %s, %s attention",
@@ -498,7 +498,7 @@ def _generate(job: Job, stopper: interrupt.Stopper, process: int, processes: int
   finally:
     writer.shutdown(wait=True)
     bar.close()
-  _barrier("written")
+  mesh.barrier("written")
   wall = time.time() - start_time
   summary = {"images_written": stats["written"],
              "skipped_sources": stats["skipped_sources"], "wall_s": round(wall, 2),
@@ -522,19 +522,8 @@ def _commit(job, unit, items, unit_images, unit_lams, process, began):
   return n
 
 
-def _barrier(name: str):
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
-    multihost_utils.sync_global_devices(name)
 
 
-def _max_over_hosts(value: int) -> int:
-  if jax.process_count() == 1:
-    return value
-  from jax.experimental import multihost_utils
-
-  return int(np.max(multihost_utils.process_allgather(np.array([value]))))
 
 
 def _progress(total: int, enabled: bool):

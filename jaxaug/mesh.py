@@ -77,3 +77,34 @@ def to_local(tree):
     return np.concatenate([np.asarray(s.data) for s in shards])
 
   return jax.tree.map(local, tree)
+
+
+# ---------------------------------------------------------------------------
+# Agreement between hosts (all no-ops on one process): generation, scoring and training use these.
+
+
+def _gathered(value) -> np.ndarray:
+  from jax.experimental import multihost_utils
+
+  return multihost_utils.process_allgather(np.array([value]))
+
+
+def barrier(name: str) -> None:
+  """Waits until every host reaches the barrier of this name."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+def max_over_hosts(value: int) -> int:
+  return value if jax.process_count() == 1 else int(np.max(_gathered(value)))
+
+
+def sum_over_hosts(value: int) -> int:
+  return value if jax.process_count() == 1 else int(np.sum(_gathered(value)))
+
+
+def on_every_host(ok: bool) -> bool:
+  """True only where `ok` holds on every host."""
+  return ok if jax.process_count() == 1 else bool(np.all(_gathered(ok)))

@@ -30,7 +30,7 @@ from jaxaug import mesh
 from jaxaug.data import kshot, open_source
 from jaxaug.data.images import BadImage, load_fit
 from jaxaug.data.sources import ImageSource
-from jaxaug.data.synthetic import SyntheticSource, read_info
+from jaxaug.data.synthetic import SyntheticSource
 from jaxaug.errors import UserError, run_with_config
 from jaxaug.models.pipeline import load
 from jaxaug.models.tiny import resolve_model
@@ -101,7 +101,6 @@ class Job:
   settings: Settings
   synthetic: SyntheticSource
   real: ImageSource
-  info: dict  # the set's dataset_info.json
   pipe: object
   params: dict  # the image tower's only
 
@@ -128,11 +127,6 @@ def prepare(config) -> Job:
   if len(synthetic) == 0:
     raise UserError(f"synthetic set {s.synthetic} has no finished units yet: let `python -m jaxaug.generate` "
                     "commit some, then score it")
-  try:
-    info = read_info(s.synthetic)
-  except ValueError:
-    raise UserError(f"{s.synthetic}/dataset_info.json is unreadable: rerun `python -m jaxaug.generate` with the same "
-                    "config to rewrite it") from None
   if not s.real:
     raise UserError(f"{s.synthetic}/config.json names no real source: pass --config.real=SPEC")
   real = open_source(s.real, s.split)
@@ -148,7 +142,7 @@ def prepare(config) -> Job:
   if pipe.image_encoder is None or "image_encoder" not in params:
     raise UserError(f"model {s.model!r} has no CLIP image tower (a plain Stable Diffusion checkpoint): score with "
                     "an unCLIP checkpoint, e.g. --config.model=stabilityai/stable-diffusion-2-1-unclip or a local copy")
-  return Job(settings=s, synthetic=synthetic, real=real, info=info, pipe=pipe,
+  return Job(settings=s, synthetic=synthetic, real=real, pipe=pipe,
              params={"image_encoder": params["image_encoder"]})
 
 
@@ -178,7 +172,7 @@ def embed_sets(job: Job) -> dict:
     _make_output(s.output)
     real_cache.prepare()
     syn_cache.prepare()
-  embed.barrier("score-caches")
+  mesh.barrier("score-caches")
   mesh_ = mesh.data_mesh()
   embedder = embed.Embedder(step=embed.make_step(job.pipe, mesh_),
                             params=jax.device_put(job.params, mesh.replicated(mesh_)), mesh=mesh_,
@@ -192,7 +186,7 @@ def embed_sets(job: Job) -> dict:
                                  desc="embedding real")
   syn_stats = embed.embed_units(embedder, job.synthetic, embed.synthetic_units(job.synthetic), syn_cache,
                                 desc="embedding synthetic", extra=sources)
-  embed.barrier("score-embedded")
+  mesh.barrier("score-embedded")
   return {"embedded_images": real_stats["images"] + syn_stats["images"],
           "unreadable_images": real_stats["skipped"] + syn_stats["skipped"],
           "embed_s": round(real_stats["seconds"] + syn_stats["seconds"], 3)}
@@ -233,7 +227,7 @@ def load_embeddings(job: Job) -> Loaded:
 def training_counts(job: Job) -> np.ndarray:
   """Real images per class for the many / medium / few groups: the training images the set was generated from
   (dataset_info.json), so that scoring against a validation split keeps the long tail's groups."""
-  counts = job.info.get("real_counts")
+  counts = job.synthetic.info.get("real_counts")
   if counts is not None and len(counts) == job.real.num_classes:
     return np.asarray(counts)
   return job.real.counts()
@@ -268,7 +262,7 @@ def run(config) -> dict:
   started = time.perf_counter()
   job = prepare(config)
   s = job.settings
-  units, done = job.info.get("units"), job.info.get("units_done")
+  units, done = job.synthetic.info.get("units"), job.synthetic.info.get("units_done")
   if units and done is not None and done < units:
     logging.warning("scoring %d of %d units of %s: the set is not finished", done, units, s.synthetic)
   embedded = embed_sets(job)

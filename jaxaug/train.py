@@ -172,7 +172,7 @@ def _resume(mngr, trainer: "Trainer", stream, workdir: Path) -> tuple[object, in
       cause = None
     except Exception as e:  # orbax, tensorstore and json raise many types for a damaged checkpoint
       cause = _first_line(e)
-    if _on_every_host(cause is None):
+    if mesh.on_every_host(cause is None):
       break
     failed.append((step, cause or "it does not restore on another host"))
   else:
@@ -180,7 +180,7 @@ def _resume(mngr, trainer: "Trainer", stream, workdir: Path) -> tuple[object, in
     raise UserError(f"no checkpoint in {workdir / 'checkpoints'} restores ({causes}): move {workdir} aside to start "
                     "over, or set another --config.workdir")
   if failed:  # moved aside, so the run can save those steps again
-    _barrier("restored")
+    mesh.barrier("restored")
     if jax.process_index() == 0:
       aside = workdir / "damaged_checkpoints" / time.strftime("%Y%m%d-%H%M%S")
       aside.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def _resume(mngr, trainer: "Trainer", stream, workdir: Path) -> tuple[object, in
         os.replace(workdir / "checkpoints" / str(bad), aside / str(bad))
         logging.warning("checkpoint step %d does not restore (%s): resuming from step %d; the damaged step is moved to "
                         "%s", bad, cause, step, aside / str(bad))
-    _barrier("moved aside")
+    mesh.barrier("moved aside")
     mngr.reload()
   return state, int(step)
 
@@ -199,19 +199,8 @@ def _first_line(e: Exception) -> str:
   return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _on_every_host(ok: bool) -> bool:
-  if jax.process_count() == 1:
-    return ok
-  from jax.experimental import multihost_utils
-
-  return bool(np.all(multihost_utils.process_allgather(np.array([ok]))))
 
 
-def _barrier(name: str):
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
-    multihost_utils.sync_global_devices(name)
 
 
 class Trainer:

@@ -89,8 +89,7 @@ class Cache:
     """Creates the directory, removes what a kill can leave (temporary files, a torn done line). Process 0 only."""
     try:
       self.dir.mkdir(parents=True, exist_ok=True)
-      for tmp in self.dir.glob(".unit-*.tmp-*"):
-        tmp.unlink()
+      synthetic.remove_temporaries(self.dir)  # units' and key.json's
       if not (self.dir / "key.json").is_file():
         fsutil.atomic_write_bytes(self.dir / "key.json", json.dumps(self.key, indent=2, sort_keys=True).encode())
     except OSError as e:
@@ -166,7 +165,7 @@ def embed_units(embedder: Embedder, source: ImageSource, units: Sequence[Unit], 
   owner = np.repeat(np.arange(len(pending)), sizes)
   offset = np.cumsum([0] + sizes)
   local = mesh.local_batch(embedder.per_device)
-  steps = _max_over_hosts(-(-len(rows) // local))
+  steps = mesh.max_over_hosts(-(-len(rows) // local))
   chunks = [np.arange(s * local, min((s + 1) * local, len(rows))) for s in range(steps)]
   bar = _progress(sum(len(u.positions) for u in units if u.number not in done), desc)
   filled, left = {}, dict(enumerate(sizes))
@@ -215,7 +214,7 @@ def embed_units(embedder: Embedder, source: ImageSource, units: Sequence[Unit], 
     writer.shutdown(wait=True)
     bar.close()
   stats["seconds"] = time.perf_counter() - start
-  stats["images"], stats["skipped"] = (_sum_over_hosts(stats[k]) for k in ("images", "skipped"))
+  stats["images"], stats["skipped"] = (mesh.sum_over_hosts(stats[k]) for k in ("images", "skipped"))
   return stats
 
 
@@ -227,27 +226,10 @@ def _commit(cache: Cache, unit: Unit, array: np.ndarray, extra, process: int) ->
                     "or fix the directory and rerun the same command to continue") from None
 
 
-def _max_over_hosts(value: int) -> int:
-  if jax.process_count() == 1:
-    return value
-  from jax.experimental import multihost_utils
-
-  return int(np.max(multihost_utils.process_allgather(np.array([value]))))
 
 
-def _sum_over_hosts(value: int) -> int:
-  if jax.process_count() == 1:
-    return value
-  from jax.experimental import multihost_utils
-
-  return int(np.sum(multihost_utils.process_allgather(np.array([value]))))
 
 
-def barrier(name: str) -> None:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
-    multihost_utils.sync_global_devices(name)
 
 
 def _progress(total: int, desc: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jaxaug import evaluate, fsutil
-from jaxaug.score_lib.scoring import GROUPS
+from jaxaug.evaluate import GROUPS
 
 _HEAD = ("images", "FD-CLIP ↓", "KID ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
          "diversity ↑", "Vendi ↑", "copies ↓")

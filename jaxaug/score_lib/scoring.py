@@ -26,7 +26,6 @@ from absl import logging
 from jaxaug.data.sources import class_groups
 from jaxaug.score_lib import metrics
 
-GROUPS = ("many", "medium", "few")
 FIDELITY_KEYS = ("fd", "kid", "kid_se", "precision", "recall", "density", "coverage")
 HISTOGRAM_EDGES = tuple(round(0.05 * i, 2) for i in range(21))  # cosine similarity to the own source, 0..1
 
