@@ -162,9 +162,12 @@ def _open_workdir(workdir: Path, make) -> object:
                     "directory") from None
 
 
-def _resume(mngr, trainer: "Trainer", stream, workdir: Path) -> tuple[object, int]:
-  """The newest checkpoint that restores on every host, and its step; damaged newer ones are moved aside."""
-  like, failed = trainer.init(), []
+def _resume(mngr, like, stream, workdir: Path) -> tuple[object, int]:
+  """The newest checkpoint that restores on every host, and its step; damaged newer ones are moved aside.
+
+  `like` is a freshly initialised state: the structure and shardings a checkpoint is restored into.
+  """
+  failed = []
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
       state, input_state = checkpoint.restore(mngr, step, like)
@@ -341,7 +344,7 @@ def _train(config, data: Data, trainer: Trainer, workdir: Path) -> dict:
   if latest is None:
     state, start = trainer.initial_state(), 0
   else:
-    state, start = _resume(mngr, trainer, stream, workdir)
+    state, start = _resume(mngr, trainer.init(), stream, workdir)
     logging.info("resumed from step %d", start)
   history = _History(workdir / "metrics.jsonl", start, trainer.total_steps)
 

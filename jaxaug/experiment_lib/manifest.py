@@ -10,7 +10,6 @@ fingerprint, so a finished cell is never silently reused under another config.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from jaxaug import fsutil
@@ -56,10 +55,7 @@ class Manifest:
       return
     text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    with open(self.path, "a") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
+    fsutil.append_line(self.path, text.rstrip("\n"))
     for line in text.splitlines():  # as a later run will read them back, key order included
       entry = json.loads(line)
       self.entries[entry["key"]] = entry

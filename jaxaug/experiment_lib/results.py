@@ -6,7 +6,6 @@ same files as one run straight through, and a partial grid renders what is finis
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +191,3 @@ def write(out: Path, results: dict) -> list[Path]:
   except Exception as e:  # noqa: BLE001
     logging.warning("results pictures not drawn: %s", e)
   return paths
-
-
-def finite(value) -> bool:
-  return value is not None and math.isfinite(value)

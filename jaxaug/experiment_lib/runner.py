@@ -98,7 +98,7 @@ def _run(config, grid: grid_lib.Grid, cells: grid_lib.Cells, primary: bool) -> d
       trainings = [c for c in cells.trainings if (c.dataset, c.shots) == (ds, k)]
       for group in stages.train_groups(ctx, trainings):
         stages.run_training_group(ctx, group)
-      if primary:
+      if primary and i < len(columns) - 1:  # a partial grid's tables; the last column's are written below
         results_lib.write(grid.out, results_lib.collect(grid, cells, ctx.manifest))
   finally:
     counter.close()
@@ -119,8 +119,7 @@ def _say(text: str) -> None:
 
 def _append_log(out: Path, log: dict) -> None:
   """runs.jsonl: one line per invocation (wall time, compiles); results.json stays free of timings."""
-  with open(out / "runs.jsonl", "a") as f:
-    f.write(json.dumps({"finished": time.strftime("%Y-%m-%d %H:%M:%S"), **log}) + "\n")
+  fsutil.append_line(out / "runs.jsonl", json.dumps({"finished": time.strftime("%Y-%m-%d %H:%M:%S"), **log}))
 
 
 def _summary(results: dict, paths: list[Path], log: dict) -> str:
