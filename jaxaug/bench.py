@@ -387,8 +387,7 @@ def abstract_model(model: str, dtype=jnp.bfloat16):
                                              mean=tuple(cfg["clip_image"]["image_mean"]),
                                              std=tuple(cfg["clip_image"]["image_std"])),
                  noising_alphas_cumprod=schedulers.alphas_cumprod(cfg["noising"], "image_noising_scheduler"))
-  name = {"PNDMScheduler": "pndm", "DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpm++"}.get(
-      cfg["scheduler"].get("_class_name", "PNDMScheduler"), "pndm")
+  name = pl.SCHEDULER_NAMES.get(cfg["scheduler"].get("_class_name", "PNDMScheduler"), "pndm")
   pipe = pl.Pipeline(name=model, kind=kind, unet_config=unet.config, vae_config=vae.config, text_config=text.config,
                      tokenizer=types.SimpleNamespace(model_max_length=77), scheduler_name=name,
                      scheduler_config=cfg["scheduler"], vae_scale=float(cfg["vae"].get("scaling_factor", 0.18215)),

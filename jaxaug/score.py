@@ -32,6 +32,7 @@ from jaxaug.data.images import BadImage, load_fit
 from jaxaug.data.sources import ImageSource
 from jaxaug.data.synthetic import SyntheticSource
 from jaxaug.errors import UserError, run_with_config
+from jaxaug.models import checkpoint
 from jaxaug.models.pipeline import load
 from jaxaug.models.tiny import resolve_model
 from jaxaug.score_lib import embed, pictures, report, scoring
@@ -103,6 +104,7 @@ class Job:
   real: ImageSource
   pipe: object
   params: dict  # the image tower's only
+  synthetic_units: list  # embed.Unit per generation unit of `synthetic`
 
 
 def _generation_config(synthetic: Path) -> dict:
@@ -141,9 +143,9 @@ def prepare(config) -> Job:
   pipe, params = load(resolve_model(s.model), {"fp32": jnp.float32, "bf16": jnp.bfloat16}[s.dtype])
   if pipe.image_encoder is None or "image_encoder" not in params:
     raise UserError(f"model {s.model!r} has no CLIP image tower (a plain Stable Diffusion checkpoint): score with "
-                    "an unCLIP checkpoint, e.g. --config.model=stabilityai/stable-diffusion-2-1-unclip or a local copy")
+                    f"an unCLIP checkpoint, e.g. --config.model={checkpoint.MIRROR} or a local copy")
   return Job(settings=s, synthetic=synthetic, real=real, pipe=pipe,
-             params={"image_encoder": params["image_encoder"]})
+             params={"image_encoder": params["image_encoder"]}, synthetic_units=embed.synthetic_units(synthetic))
 
 
 def _caches(job: Job) -> tuple[embed.Cache, embed.Cache]:
@@ -184,7 +186,7 @@ def embed_sets(job: Job) -> dict:
 
   real_stats = embed.embed_units(embedder, job.real, embed.real_units(len(job.real), s.unit_size), real_cache,
                                  desc="embedding real")
-  syn_stats = embed.embed_units(embedder, job.synthetic, embed.synthetic_units(job.synthetic), syn_cache,
+  syn_stats = embed.embed_units(embedder, job.synthetic, job.synthetic_units, syn_cache,
                                 desc="embedding synthetic", extra=sources)
   mesh.barrier("score-embedded")
   return {"embedded_images": real_stats["images"] + syn_stats["images"],
@@ -205,7 +207,7 @@ def load_embeddings(job: Job) -> Loaded:
   s = job.settings
   real_cache, syn_cache = _caches(job)
   real, _ = real_cache.load(embed.real_units(len(job.real), s.unit_size))
-  syn_units = embed.synthetic_units(job.synthetic)
+  syn_units = job.synthetic_units
   syn, done = syn_cache.load(syn_units)
   real_ok, syn_ok = np.isfinite(real).all(axis=1), np.isfinite(syn).all(axis=1)
   real_row = np.cumsum(real_ok) - 1  # source position -> row among the readable real images
@@ -271,7 +273,7 @@ def run(config) -> dict:
   loaded = load_embeddings(job)
   emb = loaded.embeddings
   scores = scoring.compute_scores(emb, s.metrics)
-  units_done = len(embed.synthetic_units(job.synthetic))
+  units_done = len(job.synthetic_units)
   scores["about"] = {
       "synthetic": str(s.synthetic), "synthetic_images": len(emb.synthetic), "units_done": units_done,
       "units": units or units_done,

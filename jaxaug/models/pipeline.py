@@ -25,7 +25,7 @@ from jaxaug.models.vae import AutoencoderKL, VAEConfig
 UNCLIP_PIPELINES = ("StableUnCLIPImg2ImgPipeline", "StableUnCLIPPipeline")
 SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
 SCHEDULERS = ("pndm", "ddim", "dpm++")
-_SCHEDULER_NAMES = {"PNDMScheduler": "pndm", "DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpm++"}
+SCHEDULER_NAMES = {"PNDMScheduler": "pndm", "DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpm++"}
 
 # Our modules carry the checkpoint's own names; the VAE also accepts the names diffusers used before 0.14.
 UNET_NAMING = convert.DIFFUSERS
@@ -173,8 +173,8 @@ def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[P
                     f"cross_attention_dim {unet.cross_attention_dim}")
   scheduler_config = checkpoint.read_config(root, "scheduler", "scheduler_config.json")
   sched_cls = scheduler_config.get("_class_name", "?")
-  if sched_cls not in _SCHEDULER_NAMES:
-    raise UserError(f"{root}/scheduler: unknown scheduler '{sched_cls}'; jaxaug runs {', '.join(_SCHEDULER_NAMES)}")
+  if sched_cls not in SCHEDULER_NAMES:
+    raise UserError(f"{root}/scheduler: unknown scheduler '{sched_cls}'; jaxaug runs {', '.join(SCHEDULER_NAMES)}")
   extra = {}
   if kind == "unclip":
     image_config = checkpoint.read_config(root, "image_encoder")
@@ -192,11 +192,11 @@ def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[P
                  noising_alphas_cumprod=schedulers.alphas_cumprod(noising, f"{root.name}/image_noising_scheduler"))
   elif unet.class_embed_input_dim is not None:
     raise UserError(f"{root}/unet: the UNet has an unCLIP image embedding but model_index.json names {cls}")
-  schedulers.Scheduler.from_config(_SCHEDULER_NAMES[sched_cls], scheduler_config)  # checks the options now
+  schedulers.Scheduler.from_config(SCHEDULER_NAMES[sched_cls], scheduler_config)  # checks the options now
   pipe = Pipeline(
       name=str(model), kind=kind, unet_config=unet.config, vae_config=vae.config, text_config=text.config,
       tokenizer=_tokenizer(root),
-      scheduler_name=_SCHEDULER_NAMES[sched_cls], scheduler_config=scheduler_config,
+      scheduler_name=SCHEDULER_NAMES[sched_cls], scheduler_config=scheduler_config,
       vae_scale=float(vae_config.get("scaling_factor", 0.18215)), dtype=dtype, attention=attention_impl, **extra)
   models = {k: _cast(v, dtype) for k, v in params.items() if k != "image_normalizer"}
   return pipe, {**params, **models}  # the normaliser stays fp32: it is noise-schedule arithmetic
