@@ -13,6 +13,8 @@ Sources are opened from a spec string (`open_source(spec, split)`):
   tfds:voc/2007?data_dir=/data/tfds  options: data_dir, names (wnid -> name file)
   folder:/data/pets/{split}          root/<class name>/*.{jpg,jpeg,png,webp}
   demo:6                             the built-in procedural demo set, N images per class (demo.py)
+  world:10  world:lt                 the demo world's target domain (world.py): N per class, or
+                                     long-tailed; option domain=broad for the generator's world
   imagenet_lt:/lists?root=/imagenet  ImageNet-LT list files applied to an ImageNet tree;
                                      the target is a list file or a directory holding
                                      ImageNet_LT_{train,val,test}.txt; option names=<file>
@@ -309,7 +311,7 @@ def indices_of(source: ImageSource, ids: Sequence[str]) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # Spec strings
 
-_OPTIONS = {"tfds": {"data_dir", "names"}, "folder": set(), "imagenet_lt": {"root", "names"}, "demo": set()}
+_OPTIONS = {"tfds": {"data_dir", "names"}, "folder": set(), "imagenet_lt": {"root", "names"}, "demo": set(), "world": {"domain"}}
 
 
 def parse_spec(spec: str, split: str) -> tuple[str, str, dict[str, str]]:
@@ -349,6 +351,10 @@ def open_source(spec: str, split: str = "train") -> ImageSource:
     if split not in DemoSource.SPLITS:
       raise UserError(f"data source {spec!r} has no split {split!r}: the demo set has {' and '.join(DemoSource.SPLITS)}")
     return DemoSource(split, int(target))
+  if kind == "world":
+    from jaxaug.data.world import open_world
+
+    return open_world(target, split, options)
   if kind == "imagenet_lt":
     if "root" not in options:
       raise UserError(f"data source {spec!r} needs ?root=<ImageNet dir> for the list's image paths")

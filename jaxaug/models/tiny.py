@@ -86,13 +86,13 @@ def _bytes_to_unicode() -> dict[int, str]:
   return dict(zip(range(256), chars))
 
 
-def write_tokenizer(out: Path) -> int:
-  """A small CLIP BPE tokenizer (bytes plus a few whole words); returns its vocabulary size."""
+def write_tokenizer(out: Path, words=TOKEN_WORDS, max_length: int = 77) -> int:
+  """A small CLIP BPE tokenizer (bytes plus `words` as whole tokens); returns its vocabulary size."""
   out.mkdir(parents=True, exist_ok=True)
   base = list(_bytes_to_unicode().values())
   vocab = base + [c + "</w>" for c in base]
   merges = []
-  for word in TOKEN_WORDS:
+  for word in words:
     pieces = list(word[:-1]) + [word[-1] + "</w>"]
     while len(pieces) > 1:
       pair, merged = (pieces[0], pieces[1]), pieces[0] + pieces[1]
@@ -108,7 +108,7 @@ def write_tokenizer(out: Path) -> int:
              "pad_token": "<|endoftext|>"}
   (out / "special_tokens_map.json").write_text(json.dumps(special))
   (out / "tokenizer_config.json").write_text(json.dumps(
-      {**special, "model_max_length": 77, "tokenizer_class": "CLIPTokenizer", "do_lower_case": True,
+      {**special, "model_max_length": max_length, "tokenizer_class": "CLIPTokenizer", "do_lower_case": True,
        "errors": "replace"}))
   return len(vocab)
 
@@ -142,32 +142,50 @@ def _save(folder: Path, config: dict, config_name: str, state: dict, weights_nam
               metadata={"format": "pt"})
 
 
-def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0, size: str = "tiny") -> Path:
-  """Writes a random `kind` ('unclip' or 'sd') checkpoint of `size` ('tiny', or 'full': SD 2.1 size in fp16)."""
-  if kind not in ("unclip", "sd"):
-    raise ValueError(f"kind must be 'unclip' or 'sd', not {kind!r}")
-  text_base, vision_base, vae_base, unet_base = SIZES[size]
-  dtype = np.float32 if size == "tiny" else np.float16
-  out = Path(out)
+def random_params(kind: str, configs: dict, seed: int = 0) -> dict:
+  """Random weights for every component of `configs` (as `component_configs` gives them), in Flax layout."""
   rng = np.random.default_rng(seed)
-  vocab_size = write_tokenizer(out / "tokenizer")
-  text_cfg = {**text_base, "vocab_size": vocab_size if size == "tiny" else 49408, "bos_token_id": vocab_size - 2, "eos_token_id": vocab_size - 1,
+  text = pipeline.text_module(configs["text_encoder"], jnp.float32)
+  params = {"text_encoder": _random_params(text, rng, jnp.zeros((1, 8), jnp.int32))}
+  vae = pipeline.vae_module(configs["vae"], jnp.float32, "tiny/vae")
+  params["vae"] = _random_params(vae, rng, jnp.zeros((1, 3, 16, 16)))
+  unet = pipeline.unet_module(configs["unet"], jnp.float32, "tiny/unet")
+  params["unet"] = _random_params(unet, rng, *pipeline.unet_inputs(unet, 1, 8, 8))
+  if kind == "unclip":
+    vision = configs["image_encoder"]
+    image = pipeline.image_module(vision, jnp.float32)
+    size = vision["image_size"]
+    params["image_encoder"] = _random_params(image, rng, jnp.zeros((1, size, size, 3)))
+    dim = vision["projection_dim"]
+    params["image_normalizer"] = {"mean": rng.normal(0, 0.5, (1, dim)), "std": rng.uniform(0.5, 1.5, (1, dim))}
+  return params
+
+
+def component_configs(kind: str, text_base: dict, vision_base: dict, vae_base: dict, unet_base: dict,
+                      vocab_size: int) -> dict:
+  """The components' diffusers / transformers configs (without their class names)."""
+  text_cfg = {**text_base, "vocab_size": vocab_size, "bos_token_id": vocab_size - 2, "eos_token_id": vocab_size - 1,
               "pad_token_id": vocab_size - 1}
-  text = pipeline.text_module(text_cfg, jnp.float32)
+  configs = {"text_encoder": text_cfg, "vae": dict(vae_base),
+             "unet": _unet_config(kind, unet_base, text_base["hidden_size"], vision_base["projection_dim"])}
+  if kind == "unclip":
+    configs["image_encoder"] = dict(vision_base)
+  return configs
+
+
+def save_checkpoint(out: str | os.PathLike, kind: str, configs: dict, params: dict, dtype=np.float32) -> Path:
+  """Writes a diffusers-format checkpoint (everything but the tokenizer) from Flax-layout `params`.
+
+  The format `jaxaug.models.load` and PyTorch diffusers both read; used for random and trained weights alike.
+  """
+  out = Path(out)
+  text_cfg = configs["text_encoder"]
   _save(out / "text_encoder", {**text_cfg, "model_type": "clip_text_model", "architectures": ["CLIPTextModel"]},
-        "config.json", convert.flax_to_torch(_random_params(text, rng, jnp.zeros((1, 8), jnp.int32)),
-                                             convert.TRANSFORMERS), "model.safetensors", dtype)
-
-  vae = pipeline.vae_module(vae_base, jnp.float32, "tiny/vae")
-  _save(out / "vae", {"_class_name": "AutoencoderKL", **vae_base}, "config.json",
-        convert.flax_to_torch(_random_params(vae, rng, jnp.zeros((1, 3, 16, 16))),
-                              pipeline.VAE_NAMING), "diffusion_pytorch_model.safetensors", dtype)
-
-  unet_cfg = _unet_config(kind, unet_base, text_base["hidden_size"], vision_base["projection_dim"])
-  unet = pipeline.unet_module(unet_cfg, jnp.float32, "tiny/unet")
-  _save(out / "unet", {"_class_name": "UNet2DConditionModel", **unet_cfg}, "config.json",
-        convert.flax_to_torch(_random_params(unet, rng, *pipeline.unet_inputs(unet, 1, 8, 8)),
-                              pipeline.UNET_NAMING), "diffusion_pytorch_model.safetensors", dtype)
+        "config.json", convert.flax_to_torch(params["text_encoder"], convert.TRANSFORMERS), "model.safetensors", dtype)
+  _save(out / "vae", {"_class_name": "AutoencoderKL", **configs["vae"]}, "config.json",
+        convert.flax_to_torch(params["vae"], pipeline.VAE_NAMING), "diffusion_pytorch_model.safetensors", dtype)
+  _save(out / "unet", {"_class_name": "UNet2DConditionModel", **configs["unet"]}, "config.json",
+        convert.flax_to_torch(params["unet"], pipeline.UNET_NAMING), "diffusion_pytorch_model.safetensors", dtype)
   _save(out / "scheduler", {"_class_name": "PNDMScheduler", **_pndm_config()}, "scheduler_config.json", {}, "")
 
   index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.39.0",
@@ -176,16 +194,15 @@ def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0, size
            "vae": ["diffusers", "AutoencoderKL"], "safety_checker": [None, None],
            "feature_extractor": [None, None], "image_encoder": [None, None], "requires_safety_checker": False}
   if kind == "unclip":
-    image_size = vision_base["image_size"]
-    image = pipeline.image_module(vision_base, jnp.float32)
-    _save(out / "image_encoder", {**vision_base, "model_type": "clip_vision_model",
+    vision_cfg = configs["image_encoder"]
+    image_size = vision_cfg["image_size"]
+    _save(out / "image_encoder", {**vision_cfg, "model_type": "clip_vision_model",
                                   "architectures": ["CLIPVisionModelWithProjection"]}, "config.json",
-          convert.flax_to_torch(_random_params(image, rng, jnp.zeros((1, image_size, image_size, 3))),
-                                convert.TRANSFORMERS), "model.safetensors", dtype)
-    dim = vision_base["projection_dim"]
+          convert.flax_to_torch(params["image_encoder"], convert.TRANSFORMERS), "model.safetensors", dtype)
+    dim = vision_cfg["projection_dim"]
+    normalizer = {k: np.asarray(v, np.float32).reshape(1, dim) for k, v in params["image_normalizer"].items()}
     _save(out / "image_normalizer", {"_class_name": "StableUnCLIPImageNormalizer", "embedding_dim": dim},
-          "config.json", {"mean": rng.normal(0, 0.5, (1, dim)), "std": rng.uniform(0.5, 1.5, (1, dim))},
-          "diffusion_pytorch_model.safetensors", dtype)
+          "config.json", normalizer, "diffusion_pytorch_model.safetensors", dtype)
     _save(out / "image_noising_scheduler", {
         "_class_name": "DDPMScheduler", "beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000,
         "beta_start": 0.00085, "beta_end": 0.012, "clip_sample": True, "prediction_type": "epsilon",
@@ -204,6 +221,19 @@ def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0, size
                  image_noising_scheduler=["diffusers", "DDPMScheduler"])
   (out / "model_index.json").write_text(json.dumps(index, indent=2))
   return out
+
+
+def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0, size: str = "tiny") -> Path:
+  """Writes a random `kind` ('unclip' or 'sd') checkpoint of `size` ('tiny', or 'full': SD 2.1 size in fp16)."""
+  if kind not in ("unclip", "sd"):
+    raise ValueError(f"kind must be 'unclip' or 'sd', not {kind!r}")
+  text_base, vision_base, vae_base, unet_base = SIZES[size]
+  out = Path(out)
+  vocab_size = write_tokenizer(out / "tokenizer")
+  configs = component_configs(kind, text_base, vision_base, vae_base, unet_base,
+                              vocab_size if size == "tiny" else 49408)
+  params = random_params(kind, configs, seed)
+  return save_checkpoint(out, kind, configs, params, np.float32 if size == "tiny" else np.float16)
 
 
 def checkpoint_digest(root: str | os.PathLike) -> str:

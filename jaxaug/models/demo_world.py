@@ -1,0 +1,511 @@
+"""The demo world's generator: an SD 2.1-unCLIP pipeline trained here, small enough to ship and run on a laptop.
+
+    python -m jaxaug.models.demo_world train --out=DIR [--work=DIR] [--seed=0] [--scale=1.0]
+
+trains, in order and each resumable (rerun the same command after a kill), with jaxaug's own Flax modules
+and the SD 2.1-unCLIP structure:
+  1. vae     an AutoencoderKL (32 px images -> 8x8x4 latents), L1 + L2 reconstruction and a small KL;
+  2. clip    a CLIP text tower and image tower trained contrastively on the broad world's (image, caption)
+             pairs (captions name the class and, sometimes, the colour and background);
+  3. stats   the image normaliser (per-dimension mean / std of the image embeddings), the latent scaling
+             factor (1 / std of the latents), each image's text context;
+  4. unet    the v-prediction UNet with text cross-attention and the unCLIP projection class embedding of
+             the noised image embedding, with conditioning dropout (text and image independently) for
+             classifier-free guidance and for the txt2img baseline (all-zero image vector);
+  5. judge   a small ResNet classifier on real world images (broad and target): tests and the demo use it to
+             ask what generated images show, in a feature space independent of the generator.
+The output is an ordinary diffusers-format checkpoint (DIR/model_index.json and its component folders,
+fp16 safetensors) plus DIR/judge.safetensors and DIR/training.json (times, final losses, settings).
+`jaxaug.models.load(DIR)` and PyTorch diffusers' StableUnCLIPImg2ImgPipeline both load it. The copy
+shipped in the package (`--config.model=world`, WORLD_DIR) was made by this command with its defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+import types
+from pathlib import Path
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from safetensors.numpy import load_file, save_file
+from tqdm import tqdm
+
+from jaxaug.data import world
+from jaxaug.models import pipeline, resnet, schedulers, sd, tiny
+
+WORLD_DIR = Path(__file__).resolve().parent / "world_weights"  # the shipped checkpoint
+MAX_TOKENS = 16  # the world's captions are short; cross-attention runs over this many tokens
+
+TEXT = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+            max_position_embeddings=MAX_TOKENS, hidden_act="gelu", projection_dim=64, layer_norm_eps=1e-5)
+VISION = dict(hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=3,
+              image_size=world.SIZE, patch_size=4, num_channels=3, hidden_act="gelu", projection_dim=64,
+              layer_norm_eps=1e-5)
+VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
+           up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[32, 64, 64], layers_per_block=1,
+           act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=world.SIZE, scaling_factor=1.0,
+           force_upcast=True)
+UNET = dict(sample_size=world.SIZE // 4, in_channels=4, out_channels=4,
+            down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+            up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], block_out_channels=[64, 128], layers_per_block=1,
+            attention_head_dim=[2, 4])
+JUDGE_ARCH = "resnet_tiny"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """How much of each stage to train (the defaults made the shipped weights); `scale` multiplies all steps."""
+  seed: int = 0
+  images: int = 30_000  # broad-world training images (TARGET_SHARE of them in the target style)
+  vae_steps: int = 1000
+  vae_batch: int = 24
+  vae_lr: float = 1e-3
+  vae_kl: float = 1e-4
+  clip_steps: int = 800
+  clip_batch: int = 128
+  clip_lr: float = 1e-3
+  unet_steps: int = 3000
+  unet_batch: int = 48
+  unet_lr: float = 6e-4
+  unet_ema: float = 0.999
+  drop_text: float = 0.2  # conditioning dropout: empty prompt ...
+  drop_image: float = 0.25  # ... and the all-zero image vector, independently
+  noised_share: float = 0.5  # share of UNet examples whose image embedding is noised at a random level
+  judge_steps: int = 1200
+  judge_batch: int = 64
+  judge_lr: float = 3e-3
+  checkpoint_every: int = 250
+
+  def scaled(self, scale: float) -> "Settings":
+    steps = {f.name: max(1, int(round(getattr(self, f.name) * scale))) for f in dataclasses.fields(self)
+             if f.name.endswith("_steps")}
+    return dataclasses.replace(self, **steps)
+
+
+# ---------------------------------------------------------------------------
+# Architecture and data
+
+
+def configs(vocab_size: int) -> dict:
+  return tiny.component_configs("unclip", TEXT, VISION, VAE, UNET, vocab_size)
+
+
+def make_data(settings: Settings, work: Path) -> dict:
+  """The broad world's training images, labels and captions, drawn once and cached in work/data.npz."""
+  path = work / "data.npz"
+  if path.is_file():
+    with np.load(path) as f:
+      return {k: f[k] for k in f.files}
+  per_class = settings.images // len(world.CLASSES)
+  source = world.WorldSource("train", per_class, domain="broad")
+  target = world.WorldSource("train", max(1, per_class // 10), domain="target")
+  images, captions = [], []
+  for src in (source, target):  # the judge also sees target images; the generator uses the broad ones only
+    for i in tqdm(range(len(src)), desc=f"drawing the {src.domain} world", leave=False, mininterval=2):
+      image, caption = src.draw(i)
+      images.append(image)
+      captions.append(caption)
+  data = dict(images=np.stack(images), labels=np.concatenate([source.labels, target.labels]),
+              captions=np.asarray(captions), broad=np.arange(len(images)) < len(source))
+  _atomic(path, lambda p: np.savez(p, **data))
+  return data
+
+
+def _atomic(path: Path, write):
+  tmp = path.with_name(f".{path.name}.tmp")
+  with open(tmp, "wb") as f:
+    write(f)
+  tmp.replace(path)
+
+
+def _to_unit(images: np.ndarray) -> np.ndarray:
+  return images.astype(np.float32) / 255.0
+
+
+def _clip_pixels(images):
+  mean, std = jnp.asarray(tiny._CLIP_MEAN), jnp.asarray(tiny._CLIP_STD)
+  return (images - mean) / std
+
+
+# ---------------------------------------------------------------------------
+# One training loop for every stage: deterministic batches, checkpoints, progress
+
+
+def fit(stage: str, params, loss_fn, batch_of, steps: int, lr: float, work: Path, seed: int,
+        checkpoint_every: int, ema: float | None = None, state_extra=None):
+  """Adam with warmup and cosine decay on `loss_fn(params, batch, key) -> (loss, aux)`; resumable.
+
+  `batch_of(step)` returns the step's batch (numpy, deterministic in the step). Returns (params or their
+  EMA, final loss averaged over the last 10% of steps, extra state).
+  """
+  schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, min(200, steps // 10)), steps, lr * 0.05)
+  opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+  state = dict(params=params, opt=opt.init(params), ema=params if ema else None, extra=state_extra,
+               losses=np.zeros(steps, np.float32), step=0)
+  path = work / f"{stage}.ckpt"
+  if path.is_file():
+    state = flax.serialization.from_bytes(state, path.read_bytes())
+    if int(state["step"]) >= steps:
+      return (state["ema"] if ema else state["params"]), _tail(state["losses"]), state["extra"]
+
+  @jax.jit
+  def train_step(params, opt_state, ema_params, extra, batch, key, step):
+    (loss, extra), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key, extra)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    if ema:
+      decay = jnp.minimum(ema, (1.0 + step) / (10.0 + step))
+      ema_params = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema_params, params)
+    return params, opt_state, ema_params, extra, loss
+
+  p, o, e, x = state["params"], state["opt"], state["ema"], state["extra"]
+  losses = np.asarray(state["losses"]).copy()
+  start = int(state["step"])
+  bar = tqdm(range(start, steps), desc=f"{stage:>5}", initial=start, total=steps, mininterval=5, file=sys.stdout)
+  for step in bar:
+    key = jax.random.fold_in(jax.random.key(seed), step)
+    p, o, e, x, loss = train_step(p, o, e, x, batch_of(step), key, step)
+    losses[step] = float(loss)
+    if step % 50 == 0:
+      bar.set_postfix(loss=f"{losses[max(0, step - 49):step + 1].mean():.4f}")
+    if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+      blob = flax.serialization.to_bytes(dict(params=p, opt=o, ema=e, extra=x, losses=losses, step=step + 1))
+      _atomic(path, lambda f: f.write(blob))
+  return (e if ema else p), _tail(losses), x
+
+
+def _tail(losses) -> float:
+  losses = np.asarray(losses)
+  return float(losses[-max(1, len(losses) // 10):].mean())
+
+
+def _rng(settings: Settings, stage: int, step: int) -> np.random.Generator:
+  return np.random.default_rng([settings.seed, stage, step])
+
+
+# ---------------------------------------------------------------------------
+# Stages
+
+
+def train_vae(settings: Settings, data: dict, cfg: dict, work: Path):
+  vae = pipeline.vae_module(cfg["vae"], jnp.float32, "world/vae")
+  params = vae.init(jax.random.key(settings.seed), jnp.zeros((1, 3, world.SIZE, world.SIZE)))["params"]
+  images = data["images"][data["broad"]]
+
+  def batch_of(step):
+    idx = _rng(settings, 1, step).integers(0, len(images), settings.vae_batch)
+    return np.transpose(_to_unit(images[idx]) * 2 - 1, (0, 3, 1, 2))
+
+  def loss_fn(params, x, key, extra):
+    post = vae.apply({"params": params}, x, method="encode")
+    z = post.sample(key)
+    out = vae.apply({"params": params}, jnp.transpose(z, (0, 3, 1, 2)), method="decode")
+    rec = jnp.mean(jnp.abs(out - x)) + jnp.mean((out - x) ** 2)
+    kl = 0.5 * jnp.mean(jnp.sum(post.mean ** 2 + jnp.exp(post.logvar) - 1 - post.logvar, axis=(1, 2, 3)))
+    return rec + settings.vae_kl * kl, extra
+
+  return fit("vae", params, loss_fn, batch_of, settings.vae_steps, settings.vae_lr, work, settings.seed,
+             settings.checkpoint_every)
+
+
+def tokenize(tokenizer, captions) -> np.ndarray:
+  return tokenizer(list(captions), padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                   return_tensors="np").input_ids.astype(np.int32)
+
+
+def train_clip(settings: Settings, data: dict, cfg: dict, tokenizer, work: Path):
+  text = pipeline.text_module(cfg["text_encoder"], jnp.float32)
+  image = pipeline.image_module(cfg["image_encoder"], jnp.float32)
+  dim = TEXT["projection_dim"]
+  k1, k2, k3 = jax.random.split(jax.random.key(settings.seed + 1), 3)
+  params = {"text_encoder": text.init(k1, jnp.zeros((1, MAX_TOKENS), jnp.int32))["params"],
+            "image_encoder": image.init(k2, jnp.zeros((1, world.SIZE, world.SIZE, 3)))["params"],
+            "text_projection": nn_dense_init(k3, TEXT["hidden_size"], dim),
+            "logit_scale": jnp.asarray(np.log(1 / 0.07), jnp.float32)}
+  mask = data["broad"]
+  images, ids = data["images"][mask], tokenize(tokenizer, data["captions"][mask])
+
+  def batch_of(step):
+    idx = _rng(settings, 2, step).integers(0, len(images), settings.clip_batch)
+    return _to_unit(images[idx]), ids[idx]
+
+  def loss_fn(params, batch, key, extra):
+    pixels, tokens = batch
+    img = image.apply({"params": params["image_encoder"]}, _clip_pixels(pixels))
+    hidden = text.apply({"params": params["text_encoder"]}, tokens)
+    pooled = hidden[jnp.arange(hidden.shape[0]), jnp.argmax(tokens, axis=-1)]  # the end token (largest id)
+    txt = pooled @ params["text_projection"]
+    img, txt = (v / jnp.linalg.norm(v, axis=-1, keepdims=True) for v in (img, txt))
+    logits = jnp.exp(jnp.minimum(params["logit_scale"], np.log(100.0))) * img @ txt.T
+    # Every pair with the same caption is a positive (the world repeats captions within a batch).
+    same = jnp.all(tokens[:, None] == tokens[None], axis=-1).astype(jnp.float32)
+    target = same / same.sum(-1, keepdims=True)
+    loss = 0.5 * (optax.softmax_cross_entropy(logits, target).mean() + optax.softmax_cross_entropy(logits.T, target).mean())
+    return loss, extra
+
+  return fit("clip", params, loss_fn, batch_of, settings.clip_steps, settings.clip_lr, work, settings.seed + 1,
+             settings.checkpoint_every)
+
+
+def nn_dense_init(key, fan_in: int, fan_out: int):
+  return jax.random.normal(key, (fan_in, fan_out)) / np.sqrt(fan_in)
+
+
+def _batched(fn, arrays, batch: int = 512):
+  out = [np.asarray(fn(*(a[i:i + batch] for a in arrays))) for i in range(0, len(arrays[0]), batch)]
+  return np.concatenate(out)
+
+
+def compute_stats(settings: Settings, data: dict, cfg: dict, params: dict, tokenizer, work: Path) -> dict:
+  """Normaliser, latent scale, and the UNet stage's inputs (latent moments, embeddings, text contexts)."""
+  path = work / "stats.npz"
+  if path.is_file():
+    with np.load(path) as f:
+      return {k: f[k] for k in f.files}
+  vae = pipeline.vae_module(cfg["vae"], jnp.float32, "world/vae")
+  image = pipeline.image_module(cfg["image_encoder"], jnp.float32)
+  text = pipeline.text_module(cfg["text_encoder"], jnp.float32)
+  images = data["images"][data["broad"]]
+  captions = data["captions"][data["broad"]]
+
+  @jax.jit
+  def moments(x):
+    post = vae.apply({"params": params["vae"]}, jnp.transpose(_to_unit_j(x) * 2 - 1, (0, 3, 1, 2)), method="encode")
+    return jnp.concatenate([post.mean, jnp.exp(0.5 * post.logvar)], axis=-1)
+
+  @jax.jit
+  def embed(x):
+    return image.apply({"params": params["image_encoder"]}, _clip_pixels(_to_unit_j(x)))
+
+  latent = _batched(moments, (images,))
+  embeds = _batched(embed, (images,))
+  unique, caption_index = np.unique(captions, return_inverse=True)
+  unique = np.concatenate([unique, [""]])  # the last row: the empty prompt (dropped text)
+  contexts = _batched(jax.jit(lambda t: text.apply({"params": params["text_encoder"]}, t)),
+                      (tokenize(tokenizer, unique),))
+  mean_latent = latent[..., :4]
+  stats = dict(latent=latent.astype(np.float32), embeds=embeds.astype(np.float32),
+               caption_index=caption_index.astype(np.int32), contexts=contexts.astype(np.float32),
+               norm_mean=embeds.mean(0, keepdims=True).astype(np.float32),
+               norm_std=embeds.std(0, keepdims=True).astype(np.float32),
+               scale=np.float32(1.0 / mean_latent.std()))
+  _atomic(path, lambda f: np.savez(f, **stats))
+  return stats
+
+
+def _to_unit_j(x):
+  return x.astype(jnp.float32) / 255.0
+
+
+def train_unet(settings: Settings, stats: dict, cfg: dict, work: Path):
+  unet = pipeline.unet_module(cfg["unet"], jnp.float32, "world/unet")
+  params = unet.init(jax.random.key(settings.seed + 2), *pipeline.unet_inputs(unet, 1, 8, 8))["params"]
+  alphas = jnp.asarray(schedulers.alphas_cumprod(tiny._pndm_config()))
+  noising = types.SimpleNamespace(noising_alphas_cumprod=schedulers.alphas_cumprod(
+      {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000}))
+  normalizer = {"image_normalizer": {"mean": jnp.asarray(stats["norm_mean"]), "std": jnp.asarray(stats["norm_std"])}}
+  latent, embeds, caption_index = stats["latent"], stats["embeds"], stats["caption_index"]
+  contexts = jnp.asarray(stats["contexts"])
+  empty = len(stats["contexts"]) - 1
+  scale = float(stats["scale"])
+
+  def batch_of(step):
+    rng = _rng(settings, 4, step)
+    idx = rng.integers(0, len(latent), settings.unet_batch)
+    b = len(idx)
+    text_row = np.where(rng.uniform(size=b) < settings.drop_text, empty, caption_index[idx])
+    keep_image = rng.uniform(size=b) >= settings.drop_image
+    level = np.where(rng.uniform(size=b) < settings.noised_share, rng.integers(0, 1000, b), 0)
+    return dict(latent=latent[idx], embeds=embeds[idx], text=text_row.astype(np.int32),
+                keep=keep_image, level=level.astype(np.int32), t=rng.integers(0, 1000, b).astype(np.int32))
+
+  def loss_fn(params, batch, key, extra):
+    k_lat, k_noise, k_img = jax.random.split(key, 3)
+    mean, std = batch["latent"][..., :4], batch["latent"][..., 4:]
+    z = (mean + std * jax.random.normal(k_lat, mean.shape)) * scale
+    z = jnp.transpose(z, (0, 3, 1, 2))
+    noise = jax.random.normal(k_noise, z.shape)
+    a = alphas[batch["t"]][:, None, None, None]
+    x_t = jnp.sqrt(a) * z + jnp.sqrt(1 - a) * noise
+    v = jnp.sqrt(a) * noise - jnp.sqrt(1 - a) * z
+    vector = sd.image_condition(noising, normalizer, batch["embeds"], batch["level"],
+                                jax.random.normal(k_img, batch["embeds"].shape))
+    vector = jnp.where(batch["keep"][:, None], vector, 0.0)
+    out = unet.apply({"params": params}, x_t, batch["t"], contexts[batch["text"]], vector)
+    return jnp.mean((out - v) ** 2), extra
+
+  return fit("unet", params, loss_fn, batch_of, settings.unet_steps, settings.unet_lr, work, settings.seed + 2,
+             settings.checkpoint_every, ema=settings.unet_ema)
+
+
+def judge_module(num_classes: int = len(world.CLASSES)):
+  return resnet.create(JUDGE_ARCH, num_classes)
+
+
+def train_judge(settings: Settings, data: dict, work: Path):
+  model = judge_module()
+  variables = model.init(jax.random.key(settings.seed + 3), jnp.zeros((1, world.SIZE, world.SIZE, 3)), train=False)
+  images, labels = data["images"], data["labels"]
+
+  def batch_of(step):
+    idx = _rng(settings, 5, step).integers(0, len(images), settings.judge_batch)
+    return _to_unit(images[idx]), labels[idx]
+
+  def loss_fn(params, batch, key, stats):
+    x, y = batch
+    logits, new = model.apply({"params": params, "batch_stats": stats}, x, train=True, mutable=["batch_stats"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new["batch_stats"]
+
+  return fit("judge", variables["params"], loss_fn, batch_of, settings.judge_steps, settings.judge_lr, work,
+             settings.seed + 3, settings.checkpoint_every, state_extra=variables["batch_stats"])
+
+
+# ---------------------------------------------------------------------------
+# The judge: load and apply
+
+
+def _flat(tree, prefix=""):
+  out = {}
+  for k, v in tree.items():
+    name = f"{prefix}{k}"
+    out.update(_flat(v, name + "/") if isinstance(v, dict) else {name: np.asarray(v, np.float32)})
+  return out
+
+
+def _unflat(flat: dict) -> dict:
+  tree: dict = {}
+  for name, value in flat.items():
+    *path, leaf = name.split("/")
+    node = tree
+    for p in path:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+def save_judge(path: Path, params, batch_stats):
+  flat = {f"params/{k}": v for k, v in _flat(flax.core.unfreeze(params)).items()}
+  flat.update({f"batch_stats/{k}": v for k, v in _flat(flax.core.unfreeze(batch_stats)).items()})
+  save_file(flat, str(path), metadata={"arch": JUDGE_ARCH, "classes": json.dumps(world.CLASSES)})
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Judge:
+  """The world's reference classifier: labels and penultimate features of uint8 world images."""
+  model: resnet.ResNet
+  variables: dict
+
+  @classmethod
+  def load(cls, root: str | Path = WORLD_DIR) -> "Judge":
+    tree = _unflat(load_file(str(Path(root) / "judge.safetensors")))
+    return cls(judge_module(), {"params": tree["params"], "batch_stats": tree["batch_stats"]})
+
+  def _pixels(self, images):
+    images = np.asarray(images)
+    if images.shape[1:3] != (world.SIZE, world.SIZE):
+      from PIL import Image
+      images = np.stack([np.asarray(Image.fromarray(im).resize((world.SIZE, world.SIZE), Image.BICUBIC))
+                         for im in images])
+    return jnp.asarray(_to_unit(images))
+
+  def logits(self, images) -> np.ndarray:
+    return np.asarray(_judge_apply(self.variables, self._pixels(images))[0])
+
+  def predict(self, images) -> np.ndarray:
+    return self.logits(images).argmax(-1)
+
+  def features(self, images) -> np.ndarray:
+    """The penultimate layer (global-average-pooled), for Fréchet distances independent of the generator."""
+    return np.asarray(_judge_apply(self.variables, self._pixels(images))[1])
+
+
+@jax.jit
+def _judge_apply(variables, x):
+  """(logits, the head's input features) of the judge."""
+  feats = {}
+
+  def grab(next_fun, args, kwargs, context):
+    if context.module.name == "fc":
+      feats["x"] = args[0]
+    return next_fun(*args, **kwargs)
+
+  with flax.linen.intercept_methods(grab):
+    logits = judge_module().apply(variables, x, train=False)
+  return logits, feats["x"]
+
+
+# ---------------------------------------------------------------------------
+# The command
+
+
+def train(out: str | Path, work: str | Path | None = None, settings: Settings = Settings()) -> Path:
+  """Trains the whole world (resumable from `work`) and writes the checkpoint to `out`."""
+  out = Path(out)
+  work = Path(work) if work else out.with_name(out.name + ".work")
+  work.mkdir(parents=True, exist_ok=True)
+  start = time.time()
+  times, losses = {}, {}
+  log = lambda msg: print(f"demo_world: {msg}", flush=True)  # noqa: E731
+  tok_dir = work / "tokenizer"
+  vocab = tiny.write_tokenizer(tok_dir, world.prompt_words(), MAX_TOKENS)
+  from transformers import CLIPTokenizer
+  tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
+  cfg = configs(vocab)
+
+  def stage(name, fn):
+    t = time.time()
+    result = fn()
+    times[name] = round(time.time() - t, 1)
+    log(f"{name} done in {times[name]:.0f} s")
+    return result
+
+  data = stage("data", lambda: make_data(settings, work))
+  log(f"{int(data['broad'].sum())} broad-world images ({int((~data['broad']).sum())} more target-domain ones "
+      "for the judge)")
+  vae_params, losses["vae"], _ = stage("vae", lambda: train_vae(settings, data, cfg, work))
+  clip, losses["clip"], _ = stage("clip", lambda: train_clip(settings, data, cfg, tokenizer, work))
+  params = {"vae": vae_params, "text_encoder": clip["text_encoder"], "image_encoder": clip["image_encoder"]}
+  stats = stage("stats", lambda: compute_stats(settings, data, cfg, params, tokenizer, work))
+  params["unet"], losses["unet"], _ = stage("unet", lambda: train_unet(settings, stats, cfg, work))
+  params["image_normalizer"] = {"mean": stats["norm_mean"], "std": stats["norm_std"]}
+  (judge_params, losses["judge"], judge_stats) = stage("judge", lambda: train_judge(settings, data, work))
+
+  tmp = out.with_name(f".{out.name}.tmp")
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(tok_dir, tmp / "tokenizer")
+  cfg["vae"]["scaling_factor"] = float(stats["scale"])
+  tiny.save_checkpoint(tmp, "unclip", cfg, jax.tree.map(np.asarray, params), np.float16)
+  save_judge(tmp / "judge.safetensors", judge_params, judge_stats)
+  record = dict(settings=dataclasses.asdict(settings), seconds=times, total_seconds=round(time.time() - start, 1),
+                final_losses={k: round(v, 5) for k, v in losses.items()}, latent_scale=float(stats["scale"]),
+                jax=jax.__version__, device=jax.devices()[0].device_kind)
+  (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+  shutil.rmtree(out, ignore_errors=True)
+  tmp.rename(out)
+  log(f"wrote {out} in {record['total_seconds']:.0f} s; final losses {record['final_losses']}")
+  return out
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog="python -m jaxaug.models.demo_world", description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  t = sub.add_parser("train", help="train the whole world (resumable: rerun the same command)")
+  t.add_argument("--out", required=True, help="checkpoint directory to write")
+  t.add_argument("--work", default=None, help="resumable training state (default: OUT.work beside OUT)")
+  t.add_argument("--seed", type=int, default=0)
+  t.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (e.g. 0.01 for a smoke run)")
+  args = parser.parse_args(argv)
+  train(args.out, args.work, Settings(seed=args.seed).scaled(args.scale))
+
+
+if __name__ == "__main__":
+  main()
