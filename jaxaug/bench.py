@@ -336,7 +336,7 @@ def _architecture(model: str) -> tuple[str, dict, str]:
 
   from jaxaug.models import checkpoint, tiny
 
-  path = Path(os.path.expanduser(model))
+  path = Path(os.path.expanduser(tiny.resolve_model(model) if model == tiny.WORLD_MODEL else model))
   if model in tiny.BUILTIN_MODELS and tiny.BUILTIN_MODELS[model][1] == "tiny":
     path = tiny.cached_tiny(tiny.BUILTIN_MODELS[model][0])
   if path.is_dir():

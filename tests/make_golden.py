@@ -1,4 +1,5 @@
-"""Records PyTorch diffusers reference outputs for the tiny checkpoints (tests/golden/unclip.npz).
+"""Records PyTorch diffusers reference outputs for the tiny checkpoints (tests/golden/unclip.npz) and for the
+trained demo world shipped in the package (tests/golden/world.npz).
 
 This is the one script in the project that uses torch. It writes the tiny checkpoints with jaxaug's own
 writer (so PyTorch diffusers also checks that layout), runs diffusers 0.39.0's StableUnCLIPImg2ImgPipeline
@@ -7,7 +8,7 @@ outputs that tests/test_parity.py compares against.
 
     python -m venv /tmp/golden && . /tmp/golden/bin/activate
     pip install torch==2.13.0 -e ".[reference]"
-    python tests/make_golden.py            # rewrites tests/golden/unclip.npz
+    python tests/make_golden.py            # rewrites tests/golden/unclip.npz and world.npz
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 from jaxaug.models import tiny
 
 OUT = Path(__file__).parent / "golden" / "unclip.npz"
+WORLD_OUT = Path(__file__).parent / "golden" / "world.npz"
+WORLD_PROMPTS = ["a photo of a star", "a photo of a ring"]
+WORLD = {"steps": 10, "guidance": 3.0, "unet_t": 401}
 PROMPTS = ["a photo of a red circle", "blue stripes"]
 GUIDANCE = 2.0
 STEPS = 3
@@ -109,6 +113,54 @@ def main():
   OUT.parent.mkdir(parents=True, exist_ok=True)
   np.savez_compressed(OUT, **rec)
   print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KiB): {', '.join(sorted(rec))}")
+  _world()
+
+
+def _world():
+  """The trained demo world as shipped: its encoders, a guided UNet call, a VAE decode and a whole PNDM sample
+  on two real target-domain images. Trained weights expose what random ones hide (a swapped conditioning
+  half or a wrong normaliser still gives noise with random weights, not with these)."""
+  from jaxaug.data import world
+  from jaxaug.models import tiny as builtin
+
+  root = builtin.resolve_model("world")
+  pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(root, torch_dtype=torch.float32)
+  pipe.set_progress_bar_config(disable=True)
+  source = world.WorldSource("test", 4)
+  real = np.stack([source.read(3 * 4), source.read(5 * 4)])  # a star and a ring
+  size = pipe.feature_extractor.crop_size["height"]
+  mean = np.array(pipe.feature_extractor.image_mean, np.float32)[:, None, None]
+  std = np.array(pipe.feature_extractor.image_std, np.float32)[:, None, None]
+  pixel_values = (np.transpose(real, (0, 3, 1, 2)).astype(np.float32) / 255 - mean) / std
+  h = size // pipe.vae_scale_factor
+  rng = np.random.default_rng(99)
+  latents = rng.normal(size=(2, 4, h, h)).astype(np.float32)
+  rec = {"checkpoint_sha256": np.array(builtin.checkpoint_digest(root)), "real": real, "pixel_values": pixel_values,
+         "latents": latents, "guidance": np.float32(WORLD["guidance"]), "unet_t": np.int32(WORLD["unet_t"])}
+  with torch.no_grad():
+    ids = pipe.tokenizer(WORLD_PROMPTS, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
+    empty = pipe.tokenizer([""] * 2, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                           truncation=True, return_tensors="pt").input_ids
+    text, uncond_text = pipe.text_encoder(ids)[0], pipe.text_encoder(empty)[0]
+    embeds = pipe.image_encoder(torch.from_numpy(pixel_values)).image_embeds
+    vec = pipe.noise_image_embeddings(embeds, noise_level=0, noise=torch.zeros_like(embeds))
+    lat = torch.from_numpy(latents)
+    out = pipe.unet(torch.cat([lat, lat]), WORLD["unet_t"], encoder_hidden_states=torch.cat([uncond_text, text]),
+                    class_labels=torch.cat([torch.zeros_like(vec), vec])).sample
+    uncond, cond = out.chunk(2)
+    rec.update(input_ids=ids.numpy(), text_hidden=text.numpy(), image_embeds=embeds.numpy(), image_vector=vec.numpy(),
+               unet_guided=(uncond + WORLD["guidance"] * (cond - uncond)).numpy(),
+               vae_decoded=pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample.numpy())
+    pipe.scheduler = PNDMScheduler.from_config(pipe.scheduler.config)
+    images = pipe(prompt=WORLD_PROMPTS, image=torch.from_numpy(pixel_values), height=size, width=size,
+                  num_inference_steps=WORLD["steps"], guidance_scale=WORLD["guidance"],
+                  generator=torch.Generator().manual_seed(7), latents=lat, output_type="np", noise_level=0).images
+    rec["pndm_images"] = images.astype(np.float32)
+    # The pipeline's first draw from the generator is the image-embedding noise (checked in _unclip_sample).
+    rec["sample_embed_noise"] = torch.randn(embeds.shape, generator=torch.Generator().manual_seed(7)).numpy()
+  np.savez_compressed(WORLD_OUT, **rec)
+  print(f"wrote {WORLD_OUT} ({WORLD_OUT.stat().st_size // 1024} KiB)")
 
 
 def _unclip_sample(pipe, pixel_values, latents, image_embeds, dtype):

@@ -7,6 +7,7 @@ where the build backend is at hand and the test takes seconds plus the demo.
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -15,12 +16,15 @@ import sysconfig
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jaxaug import config_files
 from jaxaug.data import synthetic
+from jaxaug.models import demo_world
 
 ROOT = Path(__file__).resolve().parent.parent
+AGREEMENT = 0.8  # the judge's share of demo images labelled with their class (measured: see test_demo_world.py)
 
 
 def _can_build_without_isolation() -> bool:
@@ -100,6 +104,11 @@ def test_demo_without_flags_from_an_empty_directory(installed, tmp_path):
   assert (tmp_path / "out" / "demo" / "contact_sheet.png").is_file()
   src = synthetic.SyntheticSource(tmp_path / "out" / "demo")
   assert len({src.provenance(i)["method"] for i in range(len(src))}) == 10
+  # The default is the trained world shipped in the package, and its images show their class.
+  assert json.loads((tmp_path / "out" / "demo" / "config.json").read_text())["config"]["model"] == "world"
+  examples = [src[i] for i in range(len(src))]
+  predicted = demo_world.Judge.load().predict(np.stack([e.image for e in examples]))
+  assert np.mean(predicted == np.asarray([e.label for e in examples])) >= AGREEMENT
 
 
 @pytest.mark.parametrize("args, expect", [

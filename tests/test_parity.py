@@ -145,3 +145,53 @@ def test_sd_img2img_sample(tmp_path_factory, scheduler):
                 start_latents=start)
   images = sd.to_pixels(sd.decode(pipe, params, lat))
   assert _err(images, GOLDEN[f"img2img_{scheduler}_images"]) < 1e-4  # measured 3.3e-6 (pndm), 6.0e-6 (dpm++)
+
+
+# --- the trained demo world, as shipped (tests/golden/world.npz) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world_model():
+  golden = np.load(Path(__file__).parent / "golden" / "world.npz")
+  root = tiny.resolve_model("world")
+  assert tiny.checkpoint_digest(root) == str(golden["checkpoint_sha256"]), (
+      "the shipped world checkpoint differs from the one tests/golden/world.npz was made with; rerun "
+      "tests/make_golden.py")
+  return golden, load(root, jnp.float32)
+
+
+def test_world_encoders_and_unet(world_model):
+  """Trained weights expose what random ones hide: a swapped conditioning half, a wrong normaliser or a
+  transposed kernel would all still give noise with random weights, but not these numbers."""
+  golden, (pipe, params) = world_model
+  ids = golden["input_ids"].astype(np.int32)
+  assert np.array_equal(sd.tokenize(pipe, ["a photo of a star", "a photo of a ring"]), ids)
+  text = sd.encode_text(pipe, params, ids)
+  assert _err(text, golden["text_hidden"]) < 1e-5
+  embeds = sd.encode_image(pipe, params, _nhwc(golden["pixel_values"]))
+  assert _err(embeds, golden["image_embeds"]) < 1e-5
+  vec = sd.image_condition(pipe, params, embeds, 0, jnp.zeros_like(embeds))
+  assert _err(vec, golden["image_vector"]) < 1e-5
+  lat = jnp.asarray(golden["latents"])
+  uncond_text = sd.encode_text(pipe, params, sd.tokenize(pipe, ["", ""]))
+  out = sd.predict(pipe, params, jnp.concatenate([lat, lat]), jnp.full((4,), int(golden["unet_t"])),
+                   jnp.concatenate([uncond_text, text]), jnp.concatenate([jnp.zeros_like(vec), vec]))
+  uncond, cond = jnp.split(out, 2)
+  assert _err(uncond + float(golden["guidance"]) * (cond - uncond), golden["unet_guided"]) < 2e-5
+  assert _err(sd.decode(pipe, params, lat), golden["vae_decoded"]) < 2e-5
+
+
+def test_world_sample(world_model):
+  golden, (pipe, params) = world_model
+  spec = SamplerSpec(mode="unclip", scheduler="pndm", steps=10, guidance=float(golden["guidance"])).check(pipe)
+
+  @jax.jit
+  def run(params, ids, empty_ids, pixels, noise, latents):
+    vec = sd.image_condition(pipe, params, sd.encode_image(pipe, params, pixels), 0, noise)
+    lat = denoise(pipe, params, spec, latents, sd.encode_text(pipe, params, ids),
+                  sd.encode_text(pipe, params, empty_ids), vec)
+    return sd.to_pixels(sd.decode(pipe, params, lat))
+
+  images = run(params, golden["input_ids"].astype(np.int32), sd.tokenize(pipe, ["", ""]),
+               _nhwc(golden["pixel_values"]), jnp.asarray(golden["sample_embed_noise"]), jnp.asarray(golden["latents"]))
+  assert _err(images, golden["pndm_images"]) < 1e-4

