@@ -26,7 +26,7 @@ def mesh_config() -> ml_collections.ConfigDict:
 
 def generation_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.model = "tiny"  # a diffusers directory or hub id; 'tiny' / 'tiny-sd' are built-in random checkpoints
+  c.model = "tiny"  # a diffusers directory or hub id; built in: world (the trained demo world), tiny / tiny-sd (random)
   c.dtype = "auto"  # auto: fp32 on CPU, bf16 on accelerators; or fp32 / bf16
   c.attention = "auto"  # UNet attention kernel: auto (cuDNN on NVIDIA bf16, else xla) | xla | cudnn | einsum
   c.seed = 0

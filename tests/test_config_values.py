@@ -32,13 +32,13 @@ GENERATION_ROWS = [
     ({"output.jpeg_quality": 0}, "--config.output.jpeg_quality=0 is out of range: it must be in [1, 100]"),
     ({"output.jpeg_quality": 150}, "--config.output.jpeg_quality=150 is out of range: it must be in [1, 100]"),
     ({"reader_threads": 0}, "--config.reader_threads=0 is out of range: it must be >= 1"),
-    ({"data.split": "trian"}, "data source 'demo:6' has no split 'trian': the demo set has train and test"),
+    ({"data.split": "trian"}, "data source 'world:8' has no split 'trian': the world has train and test"),
     # Issue 15 item 5.
     ({"sampler.guidance": -1.0}, "--config.sampler.guidance=-1.0 is out of range: it must be >= 0"),
     ({"resolution": -64}, "--config.resolution=-64 is out of range: it must be >= 1"),
     # The sweep of config_base.py.
     ({"resolution": 0}, "--config.resolution=0 is out of range"),
-    ({"resolution": 30}, "resolution 30 must be a multiple of 4 for this checkpoint"),
+    ({"resolution": 30}, "resolution 30 must be a multiple of 8 for this checkpoint"),
     ({"seed": -1}, "--config.seed=-1 is out of range: it must be in [0, 4294967295]"),
     ({"seed": 2**32}, "--config.seed=4294967296 is out of range"),
     ({"alpha": 0.0}, "--config.alpha=0.0 is out of range: it must be > 0"),

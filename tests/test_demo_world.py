@@ -117,12 +117,20 @@ def test_class_agreement(judge, trained, untrained, real):
 # --- 2. domain: image conditioning lands in the target domain, text alone in the broad style ----------
 
 
+def thumbnails(images) -> np.ndarray:
+  """4x4 mean colours (48-d): the domain (background, palette) as a feature space that owes nothing to the
+  generator, nor to the judge, which was trained to ignore colour."""
+  x = np.asarray(images, np.float64) / 255
+  n, h, w, _ = x.shape
+  return x.reshape(n, 4, h // 4, 4, w // 4, 3).mean(axis=(2, 4)).reshape(n, -1)
+
+
 def _domain_gap(model, judge, real):
   reference = world.WorldSource("test", 30)
-  ref = judge.features(np.stack([reference.read(i) for i in range(PER_CLASS * 10, len(reference))]))
+  ref = thumbnails(np.stack([reference.read(i) for i in range(len(reference)) if reference._within[i] >= PER_CLASS]))
   prompts = [f"a photo of a {world.CLASSES[c]}" for c in real[1]]
-  with_image = metrics.fd(judge.features(conditioned(model, real)), ref)
-  text_only = metrics.fd(judge.features(sample(model, None, prompts)), ref)
+  with_image = metrics.fd(thumbnails(conditioned(model, real)), ref)
+  text_only = metrics.fd(thumbnails(sample(model, None, prompts)), ref)
   return with_image, text_only
 
 

@@ -354,7 +354,7 @@ def open_source(spec: str, split: str = "train") -> ImageSource:
   if kind == "world":
     from jaxaug.data.world import open_world
 
-    return open_world(target, split, options)
+    return open_world(target, split, options, spec)
   if kind == "imagenet_lt":
     if "root" not in options:
       raise UserError(f"data source {spec!r} needs ?root=<ImageNet dir> for the list's image paths")

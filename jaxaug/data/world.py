@@ -208,11 +208,13 @@ class WorldSource(ImageSource):
     return f"world/{self.domain}/{self.split}/{CLASSES[self.labels[index]]}/{self._within[index]}"
 
 
-def open_world(target: str, split: str, options: dict[str, str]) -> WorldSource:
+def open_world(target: str, split: str, options: dict[str, str], spec: str = "world:") -> WorldSource:
   """`world:N` / `world:lt` with option domain=target|broad (module docstring)."""
   domain = options.get("domain", "target")
+  if split not in SPLITS:
+    raise UserError(f"data source {spec!r} has no split {split!r}: the world has {' and '.join(SPLITS)}")
   if target == "lt":
     return WorldSource(split, None, domain, long_tail=True)
   if not target.isdigit() or int(target) < 1:
-    raise UserError(f"data source 'world:{target}': write world:N with N images per class (e.g. world:10) or world:lt")
+    raise UserError(f"data source {spec!r}: write world:N with N images per class (e.g. world:10) or world:lt")
   return WorldSource(split, int(target), domain)

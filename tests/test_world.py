@@ -1,0 +1,113 @@
+"""The demo world's images as a source (world:N, world:lt, domain=broad) and its training loop's resume."""
+
+import hashlib
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxaug.data import sources, world
+from jaxaug.errors import UserError
+from jaxaug.models import demo_world
+
+
+def test_world_is_a_pure_function_of_split_and_index():
+  a, b = sources.open_source("world:4", "train"), sources.open_source("world:4", "train")
+  assert len(a) == 40 and a.class_names == world.CLASSES
+  assert all(np.array_equal(a.read(i), b.read(i)) for i in range(0, 40, 7))
+  assert a[0].image.shape == (world.SIZE, world.SIZE, 3) and a[0].image.dtype == np.uint8
+  test = sources.open_source("world:4", "test")
+  assert not np.array_equal(a.read(0), test.read(0))  # the splits are other draws
+  assert len(set(a.ids()) | set(test.ids())) == 80
+
+
+def test_smaller_sets_are_prefixes_per_class():
+  small, big = world.WorldSource("train", 2), world.WorldSource("train", 5)
+  for c in range(10):
+    for k in range(2):
+      assert np.array_equal(small.read(2 * c + k), big.read(5 * c + k))
+      assert small.id(2 * c + k) == big.id(5 * c + k)
+
+
+def test_target_and_broad_styles_differ():
+  target = world.WorldSource("train", 20)
+  broad = world.WorldSource("train", 20, domain="broad")
+  assert {target.style(i) for i in range(len(target))} == {"target"}
+  styles = [broad.style(i) for i in range(len(broad))]
+  assert 0 < styles.count("target") < 0.15 * len(styles)  # the target style is rare in the broad world
+  # Sunset backgrounds: the target images' corners are purple and orange; broad corners vary widely.
+  corners = lambda src: np.stack([src.read(i)[[0, -1], [0, -1]] for i in range(len(src))]).astype(float)  # noqa: E731
+  assert corners(target).std(axis=0).mean() < 0.5 * corners(broad).std(axis=0).mean()
+
+
+def test_captions_name_the_class_and_only_true_attributes():
+  broad = world.WorldSource("train", 10, domain="broad")
+  for i in range(len(broad)):
+    _, caption, description = broad.draw(i)
+    said, true = world.attributes(caption), world.attributes(description)
+    assert said[0] == true[0] == broad.labels[i]
+    assert all(s in (-1, t) for s, t in zip(said, true))
+    assert caption.startswith("a photo of a ")
+  words = set(world.prompt_words())
+  assert all(set(broad.caption(i).split()) <= words for i in range(len(broad)))
+
+
+def test_long_tail_counts_and_groups():
+  lt = sources.open_source("world:lt", "train")
+  counts = lt.counts()
+  assert counts[0] == world.LT_MAX and counts[-1] == world.LT_MIN and np.all(np.diff(counts) <= 0)
+  groups = sources.class_groups(counts)
+  assert all(len(groups[g]) for g in ("many", "medium", "few"))
+  assert np.all(sources.open_source("world:lt", "test").counts() == world.LT_TEST)
+
+
+@pytest.mark.parametrize("spec, split, message", [
+    ("world:0", "train", "world:N with N images per class"),
+    ("world:x", "train", "world:N with N images per class"),
+    ("world:4?domain=moon", "train", "world domain 'moon' is unknown"),
+    ("world:4", "validation", "has no split 'validation'"),
+    ("world:4?colour=red", "train", "unknown option 'colour'"),
+])
+def test_bad_world_specs_are_one_line(spec, split, message):
+  with pytest.raises(UserError, match=message):
+    sources.open_source(spec, split)
+
+
+def test_fit_resumes_where_it_stopped(tmp_path):
+  """The world's training loop: killed after a checkpoint and rerun, it ends exactly where one run ends."""
+  target = np.linspace(-1, 1, 8).astype(np.float32)
+
+  def loss_fn(params, batch, key, extra):
+    return jnp.mean((params["w"] * batch - target) ** 2), extra
+
+  def batch_of(step):
+    return np.random.default_rng(step).uniform(0.5, 1.5, 8).astype(np.float32)
+
+  def dies_at_25(step):
+    if step == 25:
+      raise KeyboardInterrupt
+    return batch_of(step)
+
+  start = {"w": jnp.zeros(8)}
+  whole, loss, _, _ = demo_world.fit("toy", start, loss_fn, batch_of, 40, 0.1, tmp_path / "a", 0, 10, ema=0.9)
+  with pytest.raises(KeyboardInterrupt):
+    demo_world.fit("toy", start, loss_fn, dies_at_25, 40, 0.1, tmp_path / "b", 0, 10, ema=0.9)
+  resumed, resumed_loss, _, seconds = demo_world.fit("toy", start, loss_fn, batch_of, 40, 0.1, tmp_path / "b", 0, 10, ema=0.9)
+  assert np.array_equal(resumed["w"], whole["w"]) and resumed_loss == loss and seconds > 0
+  assert loss < 0.05
+  again, _, _, _ = demo_world.fit("toy", start, loss_fn, dies_at_25, 40, 0.1, tmp_path / "b", 0, 10, ema=0.9)
+  assert np.array_equal(again["w"], whole["w"])  # a finished stage is not run again
+
+
+def test_shipped_world_matches_its_recorded_hashes():
+  root = demo_world.WORLD_DIR
+  recorded = dict(line.split("  ")[::-1] for line in (root / "SHA256SUMS").read_text().splitlines())
+  files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
+  assert sorted(recorded) == files
+  for name in files:
+    assert hashlib.sha256((root / name).read_bytes()).hexdigest() == recorded[name], name
+  size = sum((root / name).stat().st_size for name in files)
+  assert size < 12 * 2**20  # small enough to ship in the wheel
+  record = json.loads((root / "training.json").read_text())
+  assert record["settings"] == json.loads(json.dumps(demo_world.Settings().__dict__))  # made with the defaults
