@@ -6,7 +6,7 @@
 The world's target domain (world:30: 30 train and 30 test images per class, ten classes), 1, 2 and 4 shots;
 rows: real-only, txt2img (the class prompt alone) and three conditioning methods; 3 seeds each. Per shot
 count: the k-shot subset, one generation run with the methods mixed and one txt2img run (the shipped world
-generator, 16 images per class and method), their scores, and 15 small classifiers trained as one batched
+generator, 8 images per class and method), their scores, and 15 small classifiers trained as one batched
 program on real + synthetic images (the few-shot protocol: each sample swapped for a synthetic one of its
 class with probability 0.5); then out/experiment_demo/results.md and accuracy_world.png.
 """
@@ -27,7 +27,7 @@ def get_config():
   g = c.generation
   g.model, g.resolution, g.reader_threads = "world", 32, 2
   g.data.source_size = 32
-  g.plan.policy, g.plan.amount, g.plan.unit_size = "per_class", 16, 80
+  g.plan.policy, g.plan.amount, g.plan.unit_size = "per_class", 8, 80
   g.sampler.scheduler, g.sampler.steps, g.sampler.guidance = "", 15, 3.0
   g.batch.per_device = 40
   g.output.format = "png"
@@ -37,7 +37,7 @@ def get_config():
   t.model, t.loss = "resnet_tiny", "cross_entropy"
   t.optimizer, t.lr, t.weight_decay, t.warmup_epochs = "adam", 3e-3, 0.0, 0.0
   t.batch_size, t.eval_batch_size = 16, 100
-  t.epochs, t.steps_per_epoch = 6, 25
-  t.log_every, t.eval_every, t.checkpoint_every = 25, 50, 150
+  t.epochs, t.steps_per_epoch = 4, 20
+  t.log_every, t.eval_every, t.checkpoint_every = 20, 40, 80
   t.num_threads = 2
   return c

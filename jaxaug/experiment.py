@@ -1,6 +1,6 @@
 """python -m jaxaug.experiment: the paper's experiments, from a dataset to its tables, in one resumable command.
 
-    python -m jaxaug.experiment                                  # the demo grid (configs/experiment_demo.py)
+    python -m jaxaug.experiment                                  # the demo grid (configs/experiment_demo.py: the demo world)
     python -m jaxaug.experiment --config=fewshot_grid --dry_run  # the plan: images, runs, steps, device-hours
     python -m jaxaug.experiment --config=fewshot_grid --config.training.pretrained=R50.safetensors \\
         --config.output.dir=/data/experiments/fewshot
@@ -39,7 +39,7 @@ def _main(config):
 
 
 def main():
-  run_with_config(_main, _DEFAULT_CONFIG, "experiment config: a shipped name (experiment_demo, fewshot_grid, "
+  run_with_config(_main, _DEFAULT_CONFIG, "experiment config: a shipped name (experiment_demo, experiment_tiny, fewshot_grid, "
                   "imagenet_lt_grid) or a .py file")
 
 

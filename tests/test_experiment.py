@@ -28,7 +28,7 @@ def _env():
 
 
 def _experiment(out, *flags, wait=True):
-  cmd = [sys.executable, "-m", "jaxaug.experiment", f"--config.output.dir={out}", *flags]
+  cmd = [sys.executable, "-m", "jaxaug.experiment", "--config=experiment_tiny", f"--config.output.dir={out}", *flags]
   if not wait:
     return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
@@ -173,7 +173,7 @@ def test_abstract_model_has_the_loaded_checkpoints_shapes():
 
 
 def _demo(**fields):
-  config = config_files.load("experiment_demo")
+  config = config_files.load("experiment_tiny")
   config.update_from_flattened_dict(fields)
   return config
 

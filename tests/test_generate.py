@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--config.methods=cutmix,embed_mixup_dropout,rand_img_cond", "--config.plan.amount=1",
          "--config.plan.unit_size=5", "--config.sampler.steps=2", "--config.resolution=32",
          "--config.batch.per_device=2", "--config.data.source=demo:3", "--config.output.image_files=false",
-         "--config.data.source_size=48"]
+         "--config.data.source_size=48", "--config.model=tiny"]
 
 
 def _env(devices=1):
