@@ -19,6 +19,9 @@ from jaxaug.models.tiny import resolve_model
 from jaxaug.sampler import SamplerSpec, denoise
 from jaxaug.score_lib import metrics
 
+# One worker runs this module, so the models are loaded and each sampler compiled once (pytest-xdist loadgroup).
+pytestmark = pytest.mark.xdist_group("demo_world")
+
 STEPS = 20
 GUIDANCE = 3.0
 PER_CLASS = 6  # conditioning images per class (target-domain test split: the generator never saw them)
@@ -44,6 +47,20 @@ def real():
   """Conditioning images: PER_CLASS per class from the target domain's test split; and their labels."""
   source = world.WorldSource("test", PER_CLASS)
   return np.stack([source.read(i) for i in range(len(source))]), source.labels
+
+
+_MEMO: dict = {}
+
+
+def memo(fn):
+  """Each measurement once per model in this module (the xfail tests reuse what the passing tests measured)."""
+  @functools.wraps(fn)
+  def wrapper(model, *args):
+    key = (fn.__name__, id(model[1]), *(a if isinstance(a, (int, float, str)) else id(a) for a in args))
+    if key not in _MEMO:
+      _MEMO[key] = fn(model, *args)
+    return _MEMO[key]
+  return wrapper
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -81,6 +98,7 @@ def vectors_of(model, embeds, level=0, seed=0):
   return sd.image_condition(pipe, params, embeds, level, noise)
 
 
+@memo
 def conditioned(model, real, guidance=GUIDANCE, method="rand_img_cond", seed=0):
   """One generation per real image through jaxaug's conditioning step (image 2: the next image of its class)."""
   images, labels = real
@@ -147,6 +165,7 @@ PAIRS = [("circle", "star"), ("square", "heart"), ("triangle", "ring"), ("cross"
 LAMS = (1.0, 0.75, 0.5, 0.25, 0.0)
 
 
+@memo
 def _mixing(model, judge, level: str):
   source = world.WorldSource("test", 8)
   images = np.stack([source.read(i) for i in range(len(source))])
