@@ -19,9 +19,6 @@ from jaxaug.models.tiny import resolve_model
 from jaxaug.sampler import SamplerSpec, denoise
 from jaxaug.score_lib import metrics
 
-# One worker runs this module, so the models are loaded and each sampler compiled once (pytest-xdist loadgroup).
-pytestmark = pytest.mark.xdist_group("demo_world")
-
 STEPS = 20
 GUIDANCE = 3.0
 PER_CLASS = 6  # conditioning images per class (target-domain test split: the generator never saw them)
@@ -49,7 +46,7 @@ def real():
   return np.stack([source.read(i) for i in range(len(source))]), source.labels
 
 
-_MEMO: dict = {}
+_MEMO: dict = {}  # one worker runs this whole module (conftest.ONE_WORKER_MODULES), so the memo is shared
 
 
 def memo(fn):
