@@ -6,6 +6,7 @@ with margin. The generations go through jaxaug's own conditioning, sampler and d
 """
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -51,11 +52,15 @@ _MEMO: dict = {}  # one worker runs this whole module (conftest.ONE_WORKER_MODUL
 
 def memo(fn):
   """Each measurement once per model in this module (the xfail tests reuse what the passing tests measured)."""
+  signature = inspect.signature(fn)
+
   @functools.wraps(fn)
-  def wrapper(model, *args):
-    key = (fn.__name__, id(model[1]), *(a if isinstance(a, (int, float, str)) else id(a) for a in args))
+  def wrapper(*args, **kwargs):
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()  # conditioned(m, real) and conditioned(m, real, 3.0) are one measurement
+    key = (fn.__name__, *(a if isinstance(a, (int, float, str)) else id(a) for a in bound.arguments.values()))
     if key not in _MEMO:
-      _MEMO[key] = fn(model, *args)
+      _MEMO[key] = fn(*args, **kwargs)
     return _MEMO[key]
   return wrapper
 
@@ -163,7 +168,7 @@ LAMS = (1.0, 0.75, 0.5, 0.25, 0.0)
 
 
 @memo
-def _mixing(model, judge, level: str):
+def _mixing(model, judge, level: str, lams: tuple = LAMS):
   source = world.WorldSource("test", 8)
   images = np.stack([source.read(i) for i in range(len(source))])
   firsts, seconds = [], []
@@ -173,7 +178,7 @@ def _mixing(model, judge, level: str):
   x1, x2 = images[firsts], images[seconds]
   a_labels, b_labels = source.labels[firsts], source.labels[seconds]
   share_b, share_ab = [], []
-  for lam in LAMS:
+  for lam in lams:
     if level == "embed":
       e = lam * embed(model, x1) + (1 - lam) * embed(model, x2)
     else:
@@ -197,7 +202,8 @@ def test_mixing_moves_from_a_to_b(judge, trained, untrained, level):
   share_b, share_ab = _mixing(trained, judge, level)
   assert _b_grows(share_b), (share_b, share_ab)
   assert share_ab[0] >= 0.7 and share_ab[-1] >= 0.5, share_ab  # the unmixed ends: measured 0.825 and 0.6-0.625
-  assert not _b_grows(_mixing(untrained, judge, level)[0])
+  # Random weights fail already at the ends (0.2 labelled b at lambda 1 and at 0), so only the ends are made.
+  assert not _b_grows(_mixing(untrained, judge, level, (1.0, 0.0))[0])
 
 
 @pytest.mark.xfail(strict=True, reason="not yet: mid-lambda mixtures often land in a third class (a or b: 0.33-0.58 "
@@ -213,7 +219,7 @@ def test_mixtures_stay_a_or_b(judge, trained):
 def test_guidance_sharpens_class_identity(judge, trained, untrained, real):
   found = [agreement(judge, conditioned(trained, real, g), real[1]) for g in (1.0, 3.0)]
   assert found[1] >= found[0] + 0.05 and found[1] >= 0.9, found  # measured 0.833 -> 0.967
-  assert max(agreement(judge, conditioned(untrained, real, g), real[1]) for g in (1.0, 3.0, 7.0)) < 0.3
+  assert max(agreement(judge, conditioned(untrained, real, g), real[1]) for g in (1.0, 3.0)) < 0.3
 
 
 @pytest.mark.xfail(strict=True, reason="not yet: at guidance 7 agreement falls back to 0.833 (measured; the images "
