@@ -1,4 +1,4 @@
-"""Config fields and defaults for generation and training; configs/*.py start here and change what they need.
+"""Config fields and defaults for generation, training and scoring; configs/*.py start here and change what they need.
 
 The ranges below are what the code assumes of each numeric field; `check_values` holds a config to them
 before any work, so a value out of range is one line, not a traceback hours later or a silently other run.
@@ -117,6 +117,9 @@ def training_config() -> ml_collections.ConfigDict:
   c.log_every = 10  # steps
   c.eval_every = 50  # steps; 0: only at the end
   c.checkpoint_every = 100  # steps
+  # On SIGTERM (a pre-emption) or SIGINT: seconds to reach the step boundary and save a checkpoint there before
+  # giving up on it (SLURM sends SIGKILL 30 s after SIGTERM by default).
+  c.stop_grace_s = 20.0
   c.num_threads = 4  # image-decoding threads per host
   c.num_workers = 0  # grain worker processes per host (a resumed run needs the same number)
 
@@ -222,8 +225,30 @@ TRAINING_RANGES = {
     "log_every": Range(1, None, "steps between logged metrics"),
     "eval_every": Range(0, None, "steps between evaluations, 0 for the end only"),
     "checkpoint_every": Range(1, None, "steps between checkpoints"),
+    "stop_grace_s": Range(0, None, "seconds to save a checkpoint after SIGTERM or SIGINT"),
     "num_threads": Range(1, None, "image-decoding threads per host"),
     "num_workers": Range(0, None, "grain worker processes per host"),
+    "mesh.num_processes": Range(0, None, "processes of a multi-process run, 0 for automatic"),
+    "mesh.process_id": Range(-1, None, "this process's index, -1 for automatic"),
+}
+
+SCORING_RANGES = {
+    "shots": Range(0, None, "real images per class, 0 for all"),
+    "shots_seed": SEED,
+    "batch.per_device": Range(1, None, "images per device per step"),
+    "unit_size": Range(1, None, "real images per cached embedding unit"),
+    "reader_threads": Range(1, None, "host threads decoding images"),
+    "metrics.k": Range(1, None, "PRDC's k-th nearest neighbour"),
+    "metrics.prdc_max": Range(0, None, "images of each set PRDC sees in a pooled row, 0 for all"),
+    "metrics.kid_subset_size": Range(2, None, "images per KID subset: the unbiased MMD needs two"),
+    "metrics.kid_subsets": Range(2, None, "KID subsets of a pooled row: a standard error needs two"),
+    "metrics.kid_class_subsets": Range(2, None, "KID subsets of a class row: a standard error needs two"),
+    "metrics.copy_threshold": Range(0, 1, "the cosine similarity to its own source at which an image is a copy",
+                                    open_low=True),
+    "metrics.block_mb": Range(1, None, "MiB for pairwise temporaries at a time"),
+    "metrics.seed": SEED,
+    "pictures.worst_classes": Range(0, None, "strips in worst_classes.png, 0 for no picture"),
+    "pictures.neighbours": Range(1, None, "nearest and farthest synthetic images per strip"),
     "mesh.num_processes": Range(0, None, "processes of a multi-process run, 0 for automatic"),
     "mesh.process_id": Range(-1, None, "this process's index, -1 for automatic"),
 }
@@ -246,6 +271,8 @@ def check_values(config, ranges: dict[str, Range], choices: dict[str, tuple[str,
     if value not in allowed:
       shown = ", ".join(repr(a) if a == "" else a for a in allowed)
       raise UserError(f"--config.{name}={value!r} is not one of {shown}")
+
+
 def score_config() -> ml_collections.ConfigDict:
   """The scoring fields (python -m jaxaug.score), at the demo's values (configs/score.py)."""
   c = ml_collections.ConfigDict()

@@ -6,6 +6,7 @@ the next run's recovery removes (`jaxaug.data.synthetic.recover`).
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from pathlib import Path
@@ -60,3 +61,12 @@ def write_png(path: str | os.PathLike, image) -> None:
   buffer = io.BytesIO()
   image.save(buffer, format="PNG")
   atomic_write_bytes(path, buffer.getvalue())
+
+
+def as_os_error(error: Exception, path: str | os.PathLike) -> OSError:
+  """A native writer's failure (Riegeli's RuntimeError "write() failed: No space left on device; ...") as the
+  OSError it reports, so a full disk inside ArrayRecord gives the same one line as one inside Python's writes."""
+  text = " ".join(str(error).split()) or type(error).__name__
+  known = [code for code in errno.errorcode if os.strerror(code) in text]
+  code = max(known, key=lambda c: len(os.strerror(c))) if known else errno.EIO
+  return OSError(code, os.strerror(code) if known else text, os.fspath(path))

@@ -5,6 +5,12 @@
 
 Rerunning the same command continues where it stopped; an output image is a pure function of
 (config, seed, item_id), whatever the device count, host count, batch size or number of restarts.
+
+Rerunning it also repairs the set: every start first reads each finished shard's records against their
+checksums (each host its own units), moves a damaged shard to OUT/damaged/ (kept, not deleted) and makes its
+unit again, byte-identical to an undamaged run. This is the fix that `python -m jaxaug.train` and
+`python -m jaxaug.score` name when a record cannot be read. A full disk in any write (a shard, its close, a done
+line, an image file, dataset_info.json) ends in one line: free space and rerun the same command to continue.
 """
 
 from __future__ import annotations
@@ -125,7 +131,7 @@ def prepare(config, methods: tuple[augment.Method, ...] | None = None) -> Job:
   if config.data.shots:
     source = kshot(source, config.data.shots, config.data.shots_seed)
   plan = plan_lib.make_plan(source.labels, source.num_classes, tuple(m.name for m in methods), config.plan.policy,
-                            config.plan.amount, config.seed, config.plan.unit_size)
+                            config.plan.amount, config.seed, config.plan.unit_size, source.class_names)
   _check_self_pairs(config, source, plan, methods, config.sampler.mode)
   dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}.get(config.dtype)
   if config.dtype == "auto":
@@ -432,6 +438,8 @@ def _lock_output(out: Path, process: int) -> locks.DirectoryLock:
 def _generate(job: Job, stopper: interrupt.Stopper, process: int, processes: int, start_time: float) -> dict:
   config = job.config
   mesh_ = mesh.data_mesh()
+  _repair(job, process, processes)
+  mesh.barrier("repaired")
   if process == 0:
     _start_output(job)
   mesh.barrier("recovered")
@@ -526,6 +534,27 @@ def _commit(job, unit, items, unit_images, unit_lams, process, began):
 
 
 
+def _repair(job: Job, process: int, processes: int) -> None:
+  """Checks every record of this host's finished shards and sets the damaged ones aside, to be made again below.
+
+  Runs before recovery, which would otherwise read a damaged shard whose done line is missing.
+  """
+  units = [u for u in synthetic.shard_units(job.out) if u % processes == process]
+  began = time.time()
+  try:
+    damaged = synthetic.damaged_shards(job.out, units, job.config.reader_threads)
+    moved = {u: synthetic.set_aside(job.out, u) for u in damaged}
+  except OSError as e:
+    raise UserError(f"cannot check or set aside the shards in {job.out} ({e.strerror or e}): fix the directory, "
+                    "then rerun the same command to continue") from None
+  if units:
+    logging.info("checked the records of %d finished shard(s) in %.1fs: %d damaged", len(units),
+                 time.time() - began, len(damaged))
+  for unit, problem in damaged.items():
+    logging.warning("shard %s %s: moved to %s; unit %d is made again", synthetic.shard_name(unit), problem,
+                    moved[unit], unit)
+
+
 def _progress(total: int, enabled: bool):
   from tqdm import tqdm
 
@@ -570,7 +599,11 @@ def _write_info(job: Job, summary: dict | None = None):
 
 
 def _finish_run(job: Job, summary: dict):
-  _write_info(job, summary)
+  try:
+    _write_info(job, summary)
+  except OSError as e:
+    raise UserError(f"cannot write {e.filename or job.out} ({e.strerror or e}): free space or fix permissions there, "
+                    "then rerun the same command to continue") from None
   sheet = None
   try:
     from jaxaug.contact_sheet import write_contact_sheet

@@ -107,3 +107,85 @@ class Stopper:
 
 def _ignore(signum, frame):
   """The Python-level handler: nothing; the watcher thread acts (and no KeyboardInterrupt is raised)."""
+
+
+class StepStop:
+  """SIGINT and SIGTERM during a loop of steps (training): stop at the next step boundary, within a grace time.
+
+  The first signal sets `requested`; the loop sees it after its step (`should_stop`), saves a checkpoint at the
+  step it reached and calls `exit`. A loop that does not get there within `grace_s` (a long compile, a stuck
+  input, a save that does not fit) is abandoned by the watcher thread: `abandon(signal name, step)` runs (it
+  removes the half-written checkpoint and prints the line) and the process exits. A second signal abandons at once.
+  """
+
+  def __init__(self, grace_s: float, abandon: Callable[[str, int], None]):
+    self.grace_s = grace_s
+    self.abandon = abandon
+    self.requested: int | None = None
+    self.step = 0  # the last step the loop finished (the loop keeps it current)
+    self._exiting = threading.Lock()
+    self._pipe = None
+    self._saved = None
+
+  def should_stop(self, step: int) -> bool:
+    """Called by the loop after each step: True once a signal asked this process to stop."""
+    self.step = step
+    return self.requested is not None
+
+  def exit(self, line: str) -> None:
+    """The loop's own end after a signal: the line, and the status 128 + signal number."""
+    with self._exiting:
+      _end(line, self.requested)
+
+  def __enter__(self):
+    if threading.current_thread() is not threading.main_thread():
+      return self
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    self._pipe = (read, write)
+    self._saved = (signal.set_wakeup_fd(write, warn_on_full_buffer=False),
+                   {s: signal.signal(s, _ignore) for s in SIGNALS})
+    threading.Thread(target=self._watch, name="jaxaug-signals", daemon=True).start()
+    return self
+
+  def __exit__(self, *exc):
+    if self._pipe is None:
+      return
+    wakeup, handlers = self._saved
+    for s, handler in handlers.items():
+      signal.signal(s, handler)
+    signal.set_wakeup_fd(wakeup)
+    os.write(self._pipe[1], b"\0")
+
+  def _watch(self):
+    read, write = self._pipe
+    while True:
+      byte = os.read(read, 1)
+      if byte in (b"", b"\0"):
+        os.close(read)
+        os.close(write)
+        return
+      if byte[0] in SIGNALS:
+        break
+    self.requested = byte[0]
+    deadline = time.monotonic() + self.grace_s
+    while time.monotonic() < deadline:
+      again, _, _ = select.select([read], [], [], 0.05)
+      if again:
+        byte = os.read(read, 1)
+        if byte in (b"", b"\0"):
+          return  # the run ended normally after all (its last step was the one it was on)
+        if byte[0] in SIGNALS:
+          break  # a second signal: abandon now
+    if self._exiting.acquire(blocking=False):  # the loop is not already printing its own line
+      try:
+        self.abandon(signal.Signals(self.requested).name, self.step)
+      finally:
+        _end("", self.requested)
+
+
+def _end(line: str, signum: int) -> None:
+  if line:
+    print(f"\n{line}", file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(128 + signum)

@@ -11,11 +11,14 @@ Policies, per method:
   per_image K  each real image gets K items, with that image as the first source
 Items are ordered by method, then class, then k. Source images are drawn from (seed, item_id) alone
 (`item_uniform`): two distinct images of the class where it has two (the first fixed for per_image).
+A class with no real images is refused under every policy: per_image would otherwise plan nothing for it
+and leave a class the synthetic set silently lacks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -57,8 +60,8 @@ def per_class_amounts(counts: np.ndarray, policy: str, amount: int) -> np.ndarra
 
 
 def make_plan(labels: np.ndarray, num_classes: int, methods: tuple[str, ...], policy: str, amount: int, seed: int,
-              unit_size: int) -> Plan:
-  """The plan for a real source with these labels (see the module docstring)."""
+              unit_size: int, class_names: Sequence[str] | None = None) -> Plan:
+  """The plan for a real source with these labels (see the module docstring); `class_names` name refused classes."""
   if amount < 0:
     raise UserError(f"plan amount must be >= 0, not {amount}")
   if unit_size < 1:
@@ -66,10 +69,7 @@ def make_plan(labels: np.ndarray, num_classes: int, methods: tuple[str, ...], po
   labels = np.asarray(labels, np.int64)
   counts = np.bincount(labels, minlength=num_classes)
   amounts = per_class_amounts(counts, policy, amount)
-  empty = np.flatnonzero((counts == 0) & (amounts > 0))
-  if len(empty):
-    raise UserError(f"class {int(empty[0])} has no real images to condition on ({len(empty)} such classes); "
-                    "remove them from the source or check the split")
+  check_no_empty_class(counts, class_names)
   members = [np.flatnonzero(labels == c) for c in range(num_classes)]
   out_label, out_first, out_method = [], [], []
   for m in range(len(methods)):
@@ -97,6 +97,17 @@ def make_plan(labels: np.ndarray, num_classes: int, methods: tuple[str, ...], po
     pos2 = np.where(n > 1, (pos1 + offset) % n, pos1)
     source[rows, 0], source[rows, 1] = pool[pos1], pool[pos2]
   return Plan(label=label, source=source, method=method, methods=tuple(methods), unit_size=unit_size)
+
+
+def check_no_empty_class(counts: np.ndarray, class_names: Sequence[str] | None = None) -> None:
+  """UserError naming the first class without real images: nothing to condition on, whatever the policy."""
+  empty = np.flatnonzero(np.asarray(counts) == 0)
+  if not len(empty):
+    return
+  first = int(empty[0])
+  named = f"class {first} ({class_names[first]!r})" if class_names is not None else f"class {first}"
+  raise UserError(f"{named} has no real images to condition on ({len(empty)} such class(es)); remove them from the "
+                  "source (an empty class folder: delete it) or check the split")
 
 
 def item_uniform(seed: int, items: np.ndarray, stream: int) -> np.ndarray:

@@ -6,7 +6,8 @@
 
 Both sets are embedded by the CLIP image tower of the checkpoint that made the set (or --config.model), in
 one jitted step sharded over every device and host. Embeddings are cached under the output directory, so a
-rerun or a new metric does not embed again, and a killed run continues where it stopped. Writes scores.json,
+rerun or a new metric does not embed again, and a killed run continues where it stopped; a cached unit that
+fails its checksum (damaged on disk) is embedded again with a warning. Writes scores.json,
 scores.md (one row per method), fidelity_diversity.png and worst_classes.png to --config.output_dir
 (default <synthetic>/scores). Metrics: FD-CLIP, KID with its standard error, precision / recall / density /
 coverage (k = 5), diversity (mean pairwise cosine distance and Vendi score within each class), and a copy
@@ -27,6 +28,7 @@ import numpy as np
 from absl import logging
 
 from jaxaug import mesh
+from jaxaug.config_base import SCORING_RANGES, check_values
 from jaxaug.data import kshot, open_source
 from jaxaug.data.images import BadImage, load_fit
 from jaxaug.data.sources import ImageSource
@@ -65,24 +67,22 @@ class Settings:
   rank_by: str
 
 
+_CHOICES = {"dtype": ("fp32", "bf16"), "pictures.rank_by": RANK_BY}
+
+
+def check_config(config) -> None:
+  """Every value checked before any work (one line, exit 2): config_base's ranges and choices, then k against
+  prdc_max (PRDC needs more than k images of each set)."""
+  check_values(config, SCORING_RANGES, _CHOICES)
+  k, prdc_max = config.metrics.k, config.metrics.prdc_max
+  if prdc_max and prdc_max <= k:
+    raise UserError(f"--config.metrics.k={k} is not below --config.metrics.prdc_max={prdc_max}: PRDC needs more than k "
+                    "images of each set; raise metrics.prdc_max (0 for all images) or lower metrics.k")
+
+
 def settings_from(config, generation: dict) -> Settings:
   """Typed settings; empty fields take the synthetic set's own values from its config.json (`generation`)."""
   m = scoring.MetricSettings.from_config(config.metrics)
-  checks = ((m.k >= 1, f"metrics.k must be >= 1, not {m.k}"),
-            (0.0 < m.copy_threshold <= 1.0,
-             f"metrics.copy_threshold is a cosine similarity in (0, 1], not {m.copy_threshold}"),
-            (m.prdc_max == 0 or m.prdc_max > m.k, f"metrics.prdc_max must be 0 (all) or more than k, not {m.prdc_max}"),
-            (m.kid_subset_size >= 2 and m.kid_subsets >= 2 and m.kid_class_subsets >= 2,
-             "metrics.kid_subset_size, kid_subsets and kid_class_subsets must be >= 2"),
-            (m.block_mb >= 1, f"metrics.block_mb must be >= 1, not {m.block_mb}"),
-            (config.batch.per_device >= 1, f"batch.per_device must be >= 1, not {config.batch.per_device}"),
-            (config.unit_size >= 1, f"unit_size must be >= 1, not {config.unit_size}"),
-            (config.dtype in ("fp32", "bf16"), f"dtype must be fp32 or bf16, not {config.dtype!r}"),
-            (config.pictures.rank_by in RANK_BY,
-             f"pictures.rank_by must be one of {', '.join(RANK_BY)}, not {config.pictures.rank_by!r}"))
-  for ok, message in checks:
-    if not ok:
-      raise UserError(message)
   synthetic = Path(os.path.expanduser(config.synthetic))
   output = Path(os.path.expanduser(config.output_dir)) if config.output_dir else synthetic / "scores"
   data = generation.get("data", {})
@@ -123,6 +123,7 @@ def _generation_config(synthetic: Path) -> dict:
 
 def prepare(config) -> Job:
   """Validates the config, the two sets and the model; raises UserError before any output exists."""
+  check_config(config)
   generation = _generation_config(Path(os.path.expanduser(config.synthetic)))
   s = settings_from(config, generation)
   synthetic = SyntheticSource(s.synthetic)
@@ -260,6 +261,7 @@ def draw_pictures(job: Job, loaded: Loaded, scores: dict) -> list[Path]:
 
 def run(config) -> dict:
   """Embeds what the cache lacks, then (process 0) scores and writes the report; returns scores.json's content."""
+  check_config(config)  # before jax.distributed starts
   mesh.initialize(config.mesh.coordinator, config.mesh.num_processes, config.mesh.process_id)
   started = time.perf_counter()
   job = prepare(config)

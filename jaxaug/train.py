@@ -12,13 +12,18 @@ few, per class), curves.png and per_class.png.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import gc
 import json
 import logging as std_logging
 import os
+import shutil
+import signal
 import sys
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -26,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxaug import evaluate, fsutil, locks, mesh
+from jaxaug import evaluate, fsutil, interrupt, locks, mesh
 from jaxaug.config_base import TRAINING_RANGES, check_values
 from jaxaug.data import kshot, open_source
 from jaxaug.data.sources import ImageSource, describe
@@ -39,7 +44,7 @@ _DEFAULT_CONFIG = "train_demo"  # a shipped config (jaxaug.config_files)
 
 # Config fields a rerun may change without changing the run (each host has its own mesh.process_id; a
 # workdir may be moved; allowing a partial synthetic set is a permission, not a setting).
-_LOCAL_FIELDS = ("mesh", "workdir", "allow_partial_synthetic")
+_LOCAL_FIELDS = ("mesh", "workdir", "allow_partial_synthetic", "stop_grace_s")
 
 
 @dataclasses.dataclass
@@ -96,8 +101,13 @@ def check(config, data: Data) -> None:
   if config.linear_probe and not config.pretrained:
     raise UserError("linear_probe needs a frozen pretrained backbone: set --config.pretrained=<torchvision or "
                     "timm .safetensors file>")
+  if config.pretrained:
+    resnet.check_pretrained(config.pretrained)
   if config.epochs < 1 or config.checkpoint_every < 1 or config.log_every < 1:
     raise UserError("epochs, checkpoint_every and log_every must be at least 1")
+  if data.train.num_classes < 2:
+    raise UserError(f"{config.real} ({config.train_split}) has {data.train.num_classes} class: a classifier needs "
+                    "at least two; point --config.real at a dataset with two or more classes")
   data_lib.check_no_empty_class(data.train, f"{config.real} ({config.train_split})")
   if tuple(data.eval.class_names) != tuple(data.train.class_names):
     raise UserError(f"split {config.eval_split} of {config.real} has other classes than {config.train_split}: "
@@ -162,23 +172,26 @@ def _open_workdir(workdir: Path, make) -> object:
                     "directory") from None
 
 
-def _resume(mngr, like, stream, workdir: Path) -> tuple[object, int]:
-  """The newest checkpoint that restores on every host, and its step; damaged newer ones are moved aside.
+def _resume(mngr, like, stream, workdir: Path) -> tuple[object, int, list[dict]]:
+  """The newest checkpoint that restores on every host, its step and the log window it left open; damaged
+  newer ones are moved aside.
 
   `like` is a freshly initialised state: the structure and shardings a checkpoint is restored into.
   """
   failed = []
-  for step in sorted(mngr.all_steps(), reverse=True):
-    try:
-      state, input_state = checkpoint.restore(mngr, step, like)
-      stream.set_state(input_state)
-      cause = None
-    except Exception as e:  # orbax, tensorstore and json raise many types for a damaged checkpoint
-      cause = _first_line(e)
-    if mesh.on_every_host(cause is None):
-      break
-    failed.append((step, cause or "it does not restore on another host"))
-  else:
+  with _quiet_unraisable():
+    for step in sorted(mngr.all_steps(), reverse=True):
+      try:
+        state, input_state = checkpoint.restore(mngr, step, like)
+        window = input_state.pop(_WINDOW, [])
+        stream.set_state(input_state)
+        cause = None
+      except Exception as e:  # orbax, tensorstore and json raise many types for a damaged checkpoint
+        cause = _first_line(e)
+      if mesh.on_every_host(cause is None):
+        break
+      failed.append((step, cause or "it does not restore on another host"))
+  if len(failed) == len(mngr.all_steps()):
     causes = "; ".join(f"step {s}: {c}" for s, c in failed)
     raise UserError(f"no checkpoint in {workdir / 'checkpoints'} restores ({causes}): move {workdir} aside to start "
                     "over, or set another --config.workdir")
@@ -193,7 +206,30 @@ def _resume(mngr, like, stream, workdir: Path) -> tuple[object, int]:
                         "%s", bad, cause, step, aside / str(bad))
     mesh.barrier("moved aside")
     mngr.reload()
-  return state, int(step)
+  return state, int(step), window
+
+
+# A checkpoint saved on a signal between log steps carries the metrics of the log window it interrupted
+# (under this key of its input state), so the resumed run logs exactly what an uninterrupted one logs.
+_WINDOW = "_log_window"
+
+
+@contextlib.contextmanager
+def _quiet_unraisable():
+  """Orbax leaves a coroutine per array un-awaited when a damaged checkpoint fails to restore; Python reports each
+  one as 'Exception ignored in: <coroutine ...>' when it is collected. The one-line warning says it all."""
+  before = sys.unraisablehook
+
+  def hook(unraisable):
+    if not isinstance(unraisable.object, types.CoroutineType):
+      before(unraisable)
+
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    gc.collect()  # the failed restore's coroutines are collected here, under the hook
+    sys.unraisablehook = before
 
 
 def _first_line(e: Exception) -> str:
@@ -296,6 +332,34 @@ def _eval_record(step: int, summary: dict) -> dict:
   return {"step": step, **{k: summary[k] for k in ("top1",) + evaluate.GROUPS}}
 
 
+def _stop_at(stop: interrupt.StepStop, mngr, step: int, state, stream, window: list, saved: bool, progress) -> None:
+  """After a signal: a checkpoint of this step (with its open log window), the line, exit 130 / 143."""
+  progress.close()
+  if not saved:
+    open_window = [{k: float(v) for k, v in m.items()} for m in window]
+    checkpoint.save(mngr, step, state, {**stream.get_state(), _WINDOW: open_window})
+  mngr.wait_until_finished()
+  mngr.close()
+  stream.close()
+  name = signal.Signals(stop.requested).name
+  stop.exit(f"jaxaug: interrupted by {name} at step {step}: checkpoint {step} kept; rerun the same command to "
+            "continue")
+
+
+def _abandon(workdir: Path, grace_s: float, name: str, step: int) -> None:
+  """The grace time ran out before a checkpoint of the step reached was committed: remove what orbax had begun
+  (its temporary directory) and say which checkpoint the rerun starts from."""
+  directory = workdir / "checkpoints"
+  for partial in directory.glob("*.orbax-checkpoint-tmp*"):
+    shutil.rmtree(partial, ignore_errors=True)
+  steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
+  kept = f"checkpoint {max(steps)} kept" if steps else "no checkpoint yet, the rerun starts over"
+  if not steps or max(steps) < step:
+    kept = f"no checkpoint of it within the {grace_s:g} s grace (--config.stop_grace_s); {kept}"
+  print(f"\njaxaug: interrupted by {name} at step {step}: {kept}; rerun the same command to continue",
+        file=sys.stderr, flush=True)
+
+
 def finish_run(history: _History, workdir: Path, total_steps: int, summary: dict) -> dict:
   """The final evaluation's record, metrics.json (with the run's best top-1 and last loss) and the pictures."""
   history.add(_eval_record(total_steps, summary))
@@ -341,39 +405,43 @@ def _train(config, data: Data, trainer: Trainer, workdir: Path) -> dict:
                trainer.steps_per_epoch, config.batch_size, jax.device_count(), jnp.dtype(compute_dtype()).name)
 
   stream = trainer.train_input()
+  window = []  # the metrics of the steps since the last logged one
   if latest is None:
     state, start = trainer.initial_state(), 0
   else:
-    state, start = _resume(mngr, trainer.init(), stream, workdir)
+    state, start, window = _resume(mngr, trainer.init(), stream, workdir)
     logging.info("resumed from step %d", start)
   history = _History(workdir / "metrics.jsonl", start, trainer.total_steps)
 
   to_global = functools.partial(mesh.to_global, trainer.mesh)
-  window, since = [], time.perf_counter()
+  since = time.perf_counter()
   progress = _progress(trainer.total_steps, start)
-  for step in range(start + 1, trainer.total_steps + 1):
-    state, metrics = trainer.train_step(state, to_global(next(stream)))
-    window.append(metrics)
-    progress.update()
-    save = step % config.checkpoint_every == 0 or step == trainer.total_steps
-    if step % config.log_every == 0 or save:  # windows end at checkpoints, so resumed logs match
-      means = {k: float(np.mean([float(m[k]) for m in window])) for k in window[0]}
-      rate = len(window) * config.batch_size / (time.perf_counter() - since)
-      history.add({"step": step, **means, "images_per_s": round(rate, 1)})
-      progress.set_postfix(loss=f"{means['loss']:.3f}", img_s=f"{rate:.0f}")
-      window, since = [], time.perf_counter()
-    if config.eval_every and step % config.eval_every == 0 and step < trainer.total_steps:
-      summary = trainer.evaluate(state)
-      history.add(_eval_record(step, summary))
-      logging.info("step %d: eval top-1 %.4f", step, summary["top1"])
-    if save:
-      checkpoint.save(mngr, step, state, stream.get_state())
-  progress.close()
-  stream.close()
-  mngr.wait_until_finished()
-  mngr.close()
-
-  summary = finish_run(history, workdir, trainer.total_steps, trainer.evaluate(state))
+  with interrupt.StepStop(config.stop_grace_s, functools.partial(_abandon, workdir, config.stop_grace_s)) as stop:
+    for step in range(start + 1, trainer.total_steps + 1):
+      state, metrics = trainer.train_step(state, to_global(next(stream)))
+      window.append(metrics)
+      progress.update()
+      save = step % config.checkpoint_every == 0 or step == trainer.total_steps
+      if step % config.log_every == 0 or save:  # windows end at checkpoints, so resumed logs match
+        means = {k: float(np.mean([float(m[k]) for m in window])) for k in window[0]}
+        rate = len(window) * config.batch_size / (time.perf_counter() - since)
+        history.add({"step": step, **means, "images_per_s": round(rate, 1)})
+        progress.set_postfix(loss=f"{means['loss']:.3f}", img_s=f"{rate:.0f}")
+        window, since = [], time.perf_counter()
+      if config.eval_every and step % config.eval_every == 0 and step < trainer.total_steps:
+        summary = trainer.evaluate(state)
+        history.add(_eval_record(step, summary))
+        logging.info("step %d: eval top-1 %.4f", step, summary["top1"])
+      if save:
+        checkpoint.save(mngr, step, state, stream.get_state())
+      if step < trainer.total_steps and mesh.max_over_hosts(int(stop.should_stop(step))):
+        _stop_at(stop, mngr, step, state, stream, window, saved=save, progress=progress)
+    progress.close()
+    stream.close()
+    mngr.wait_until_finished()
+    mngr.close()
+    stop.step = trainer.total_steps  # a signal from here on (the final evaluation) keeps the last checkpoint
+    summary = finish_run(history, workdir, trainer.total_steps, trainer.evaluate(state))
   groups = ", ".join(f"{g} {summary[g]:.4f}" for g in evaluate.GROUPS if summary[g] is not None)
   print(f"top-1 {summary['top1']:.4f} ({groups}) after {trainer.total_steps} steps; results in {workdir}",
         flush=True)

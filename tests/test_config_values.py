@@ -5,12 +5,14 @@ UserError; tests/test_generate.py and tests/test_install.py run some of these ro
 """
 
 import numbers
+import subprocess
+import sys
 
 import pytest
 
-from jaxaug import generate, train
+from jaxaug import config_base, generate, score, train
 from jaxaug.config_base import GENERATION_RANGES, TRAINING_RANGES, generation_config, training_config
-from jaxaug.errors import UserError
+from jaxaug.errors import UserError, exit_on_user_error
 
 
 def _small_generation(out):
@@ -136,3 +138,75 @@ def test_every_numeric_field_has_a_range_that_its_default_meets(config, ranges):
     for part in name.split("."):
       value = value[part]
     assert allowed.holds(value), name
+
+
+# Issue 21 item 11: score's settings against config_base.SCORING_RANGES, as generate's and train's are.
+SCORING_ROWS = [
+    # The issue's cases.
+    ({"reader_threads": 0}, "--config.reader_threads=0 is out of range: it must be >= 1"),
+    ({"pictures.worst_classes": -1}, "--config.pictures.worst_classes=-1 is out of range: it must be >= 0"),
+    ({"metrics.k": 100000}, "--config.metrics.k=100000 is not below --config.metrics.prdc_max=10000"),
+    # The sweep of score_config.
+    ({"shots": -1}, "--config.shots=-1 is out of range: it must be >= 0"),
+    ({"shots_seed": 2**32}, "--config.shots_seed=4294967296 is out of range"),
+    ({"batch.per_device": 0}, "--config.batch.per_device=0 is out of range: it must be >= 1"),
+    ({"unit_size": 0}, "--config.unit_size=0 is out of range: it must be >= 1"),
+    ({"metrics.k": 0}, "--config.metrics.k=0 is out of range: it must be >= 1"),
+    ({"metrics.prdc_max": -1}, "--config.metrics.prdc_max=-1 is out of range: it must be >= 0"),
+    ({"metrics.prdc_max": 5}, "--config.metrics.k=5 is not below --config.metrics.prdc_max=5"),
+    ({"metrics.kid_subset_size": 1}, "--config.metrics.kid_subset_size=1 is out of range: it must be >= 2"),
+    ({"metrics.kid_subsets": 1}, "--config.metrics.kid_subsets=1 is out of range: it must be >= 2"),
+    ({"metrics.kid_class_subsets": 0}, "--config.metrics.kid_class_subsets=0 is out of range: it must be >= 2"),
+    ({"metrics.copy_threshold": 0.0}, "--config.metrics.copy_threshold=0.0 is out of range: it must be in (0, 1]"),
+    ({"metrics.copy_threshold": 1.5}, "--config.metrics.copy_threshold=1.5 is out of range"),
+    ({"metrics.block_mb": 0}, "--config.metrics.block_mb=0 is out of range: it must be >= 1"),
+    ({"metrics.seed": -1}, "--config.metrics.seed=-1 is out of range: it must be in [0, 4294967295]"),
+    ({"pictures.neighbours": 0}, "--config.pictures.neighbours=0 is out of range: it must be >= 1"),
+    ({"mesh.num_processes": -1}, "--config.mesh.num_processes=-1 is out of range"),
+    ({"mesh.process_id": -2}, "--config.mesh.process_id=-2 is out of range"),
+    ({"dtype": "fp16"}, "--config.dtype='fp16' is not one of fp32, bf16"),
+    ({"pictures.rank_by": "vendi"}, "--config.pictures.rank_by='vendi' is not one of fd, kid, precision, coverage, "
+                                    "diversity"),
+]
+
+
+@pytest.fixture(scope="module")
+def scoring_set(tmp_path_factory):
+  from test_score import make_set
+
+  return make_set(tmp_path_factory.mktemp("scoring") / "set")
+
+
+@pytest.mark.parametrize("override, expect", SCORING_ROWS, ids=[str(o) for o, _ in SCORING_ROWS])
+def test_bad_scoring_value(scoring_set, tmp_path, capsys, override, expect):
+  """One line naming the flag, exit 2, and no output directory or embedding cache, though the set is scoreable."""
+  from test_score import score_config
+
+  config = score_config(scoring_set, tmp_path / "scores", cache_dir=str(tmp_path / "cache"))
+  config.update_from_flattened_dict(override)
+  with pytest.raises(SystemExit) as exit_:
+    exit_on_user_error(score.run)(config)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith("jaxaug: error: "), err
+  assert expect in err[0], err[0]
+  assert not (tmp_path / "scores").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("flag, names", [("--config.reader_threads=0", "--config.reader_threads=0"),
+                                         ("--config.pictures.worst_classes=-1", "--config.pictures.worst_classes=-1"),
+                                         ("--config.metrics.k=100000", "--config.metrics.prdc_max=10000")])
+def test_bad_scoring_flag_on_the_command_line(scoring_set, tmp_path, flag, names):
+  run = subprocess.run([sys.executable, "-m", "jaxaug.score", f"--config.synthetic={scoring_set}",
+                        f"--config.output_dir={tmp_path / 'scores'}", flag],
+                       capture_output=True, text=True, timeout=120)
+  lines = run.stderr.strip().splitlines()
+  assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+  assert lines[-1].startswith("jaxaug: error: --config.") and names in lines[-1], lines[-1]
+  assert not (tmp_path / "scores").exists()
+
+
+def test_every_numeric_scoring_field_has_a_range_that_its_default_meets():
+  config = config_base.score_config()
+  assert sorted(_numeric_fields(config)) == sorted(config_base.SCORING_RANGES)
+  for name, allowed in config_base.SCORING_RANGES.items():
+    assert allowed.holds(config_base.field(config, name)), name

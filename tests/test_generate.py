@@ -645,3 +645,126 @@ def test_recovery_removes_what_a_kill_inside_each_write_leaves(reference, tmp_pa
   units = [json.loads(line)["unit"] for line in (out / synthetic.DONE).read_text().splitlines()]
   assert sorted(units) == [0, 1, 2]
   assert len(list((out / "images").rglob("item-*.png"))) == 12
+
+
+# ---------------------------------------------------------------------------
+# Issue 21: a full disk at shard close and at the last dataset_info.json, a damaged record, an empty class folder
+
+def test_full_disk_at_shard_close_is_one_line_then_rerun_finishes(reference, tmp_path):
+  """The 150k tmpfs case without root: unit 0's shard goes to /dev/full (tests/write_faults.py full shard), whose
+  writes fail with ENOSPC; the ArrayRecord writer only finds out when it closes the shard."""
+  out = tmp_path / "out"
+  run = subprocess.run([sys.executable, str(ROOT / "tests" / "write_faults.py"), "full", "shard",
+                        f"--config.output.dir={out}", *SMALL], env=_env(), capture_output=True, text=True, timeout=600)
+  assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+  assert run.stderr.strip().splitlines()[-1] == (
+      f"jaxaug: error: writing unit 0 to {out} failed (No space left on device); free space or fix the directory and "
+      "rerun the same command to continue")
+  assert synthetic.temporaries(out) == [] and 0 not in synthetic.shard_units(out)
+  rerun = _generate(out, *SMALL)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert _records(out) == _records(reference)
+
+
+def test_full_disk_at_the_last_dataset_info_write_is_one_line(reference, tmp_path):
+  """dataset_info.json is rewritten when the run ends; a full disk there (its temporary on /dev/full) is one line."""
+  import shutil
+
+  from jaxaug import generate
+  from jaxaug.errors import UserError
+
+  out = tmp_path / "out"
+  shutil.copytree(reference, out)
+  before = (out / "dataset_info.json").read_bytes()
+  job = generate.prepare(_config(out, *SMALL))
+  os.symlink("/dev/full", out / f".dataset_info.json.tmp-{os.getpid()}")
+  with pytest.raises(UserError) as error:
+    generate._finish_run(job, {"images_written": 0, "skipped_sources": 0, "wall_s": 1.0, "images_per_s": 0.0})
+  assert str(error.value) == (f"cannot write {out / 'dataset_info.json'} (No space left on device): free space or fix "
+                              "permissions there, then rerun the same command to continue")
+  assert (out / "dataset_info.json").read_bytes() == before and synthetic.temporaries(out) == []
+
+
+def _damage_record(shard: Path, index: int) -> bytes:
+  """Flips 64 bytes in the middle of record `index`'s image data, found where it lies in the file; the new bytes."""
+  image = synthetic.decode_record(synthetic.read_shard(shard)[index])["image"]
+  data = bytearray(shard.read_bytes())
+  at = data.find(image)
+  assert at > 0 and data.find(image, at + 1) < 0, "the image bytes are not stored as written (compressed?)"
+  at += len(image) // 2 - 32
+  data[at:at + 64] = bytes(b ^ 0xFF for b in data[at:at + 64])
+  shard.write_bytes(data)
+  return bytes(data)
+
+
+def test_damaged_record_is_one_line_for_train_and_score_readers(reference, tmp_path):
+  import shutil
+
+  from jaxaug.data.pipeline import read_units
+  from jaxaug.errors import UserError
+
+  out = tmp_path / "out"
+  shutil.copytree(reference, out)
+  _damage_record(out / synthetic.SHARDS / synthetic.shard_name(1), 2)
+  source = synthetic.SyntheticSource(out)
+  source.check_shards()  # the index is whole: the damage shows when the record is read
+  damaged = 5 + 2  # unit 1's record 2
+  with pytest.raises(UserError) as error:  # score's reader: grain threads decoding ahead
+    list(read_units(source, [np.arange(len(source))], 32))
+  message = str(error.value)
+  assert "\n" not in message and message.startswith(
+      f"synthetic set {out}: shard unit-00000001.array_record (unit 1) is damaged: its record 2 cannot be read "
+      "(Corrupted Riegeli/records file: chunk data hash mismatch")
+  assert message.endswith("rerun the `python -m jaxaug.generate` command that made this set, which checks every "
+                          f"shard's records, moves damaged shards to {out}/damaged/ and makes them again")
+  with pytest.raises(UserError, match="record 2 cannot be read"):
+    source.provenance(damaged)
+  assert source.read(damaged - 1) and source.read(damaged + 1)  # its neighbours in the shard read
+  train = subprocess.run([sys.executable, "-m", "jaxaug.train", f"--config={ROOT / 'configs' / 'train_demo.py'}",
+                          f"--config.workdir={tmp_path / 'run'}", "--config.real=demo:3", f"--config.synthetic={out}",
+                          "--config.epochs=1", "--config.batch_size=8", "--config.eval_batch_size=8"], cwd=ROOT,
+                         env=_env(), capture_output=True, text=True, timeout=600)
+  assert train.returncode == 2 and "Traceback" not in train.stderr, train.stderr[-3000:]
+  lines = [l for l in train.stderr.splitlines() if "jaxaug: error:" in l]
+  assert len(lines) == 1 and lines[0].endswith(f"jaxaug: error: {message}")  # (after the open progress bar)
+
+
+def test_rerun_sets_damaged_shards_aside_and_makes_them_again(reference, tmp_path):
+  """A damaged record (unit 1) and a cut shard (unit 2): a rerun of generate reads every record, moves both shards
+  to damaged/ and makes the two units again, byte-identical to the undamaged run."""
+  import shutil
+
+  out = tmp_path / "out"
+  shutil.copytree(reference, out)
+  shards = out / synthetic.SHARDS
+  damaged = _damage_record(shards / synthetic.shard_name(1), 2)
+  cut = (shards / synthetic.shard_name(2)).read_bytes()[:-3]
+  (shards / synthetic.shard_name(2)).write_bytes(cut)
+  rerun = _generate(out, *SMALL)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "wrote 7 image(s)" in rerun.stdout  # units 1 and 2: 5 + 2 items
+  warnings = [l.split("] ", 1)[1] for l in rerun.stderr.splitlines() if "is made again" in l]
+  assert [w.split(" is unreadable (")[0] for w in warnings] == [f"shard {synthetic.shard_name(u)}" for u in (1, 2)]
+  assert "chunk data hash mismatch" in warnings[0]
+  assert warnings[1].endswith(f": moved to {out}/damaged/unit-00000002.array_record; unit 2 is made again")
+  assert (out / "damaged" / synthetic.shard_name(1)).read_bytes() == damaged  # set aside, not deleted
+  assert (out / "damaged" / synthetic.shard_name(2)).read_bytes() == cut
+  assert _records(out) == _records(reference)
+  source = synthetic.SyntheticSource(out)
+  assert sorted(source.item_ids.tolist()) == list(range(12)) and all(source.read(i) for i in range(len(source)))
+  assert json.loads((out / "dataset_info.json").read_text())["units_done"] == 3
+
+
+@pytest.mark.parametrize("policy", ["per_image", "per_class", "fill_to"])
+def test_empty_class_folder_is_refused_under_every_policy(tmp_path, policy):
+  from jaxaug import generate
+  from jaxaug.errors import UserError
+
+  root = _demo_folder(tmp_path / "images")
+  (root / "zz_empty").mkdir()  # sorts after the four demo classes: class 4
+  config = _config(tmp_path / "out", *SMALL, f"--config.data.source=folder:{root}", f"--config.plan.policy={policy}")
+  with pytest.raises(UserError) as error:
+    generate.prepare(config)
+  assert str(error.value) == ("class 4 ('zz_empty') has no real images to condition on (1 such class(es)); remove "
+                              "them from the source (an empty class folder: delete it) or check the split")
+  assert not (tmp_path / "out").exists()

@@ -176,6 +176,98 @@ def test_a_killed_run_resumes_with_only_the_missing_units(scored, tmp_path, monk
   assert _without_timing(resumed) == _without_timing(reference)
 
 
+def _same_size_garbage(path: Path) -> None:
+  """Other floats behind the unit's own header: a valid .npy of the right shape that only a checksum tells apart."""
+  data = path.read_bytes()
+  noise = np.random.default_rng(1).normal(size=(len(data) - 128) // 4).astype(np.float32).tobytes()
+  path.write_bytes(data[:128] + noise)
+
+
+DAMAGE = {"truncate": lambda p: p.write_bytes(p.read_bytes()[:p.stat().st_size // 2]),
+          "empty": lambda p: p.write_bytes(b""),
+          "delete": lambda p: p.unlink(),
+          "garbage": _same_size_garbage}
+DAMAGE_SAYS = {"truncate": "is {half} bytes, not the {size} recorded", "empty": "is 0 bytes, not the {size} recorded",
+               "delete": "is missing", "garbage": "fails its checksum"}
+
+
+def _copied_cache(root: Path, tmp_path: Path) -> Path:
+  """The module run's cache, copied, so that damage stays in this test."""
+  import shutil
+
+  shutil.copytree(root / "scores" / "embeddings", tmp_path / "embeddings")
+  return tmp_path / "embeddings"
+
+
+def _rerun(root: Path, tmp_path: Path, caplog, name: str) -> dict:
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    return score.run(score_config(root / "set", tmp_path / name, cache_dir=str(tmp_path / "embeddings")))
+
+
+DAMAGED = [("truncate", "synthetic", 2, 8), ("empty", "synthetic", 4, 8), ("delete", "synthetic", 0, 8),
+           ("garbage", "synthetic", 3, 8), ("truncate", "real", 0, 24), ("garbage", "real", 0, 24)]
+
+
+@pytest.mark.parametrize("kind, cached_set, unit, rows", DAMAGED)
+def test_a_damaged_cache_unit_is_embedded_again_with_a_warning(scored, tmp_path, caplog, kind, cached_set, unit, rows):
+  """Issue 21 item 6: a truncated, emptied, deleted or same-size-garbage unit (once a traceback, or silently other
+  scores) is embedded again, with one warning line naming it; the scores are the undamaged run's."""
+  root, _, scores = scored
+  cache = next(_copied_cache(root, tmp_path).glob(f"{cached_set}-*"))
+  name = f"unit-{unit:08d}.npy"
+  size = (cache / name).stat().st_size
+  DAMAGE[kind](cache / name)
+  again = _rerun(root, tmp_path, caplog, "damaged")
+  warned = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+  assert len(warned) == 1 and f"embedding unit {unit} ({name}) in {cache}" in warned[0], caplog.text
+  assert DAMAGE_SAYS[kind].format(half=size // 2, size=size) in warned[0], warned[0]
+  assert warned[0].endswith(": embedding it again") and "\n" not in warned[0]
+  assert again["timing"]["embedded_images"] == rows  # that unit only
+  assert _without_timing(again) == _without_timing(scores)
+  np.testing.assert_array_equal(np.load(cache / name), np.load(root / "scores" / "embeddings" / cache.name / name))
+  clean = _rerun(root, tmp_path, caplog, "clean")  # the new record wins: nothing to redo
+  assert clean["timing"]["embedded_images"] == 0 and not caplog.records, caplog.text
+
+
+def test_a_unit_recorded_by_another_process_is_embedded_again_and_its_new_record_wins(scored, tmp_path, caplog):
+  """A two-host run recorded unit 1 in done_units.p1.jsonl; damaged, one process embeds it again into
+  done_units.jsonl, which sorts first: the higher version, not the file order, decides."""
+  root, _, scores = scored
+  cache = next(_copied_cache(root, tmp_path).glob("synthetic-*"))
+  lines = (cache / "done_units.jsonl").read_text().splitlines(keepends=True)
+  moved = [line for line in lines if json.loads(line)["unit"] == 1]
+  (cache / "done_units.jsonl").write_text("".join(line for line in lines if line not in moved))
+  (cache / "done_units.p1.jsonl").write_text("".join(moved))
+  _same_size_garbage(cache / "unit-00000001.npy")
+  again = _rerun(root, tmp_path, caplog, "damaged")
+  assert again["timing"]["embedded_images"] == 8 and "embedding unit 1 (unit-00000001.npy)" in caplog.text
+  assert _without_timing(again) == _without_timing(scores)
+  assert json.loads((cache / "done_units.jsonl").read_text().splitlines()[-1])["version"] == 2
+  assert _rerun(root, tmp_path, caplog, "clean")["timing"]["embedded_images"] == 0 and not caplog.records
+
+
+def test_a_cache_from_before_checksums_is_checked_for_shape_then_gets_its_checksums(scored, tmp_path, caplog):
+  """Done lines without "bytes" / "sha256" (an older jaxaug): a unit np.load cannot read is embedded again; the
+  readable ones are kept, their files' checksums recorded, and from then on same-size garbage is caught too."""
+  root, _, scores = scored
+  cache = next(_copied_cache(root, tmp_path).glob("synthetic-*"))
+  old = [{k: v for k, v in json.loads(line).items() if k not in ("bytes", "sha256", "version")}
+         for line in (cache / "done_units.jsonl").read_text().splitlines()]
+  (cache / "done_units.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in old))
+  DAMAGE["truncate"](cache / "unit-00000002.npy")
+  again = _rerun(root, tmp_path, caplog, "legacy")
+  assert again["timing"]["embedded_images"] == 8 and _without_timing(again) == _without_timing(scores)
+  assert "embedding unit 2 (unit-00000002.npy)" in caplog.text and "is unreadable (ValueError" in caplog.text
+  assert "4 embedding unit(s) in" in caplog.text and "recorded without a checksum" in caplog.text
+  lines = [json.loads(line) for line in (cache / "done_units.jsonl").read_text().splitlines()]
+  assert {e["unit"] for e in lines if "sha256" in e} == {0, 1, 2, 3, 4}
+  _same_size_garbage(cache / "unit-00000004.npy")
+  caught = _rerun(root, tmp_path, caplog, "caught")
+  assert caught["timing"]["embedded_images"] == 8 and "embedding unit 4 (unit-00000004.npy)" in caplog.text
+  assert "fails its checksum" in caplog.text and _without_timing(caught) == _without_timing(scores)
+
+
 def _call(config, capsys) -> str:
   with pytest.raises(SystemExit) as exit_:
     exit_on_user_error(score.run)(config)

@@ -2,12 +2,15 @@
 
     python tests/write_faults.py kill WHAT FLAGS...
     python tests/write_faults.py pause=FILE WHAT FLAGS...
+    python tests/write_faults.py full shard FLAGS...
 
 WHAT: info (dataset_info.json), shard (a unit's shard), done (a done-record line), image (an image file),
 sheet (the contact sheet), config (config.json). `kill`: the process SIGKILLs itself after the temporary is
 written and before its rename, or, for the done record and config.json, half-way through writing the line
 or the temporary: what a power cut or SIGKILL at that instant leaves behind. `pause=FILE`: at the first such rename it waits until FILE exists (a run
-caught mid-write, for as long as a test needs), then goes on.
+caught mid-write, for as long as a test needs), then goes on. `full shard`: the first shard's temporary is a link
+to /dev/full, where the kernel answers every write with ENOSPC as a full disk does (no root needed, unlike a small
+tmpfs); the real ArrayRecord writer buffers its records, so that first shows when it closes the shard.
 """
 
 import builtins
@@ -16,6 +19,7 @@ import io
 import os
 import signal
 import sys
+import threading
 import time
 
 from jaxaug.data import synthetic
@@ -82,9 +86,25 @@ def kill_inside_write(pattern: str, modes: str):
   io.open = builtins.open = torn_open
 
 
+def full_disk_at_first_shard():
+  """The first shard written goes to /dev/full: its writer fails with "No space left on device" at close."""
+  real, hit, lock = synthetic.ArrayRecordWriter, [], threading.Lock()
+
+  def writer(path, *args, **kwargs):
+    with lock:  # two writer threads commit units
+      if not hit:
+        hit.append(path)
+        os.symlink("/dev/full", path)
+    return real(path, *args, **kwargs)
+
+  synthetic.ArrayRecordWriter = writer
+
+
 def main():
   mode, what, flags = sys.argv[1], sys.argv[2], sys.argv[3:]
-  if mode == "kill" and what in TORN:
+  if mode == "full" and what == "shard":
+    full_disk_at_first_shard()
+  elif mode == "kill" and what in TORN:
     kill_inside_write(*TORN[what])
   else:
     fault_on_rename(RENAMED[what], die if mode == "kill" else pause_until(mode.removeprefix("pause=")))

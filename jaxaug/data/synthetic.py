@@ -6,12 +6,17 @@
                                           (done_units.pN.jsonl from process N > 0 of a multi-host run)
       dataset_info.json                   classes, counts, config, versions
       config.json, contact_sheet.png, images/<class>/<item>.png (optional)
+      damaged/unit-00000004.array_record  a shard that failed its check, set aside by generate to be made again
 
 A unit's shard is written under a temporary name, fsynced and renamed, and only then recorded as done,
 so a kill at any instant leaves either the whole unit or nothing visible. The shard files are the
 authority: a unit whose shard exists but whose line is missing (a kill between rename and record) is
 recorded again from the shard on the next start. Records are readable by grain's ArrayRecordDataSource
 (`decode_record` turns the bytes into a dict).
+
+Every record is stored with a checksum. A damaged record (flipped bytes on disk) fails its read with
+`DamagedShard`, one line naming the shard and unit; `python -m jaxaug.generate` rerun on the directory reads
+every finished shard (`damaged_shards`), moves the damaged ones to damaged/ (`set_aside`) and makes them again.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from array_record.python.array_record_module import ArrayRecordReader, ArrayReco
 from flax import serialization
 
 from jaxaug.data.sources import ImageSource, _check_index
-from jaxaug.fsutil import append_line, atomic_write_text, fsync_dir
+from jaxaug.errors import UserError
+from jaxaug.fsutil import append_line, as_os_error, atomic_write_text, fsync_dir
 
 SHARDS = "shards"
 DONE = "done_units.jsonl"
 DONE_GLOB = "done_units*.jsonl"
 INFO = "dataset_info.json"
+DAMAGED = "damaged"
 _SHARD_RE = re.compile(r"^unit-(\d{8})\.array_record$")
 _TMP_GLOB = ".*.tmp*"  # fsutil's `.NAME.tmp-PID`, and the `.NAME.tmp` of earlier versions
 
@@ -56,21 +63,41 @@ def done_file(process: int) -> str:
 
 
 def write_unit(out: str | os.PathLike, unit: int, records: list[bytes], process: int = 0) -> Path:
-  """Commits one unit of encoded records: shard under a temporary name, fsync, rename, then the done line."""
+  """Commits one unit of encoded records: shard under a temporary name, fsync, rename, then the done line.
+
+  A failed write (a full disk at any record or at close) removes the temporary and raises OSError naming the shard.
+  """
   shards = Path(out) / SHARDS
   shards.mkdir(parents=True, exist_ok=True)
   final = shards / shard_name(unit)
   tmp = shards / f".{final.name}.tmp-{os.getpid()}"
-  writer = ArrayRecordWriter(str(tmp), "group_size:1")
-  for record in records:
-    writer.write(record)
-  writer.close()
-  with open(tmp, "rb+") as f:
-    os.fsync(f.fileno())
-  os.replace(tmp, final)
+  try:
+    _write_shard(tmp, records)
+    os.replace(tmp, final)
+  except BaseException as e:
+    tmp.unlink(missing_ok=True)
+    if isinstance(e, OSError):  # name the shard being written, not its temporary
+      e.filename, e.filename2 = os.fspath(final), None
+    raise
   fsync_dir(shards)
   _append_done(Path(out) / done_file(process), unit, records)
   return final
+
+
+def _write_shard(path: Path, records: list[bytes]) -> None:
+  """The records as an fsynced ArrayRecord file. The writer buffers, so a full disk may first show at close; its
+  RuntimeError becomes the OSError it reports, as a full disk in any other write."""
+  try:
+    writer = ArrayRecordWriter(str(path), "group_size:1")
+    try:
+      for record in records:
+        writer.write(record)
+    finally:
+      writer.close()
+  except RuntimeError as e:
+    raise as_os_error(e, path) from None
+  with open(path, "rb+") as f:
+    os.fsync(f.fileno())
 
 
 def _append_done(path: Path, unit: int, records: list[bytes]):
@@ -170,8 +197,6 @@ def write_info(out: str | os.PathLike, info: dict):
 
 
 def read_info(out: str | os.PathLike) -> dict:
-  from jaxaug.errors import UserError
-
   path = Path(out) / INFO
   if not path.is_file():
     raise UserError(f"{out} is not a jaxaug synthetic dataset (no {INFO}); point it at a `python -m "
@@ -201,6 +226,67 @@ def _shard_problem(path: str, expected: int) -> str | None:
   return None if found == expected else f"is damaged (holds {found} of its {expected} records: truncated)"
 
 
+def _one_line(error: Exception) -> str:
+  return " ".join(str(error).split()) or type(error).__name__
+
+
+def shard_damage(path: str | os.PathLike, expected: int | None) -> str | None:
+  """What is wrong with a finished shard, reading every record (each is checked against its checksum), or None.
+
+  `expected`: the record count its done line lists (None where the line is missing). Records are read one at a
+  time, so a shard of large images never sits in memory whole.
+  """
+  try:
+    reader = ArrayRecordReader(os.fspath(path), "max_parallelism:1")
+    try:
+      found = reader.num_records()
+      for _ in range(found):
+        reader.read()
+    finally:
+      reader.close()
+  except RuntimeError as e:
+    return f"is unreadable ({_one_line(e)})"
+  if expected is not None and found != expected:
+    return f"holds {found} of the {expected} records its done line lists"
+  return None
+
+
+def damaged_shards(out: str | os.PathLike, units, num_threads: int = 8) -> dict[int, str]:
+  """{unit: what is wrong} for those of `units` whose shard fails `shard_damage`."""
+  from concurrent.futures import ThreadPoolExecutor
+
+  out, units = Path(out), sorted(units)
+  done = read_done(out)
+  expected = [len(done[u]["item_ids"]) if u in done else None for u in units]
+  paths = [out / SHARDS / shard_name(u) for u in units]
+  with ThreadPoolExecutor(max(1, num_threads)) as pool:
+    problems = list(pool.map(shard_damage, paths, expected))
+  return {u: problem for u, problem in zip(units, problems) if problem}
+
+
+def set_aside(out: str | os.PathLike, unit: int) -> Path:
+  """Moves a unit's shard to damaged/ (kept for inspection, never deleted), so the next run makes the unit again.
+
+  Its done line stays (`committed` skips a unit without a shard); the remade unit records the same line again.
+  """
+  out = Path(out)
+  folder = out / DAMAGED
+  folder.mkdir(exist_ok=True)
+  target, n = folder / shard_name(unit), 0
+  while target.exists():
+    n += 1
+    target = folder / f"{shard_name(unit)}.{n}"
+  os.replace(out / SHARDS / shard_name(unit), target)
+  fsync_dir(out / SHARDS)
+  fsync_dir(folder)
+  return target
+
+
+class DamagedShard(UserError, RuntimeError):
+  """A record that fails its checksum: one line for the entry points (a UserError), and still the RuntimeError
+  that callers drawing around unreadable images (the contact sheet) catch."""
+
+
 class SyntheticSource(ImageSource):
   """A generated dataset as an `ImageSource`: items ordered by unit, then by position in the unit."""
 
@@ -222,10 +308,9 @@ class SyntheticSource(ImageSource):
     return len(self._units)
 
   def check_shards(self, num_threads: int = 16) -> None:
-    """UserError naming the first shard that is missing, unreadable or short of its records."""
+    """UserError naming the first shard that is missing, unreadable or short of its records (its index only;
+    a damaged record fails when read, see `record`)."""
     from concurrent.futures import ThreadPoolExecutor
-
-    from jaxaug.errors import UserError
 
     with ThreadPoolExecutor(num_threads) as pool:
       problems = list(pool.map(_shard_problem, self._paths, np.diff(self._starts).tolist()))
@@ -250,8 +335,21 @@ class SyntheticSource(ImageSource):
     return {**self.__dict__, "_source": None}
 
   def record(self, index: int) -> dict:
+    """One record as a dict; `DamagedShard` (one line: shard, unit, how to repair) where it fails its checksum."""
     index = _check_index(index, len(self))
-    return decode_record(self._records()[index])
+    records = self._records()
+    try:
+      data = records[index]
+    except RuntimeError as e:
+      raise DamagedShard(self._damaged(index, e)) from None
+    return decode_record(data)
+
+  def _damaged(self, index: int, error: Exception) -> str:
+    at = int(np.searchsorted(self._starts, index, side="right")) - 1
+    return (f"synthetic set {self.out}: shard {Path(self._paths[at]).name} (unit {self._units[at]}) is damaged: its "
+            f"record {index - int(self._starts[at])} cannot be read ({_one_line(error)}); rerun the `python -m "
+            f"jaxaug.generate` command that made this set, which checks every shard's records, moves damaged shards "
+            f"to {self.out / DAMAGED}/ and makes them again")
 
   def read(self, index: int) -> bytes:
     return self.record(index)["image"]

@@ -171,6 +171,22 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     raise UserError(f"cannot read pretrained weights {path!r} ({e}): pass a valid .safetensors file") from None
 
 
+def check_pretrained(path: str) -> None:
+  """A missing or unreadable weights file is one line before a run creates anything (reads the header only)."""
+  from safetensors import safe_open
+
+  try:
+    with safe_open(path, framework="numpy") as f:
+      names = list(f.keys())
+  except FileNotFoundError:
+    raise UserError(f"pretrained weights {path!r} not found: pass --config.pretrained=<torchvision or timm "
+                    ".safetensors file>") from None
+  except Exception as e:  # safetensors has its own error type for bad headers
+    raise UserError(f"cannot read pretrained weights {path!r} ({e}): pass a valid .safetensors file") from None
+  if not any(k.endswith("conv1.weight") for k in names):
+    raise UserError(f"{path!r} has no conv1.weight: it is not a torchvision/timm ResNet state dict")
+
+
 def load_pretrained(path: str, arch: str, variables: dict) -> dict:
   """Replaces the backbone of `variables` ({'params', 'batch_stats'}) with the weights in `path`.
 

@@ -12,8 +12,15 @@ hash of everything its embeddings depend on, so another model, dtype or real set
 
   <cache>/real-<hash>/unit-00000003.npy       float32 (rows, d) in source order; NaN rows: unreadable images
   <cache>/synthetic-<hash>/unit-00000012.npy  one per generation unit, rows in the shard's order
-          .../done_units.jsonl                {"unit", "file", "rows", "sources" (synthetic)} per unit
+          .../done_units.jsonl                {"unit", "file", "rows", "bytes", "sha256", "version",
+                                               "sources" (synthetic)} per unit
           .../key.json                        what the hash covers
+
+A disk or a person can still damage a recorded unit, so every run checks each recorded unit's file against
+its size and SHA-256 before trusting it: a unit that is missing, short, unreadable or fails its checksum is
+embedded again (one warning line names it) and recorded again with a higher `version`, which wins over the
+old line in whichever process's done file that is. A unit recorded before checksums were kept is held to
+what can still be checked (readable, float32, its row count) and then its file's checksum is recorded.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from absl import logging
 
 from jaxaug import augment, condition, fsutil, mesh
 from jaxaug.data import synthetic
@@ -98,32 +106,111 @@ class Cache:
     synthetic.read_done(self.dir, repair=True)
 
   def done(self) -> dict[int, dict]:
-    return synthetic.read_done(self.dir)
+    """{unit: entry} over every process's done file, a unit's highest `version` winning (a later line on a tie)."""
+    entries = {}
+    for path in sorted(self.dir.glob(synthetic.DONE_GLOB)):
+      for entry in _done_lines(path):
+        old = entries.get(entry["unit"])
+        if old is None or entry.get("version", 0) >= old.get("version", 0):
+          entries[entry["unit"]] = entry
+    return entries
 
-  def commit(self, unit: int, embeddings: np.ndarray, extra: dict, process: int) -> None:
-    """The unit's .npy under a temporary name, fsync, rename; then its line in this process's done file."""
+  def commit(self, unit: int, embeddings: np.ndarray, extra: dict, process: int, version: int = 1) -> None:
+    """The unit's .npy under a temporary name, fsync, rename; then its line, with the file's size and checksum,
+    in this process's done file."""
     name = f"unit-{unit:08d}.npy"
     array = io.BytesIO()
     np.save(array, np.asarray(embeddings, np.float32))
-    fsutil.atomic_write_bytes(self.dir / name, array.getvalue())
-    line = json.dumps({"unit": unit, "file": name, "rows": int(len(embeddings)), **extra})
-    fsutil.append_line(self.dir / synthetic.done_file(process), line)
+    data = array.getvalue()
+    fsutil.atomic_write_bytes(self.dir / name, data)
+    self.record({"unit": unit, "file": name, "rows": int(len(embeddings)), "bytes": len(data),
+                 "sha256": hashlib.sha256(data).hexdigest(), "version": version, **extra}, process)
+
+  def record(self, entry: dict, process: int) -> None:
+    fsutil.append_line(self.dir / synthetic.done_file(process), json.dumps(entry))
+
+  def pending(self, units: Sequence[Unit], process: int) -> list[tuple[Unit, int]]:
+    """(unit, version to record it with) for each of `units` to embed: those not recorded, and those whose file is
+    damaged (one warning line each). A sound unit recorded before checksums gets its checksum recorded now."""
+    done, pending, adopted = self.done(), [], 0
+    for unit in units:
+      entry = done.get(unit.number)
+      if entry is None:
+        pending.append((unit, 1))
+        continue
+      _, problem, written = check_unit(self.dir, entry, len(unit.positions))
+      if problem:
+        logging.warning("embedding unit %d (%s) in %s %s: embedding it again", unit.number, entry["file"], self.dir,
+                        problem)
+        pending.append((unit, entry.get("version", 0) + 1))
+      elif "sha256" not in entry:
+        self._adopt({**entry, **written, "version": entry.get("version", 0) + 1}, process)
+        adopted += 1
+    if adopted:
+      logging.warning("%d embedding unit(s) in %s were recorded without a checksum (an older jaxaug): their files "
+                      "are readable and of the right shape, so their checksums are recorded now", adopted, self.dir)
+    return pending
+
+  def _adopt(self, entry: dict, process: int) -> None:
+    try:
+      self.record(entry, process)
+    except OSError as e:
+      raise UserError(f"cannot write the embedding cache {self.dir} ({e.strerror or e}); choose another "
+                      "--config.cache_dir") from None
 
   def load(self, units: Sequence[Unit]) -> tuple[np.ndarray, dict[int, dict]]:
-    """The embeddings of `units` in order, (rows, d) float32, and their done entries."""
+    """The embeddings of `units` in order, (rows, d) float32, and their done entries; each file checked again."""
     done = self.done()
     missing = [u.number for u in units if u.number not in done]
     if missing:
       raise UserError(f"the embedding cache {self.dir} lacks {len(missing)} unit(s) (e.g. {missing[0]}): a host "
                       "stopped early; rerun the same command to embed them")
-    arrays = [np.load(self.dir / done[u.number]["file"]) for u in units]
-    for unit, array in zip(units, arrays):
-      if len(array) != len(unit.positions):
-        raise UserError(f"embedding unit {unit.number} in {self.dir} has {len(array)} rows, not "
-                        f"{len(unit.positions)}: delete that directory and rerun")
+    arrays = []
+    for unit in units:
+      array, problem, _ = check_unit(self.dir, done[unit.number], len(unit.positions))
+      if problem:
+        raise UserError(f"embedding unit {unit.number} ({done[unit.number]['file']}) in {self.dir} {problem}: it "
+                        "changed during this run; rerun the same command to embed it again")
+      arrays.append(array)
     return np.concatenate(arrays) if arrays else np.zeros((0, 0), np.float32), {u.number: done[u.number] for u in units}
 
 
+def _done_lines(path: Path) -> list[dict]:
+  """A done file's complete lines; a torn last line (a kill mid-append, which `Cache.prepare` cuts) is not one."""
+  entries = []
+  with open(path, "rb") as f:
+    for raw in f:
+      try:
+        entry = json.loads(raw)
+      except ValueError:
+        break
+      if not raw.endswith(b"\n"):
+        break
+      entries.append(entry)
+  return entries
+
+
+def check_unit(directory: Path, entry: dict, rows: int) -> tuple[np.ndarray | None, str, dict]:
+  """(embeddings or None, what is wrong with the unit's file or '', the file's {"bytes", "sha256"}): a file can be
+  missing, short, unreadable, fail its recorded checksum (same-size garbage), or hold other than `rows` float32 rows."""
+  try:
+    data = (directory / entry["file"]).read_bytes()
+  except FileNotFoundError:
+    return None, "is missing", {}
+  except OSError as e:
+    return None, f"is unreadable ({e.strerror or e})", {}
+  found = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+  if "bytes" in entry and found["bytes"] != entry["bytes"]:
+    return None, f"is {found['bytes']} bytes, not the {entry['bytes']} recorded", found
+  if "sha256" in entry and found["sha256"] != entry["sha256"]:
+    return None, "fails its checksum", found
+  try:
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+  except Exception as e:  # noqa: BLE001 (whatever a damaged header makes np.load raise, the file is unreadable)
+    return None, f"is unreadable ({type(e).__name__}: {e})", found
+  if array.dtype != np.float32 or array.ndim != 2 or len(array) != rows:
+    return None, f"holds {array.dtype} {array.shape}, not {rows} float32 rows", found
+  return array, "", found
 
 
 def make_step(pipe, mesh_):
@@ -158,8 +245,8 @@ def embed_units(embedder: Embedder, source: ImageSource, units: Sequence[Unit], 
   Returns {"images": embedded, "skipped": unreadable images (both over all hosts), "seconds": wall time}.
   """
   process, processes = jax.process_index(), jax.process_count()
-  done = set(cache.done())
-  pending = [u for i, u in enumerate(units) if i % processes == process and u.number not in done]
+  work = cache.pending([u for i, u in enumerate(units) if i % processes == process], process)
+  pending, versions = [u for u, _ in work], [v for _, v in work]
   sizes = [len(u.positions) for u in pending]
   rows = np.concatenate([u.positions for u in pending]) if pending else np.zeros(0, np.int64)
   owner = np.repeat(np.arange(len(pending)), sizes)
@@ -167,7 +254,7 @@ def embed_units(embedder: Embedder, source: ImageSource, units: Sequence[Unit], 
   local = mesh.local_batch(embedder.per_device)
   steps = mesh.max_over_hosts(-(-len(rows) // local))
   chunks = [np.arange(s * local, min((s + 1) * local, len(rows))) for s in range(steps)]
-  bar = _progress(sum(len(u.positions) for u in units if u.number not in done), desc)
+  bar = _progress(mesh.sum_over_hosts(len(rows)), desc)
   filled, left = {}, dict(enumerate(sizes))
   stats = {"images": 0, "skipped": 0, "seconds": 0.0}
   writer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
@@ -183,7 +270,7 @@ def embed_units(embedder: Embedder, source: ImageSource, units: Sequence[Unit], 
       array[chunk[mine] - offset[k]] = out[mine]
       left[k] -= int(mine.sum())
       if left[k] == 0:
-        writes.append(writer.submit(_commit, cache, pending[k], filled.pop(k), extra, process))
+        writes.append(writer.submit(_commit, cache, pending[k], filled.pop(k), extra, process, versions[k]))
     stats["images"] += int(ok.sum())
     stats["skipped"] += int((~ok).sum())
     bar.update(len(chunk) * processes)
@@ -218,9 +305,9 @@ def embed_units(embedder: Embedder, source: ImageSource, units: Sequence[Unit], 
   return stats
 
 
-def _commit(cache: Cache, unit: Unit, array: np.ndarray, extra, process: int) -> None:
+def _commit(cache: Cache, unit: Unit, array: np.ndarray, extra, process: int, version: int) -> None:
   try:
-    cache.commit(unit.number, array, extra(unit) if extra else {}, process)
+    cache.commit(unit.number, array, extra(unit) if extra else {}, process, version)
   except OSError as e:
     raise UserError(f"writing embedding unit {unit.number} to {cache.dir} failed ({e.strerror or e}); free space "
                     "or fix the directory and rerun the same command to continue") from None
