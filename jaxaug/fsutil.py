@@ -70,3 +70,22 @@ def as_os_error(error: Exception, path: str | os.PathLike) -> OSError:
   known = [code for code in errno.errorcode if os.strerror(code) in text]
   code = max(known, key=lambda c: len(os.strerror(c))) if known else errno.EIO
   return OSError(code, os.strerror(code) if known else text, os.fspath(path))
+
+
+def make_dirs(path: str | os.PathLike, what: str, flag: str) -> None:
+  """`mkdir -p` for a run's output; a path that cannot be one is one line naming `what` and the flag to change.
+
+  A dangling symbolic link on the way (a scratch mount not mounted, a moved target) is named with its target:
+  mkdir's own "File exists" would send the user looking for a directory that is not there.
+  """
+  from jaxaug.errors import UserError
+
+  path = Path(path)
+  for p in (path, *path.parents):
+    if p.is_symlink() and not p.exists():
+      raise UserError(f"cannot write to {what} {path}: {p} is a symbolic link to {os.readlink(p)}, which does not "
+                      f"exist; create the link's target or choose another {flag}")
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot write to {what} {path} ({e.strerror or e}); choose another {flag}") from None

@@ -212,8 +212,8 @@ def _check_output(job: Job):
                   else "up to float rounding (about one grey level in rare pixels)")
       logging.warning("resuming with %s: the remaining images equal an uninterrupted run's %s, not byte for byte",
                       ", ".join(f"{k}={v} (was {was[k]})" for k, v in changed.items()), rounding)
+  fsutil.make_dirs(out, "output directory", "--config.output.dir")
   try:
-    out.mkdir(parents=True, exist_ok=True)
     probe = out / f".write-test-{os.getpid()}"
     probe.write_bytes(b"")
     probe.unlink()

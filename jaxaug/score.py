@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxaug import mesh
+from jaxaug import fsutil, mesh
 from jaxaug.config_base import SCORING_RANGES, check_values
 from jaxaug.data import kshot, open_source
 from jaxaug.data.images import BadImage, load_fit
@@ -160,11 +160,7 @@ def _caches(job: Job) -> tuple[embed.Cache, embed.Cache]:
 
 
 def _make_output(out: Path):
-  try:
-    out.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"cannot write to output directory {out} ({e.strerror}); choose another "
-                    "--config.output_dir") from None
+  fsutil.make_dirs(out, "output directory", "--config.output_dir")
 
 
 def embed_sets(job: Job) -> dict:

@@ -164,8 +164,8 @@ def _open_workdir(workdir: Path, make) -> object:
   if workdir.exists() and not workdir.is_dir():
     raise UserError(f"workdir {workdir} is a file, not a directory: set --config.workdir to a directory (new, or a "
                     "run's to resume it)")
+  fsutil.make_dirs(workdir, "workdir", "--config.workdir")
   try:
-    workdir.mkdir(parents=True, exist_ok=True)
     return make()
   except OSError as e:
     raise UserError(f"workdir {workdir} cannot be used ({e.strerror or e}): set --config.workdir to a writable "

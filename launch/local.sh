@@ -5,7 +5,9 @@
 #   launch/local.sh N MODULE [flags...]
 #   launch/local.sh 2 jaxaug.generate --config=demo --config.output.dir=out/demo2
 #
-# The first process to fail stops the others; the exit status is the first failure's.
+# The first process to fail stops the others; the exit status is the first failure's. A SIGTERM to this script
+# (a scheduler's pre-emption, `kill`) is passed to every process, which stops as the README's "Trusting a long
+# run" says, and the script exits 143 once all have; Ctrl-C in a terminal reaches every process by itself.
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: launch/local.sh N MODULE [flags...]" >&2
@@ -16,6 +18,8 @@ module=$2
 shift 2
 port=${JAXAUG_PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("localhost", 0)); print(s.getsockname()[1])')}
 pids=()
+stopping=""
+trap 'stopping=1; kill -TERM "${pids[@]}" 2>/dev/null || true' TERM
 for ((i = 0; i < n; i++)); do
   python -m "$module" "$@" --config.mesh.coordinator="localhost:$port" --config.mesh.num_processes="$n" \
     --config.mesh.process_id="$i" &
@@ -25,9 +29,11 @@ status=0
 for ((i = 0; i < n; i++)); do
   wait -n || {
     status=$?
+    [ -n "$stopping" ] && break  # every process got the SIGTERM: a second one would make them give up their save
     kill "${pids[@]}" 2>/dev/null || true
     break
   }
 done
-wait || true
+while ! wait; do :; done  # (a trapped signal interrupts `wait`)
+[ -n "$stopping" ] && status=143
 exit "$status"

@@ -178,10 +178,18 @@ def _demo(**fields):
   return config
 
 
+def test_methods_none_is_a_grid_of_baselines_only():
+  grid = grid_lib.settings(_demo(methods="none", baselines="real,txt2img"))
+  assert grid.methods == () and grid.rows == ("real", "txt2img")
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"datasets": "demo,mnist"}, r"unknown dataset 'mnist': --config.datasets takes names of --config.sources"),
     ({"methods": "mixup,cutout"}, r"unknown method 'cutout' in --config.methods"),
     ({"baselines": "real,randaugment"}, r"unknown baseline 'randaugment'"),
+    ({"methods": ""}, r"--config.methods='' names no method: .* or --config.methods=none for a grid of baselines only"),
+    ({"methods": ","}, r"--config.methods=',' names no method"),
+    ({"methods": "none", "baselines": ""}, r"the grid has no rows"),
     ({"shots": "1,two"}, r"'two' is not a whole number"),
     ({"shots": "0,1"}, r"unknown shot count 0 .* a positive number of real images per class"),
     ({"shots": "1,8"}, r"unknown shot count 8 for dataset demo: class 'red circle' has only 4 images"),

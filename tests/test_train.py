@@ -613,3 +613,27 @@ def test_bench_train_reports_step_and_input_rates():
   result = train.bench_train(model="resnet_tiny", size=16, batch_size=4, steps=2, input_seconds=0.3)
   assert result["train_images_per_s"] > 0 and result["input_images_per_s"] > 0
   assert result["reduced"] and isinstance(result["input_keeps_up"], bool)
+
+
+def test_sigterm_to_the_local_launcher_stops_both_processes_at_one_step(whole_run, tmp_path):
+  """launch/local.sh passes SIGTERM to its two processes; they agree on the step, save one checkpoint, exit 143."""
+  import re
+
+  fields, _ = whole_run
+  workdir = tmp_path / "two"
+  proc = subprocess.Popen(["bash", str(REPO / "launch" / "local.sh"), "2", "jaxaug.train",
+                           f"--config={REPO / 'configs' / 'train_demo.py'}", f"--config.workdir={workdir}", *fields],
+                          cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while not (workdir / "checkpoints" / "10").is_dir():
+    assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 143 and "Traceback" not in err, err[-3000:]
+  steps = re.findall(r"jaxaug: interrupted by SIGTERM at step (\d+): checkpoint \1 kept; rerun the same command to "
+                     r"continue", err)
+  assert len(steps) == 2 and steps[0] == steps[1], err[-3000:]
+  assert (workdir / "checkpoints" / steps[0]).is_dir()
+  assert not [p for p in (workdir / "checkpoints").iterdir() if not p.name.isdigit()]
+

@@ -142,6 +142,9 @@ def _ints(text, what: str) -> tuple[int, ...]:
   return tuple(values)
 
 
+NO_METHODS = "none"  # --config.methods=none: the baselines only (an empty list is refused as a likely slip)
+
+
 def settings(config) -> Grid:
   """The checked grid; a UserError names the first bad field (before anything is read or written)."""
   if config.table not in TABLES:
@@ -162,7 +165,14 @@ def settings(config) -> Grid:
   if bad:
     what = "a positive number of real images per class" if config.table == "fewshot" else "0 (every image) or k >= 1"
     raise UserError(f"unknown shot count {bad[0]} in --config.shots={config.shots!r}: each must be {what}")
-  methods = _names(config.methods, "methods")
+  if config.methods.strip().lower() == NO_METHODS:
+    methods = ()  # a grid of baselines only, asked for by name
+  else:
+    methods = _names(config.methods, "methods")
+    if not methods:
+      raise UserError(f"--config.methods={config.methods!r} names no method: give conditioning methods, e.g. "
+                      f"--config.methods=embed_cutmix_dropout,mixup, or --config.methods={NO_METHODS} for a grid of "
+                      "baselines only")
   for m in methods:
     if m not in augment.METHODS:
       raise UserError(f"unknown method {m!r} in --config.methods: use any of {', '.join(augment.METHODS)}")

@@ -52,11 +52,7 @@ def preflight(config, grid: grid_lib.Grid, cells: grid_lib.Cells) -> dict:
 
 
 def _prepare_output(out: Path) -> None:
-  try:
-    out.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"cannot make the experiment directory {out} ({e.strerror}); choose another "
-                    "--config.output.dir") from None
+  fsutil.make_dirs(out, "the experiment directory", "--config.output.dir")
 
 
 def run(config, *, dry_run: bool = False, device: str = "H100", bench_json: str = "") -> dict:

@@ -1,0 +1,78 @@
+"""What every `python -m jaxaug.<entry point>` shares: Ctrl-C or SIGTERM while it starts is one line."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ENTRY_POINTS = ("jaxaug.generate", "jaxaug.train", "jaxaug.score", "jaxaug.experiment")
+
+
+def _importing_numpy(pid: int) -> bool:
+  """jax imports numpy first thing; jaxaug's own package (where the handler is installed) does not."""
+  try:
+    return "numpy" in Path(f"/proc/{pid}/maps").read_text()
+  except OSError:
+    return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_a_signal_during_import_is_one_line(tmp_path, module, signum):
+  proc = subprocess.Popen([sys.executable, "-m", module], cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 60
+  while not _importing_numpy(proc.pid):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()
+    time.sleep(0.005)
+  proc.send_signal(signum)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 128 + signum and "Traceback" not in err, (proc.returncode, err[-3000:])
+  assert err.strip().splitlines()[-1] == (f"jaxaug: interrupted by {signum.name} while starting; rerun the same "
+                                          "command to continue")
+  assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+# --- output directories: one helper, fsutil.make_dirs, behind generate, train, score and experiment -----------
+
+
+def test_a_dangling_link_is_named_with_its_target(tmp_path):
+  from jaxaug import fsutil
+  from jaxaug.errors import UserError
+
+  link = tmp_path / "scratch"
+  link.symlink_to(tmp_path / "unmounted" / "scratch")
+  for out in (link, link / "run" / "out"):  # the link itself, or a parent of the output
+    with pytest.raises(UserError, match=rf"^cannot write to output directory {out}: {link} is a symbolic link to "
+                                        rf"{tmp_path / 'unmounted' / 'scratch'}, which does not exist; create the "
+                                        r"link's target or choose another --config.output.dir$"):
+      fsutil.make_dirs(out, "output directory", "--config.output.dir")
+  (tmp_path / "unmounted" / "scratch").mkdir(parents=True)
+  fsutil.make_dirs(link / "run" / "out", "output directory", "--config.output.dir")
+  assert (tmp_path / "unmounted" / "scratch" / "run" / "out").is_dir()
+
+
+def test_generate_into_a_dangling_link_is_one_line(tmp_path):
+  link = tmp_path / "out"
+  link.symlink_to(tmp_path / "gone")
+  run = subprocess.run([sys.executable, "-m", "jaxaug.generate", f"--config.output.dir={link}"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+  assert run.stderr.strip().splitlines()[-1] == (
+      f"jaxaug: error: cannot write to output directory {link}: {link} is a symbolic link to {tmp_path / 'gone'}, "
+      "which does not exist; create the link's target or choose another --config.output.dir")
+
+
+def test_train_into_a_dangling_link_is_one_line(tmp_path):
+  from jaxaug import config_files, train
+  from jaxaug.errors import UserError
+
+  link = tmp_path / "run"
+  link.symlink_to(tmp_path / "gone")
+  config = config_files.load("train_demo")
+  config.workdir, config.synthetic = str(link), ""
+  with pytest.raises(UserError, match=rf"^cannot write to workdir {link}: {link} is a symbolic link to "):
+    train.train_and_evaluate(config)
