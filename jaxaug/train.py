@@ -415,8 +415,8 @@ def _train(config, data: Data, trainer: Trainer, workdir: Path) -> dict:
 
   to_global = functools.partial(mesh.to_global, trainer.mesh)
   since = time.perf_counter()
-  progress = _progress(trainer.total_steps, start)
-  with interrupt.StepStop(config.stop_grace_s, functools.partial(_abandon, workdir, config.stop_grace_s)) as stop:
+  stopper = interrupt.StepStop(config.stop_grace_s, functools.partial(_abandon, workdir, config.stop_grace_s))
+  with _progress(trainer.total_steps, start) as progress, stopper as stop:  # an error's line starts on its own line
     for step in range(start + 1, trainer.total_steps + 1):
       state, metrics = trainer.train_step(state, to_global(next(stream)))
       window.append(metrics)

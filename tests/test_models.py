@@ -84,8 +84,9 @@ def test_bf16_parameters_close_to_fp32(unclip_dir):
   x = jax.random.normal(jax.random.key(0), (1, 4, 16, 16))
   ctx = jax.random.normal(jax.random.key(1), (1, 77, 32))
   vec = jax.random.normal(jax.random.key(2), (1, 64))
-  a = sd.predict(pipe32, p32, x, jnp.array([500]), ctx, vec)
-  b = sd.predict(pipe16, p16, x, jnp.array([500]), ctx, vec)
+  predict = jax.jit(sd.predict, static_argnums=0)  # eager op-by-op dispatch of a UNet takes ~10 s on CPU
+  a = predict(pipe32, p32, x, jnp.array([500]), ctx, vec)
+  b = predict(pipe16, p16, x, jnp.array([500]), ctx, vec)
   assert b.dtype == jnp.float32
   assert float(jnp.max(jnp.abs(a - b))) < 0.1 * float(jnp.max(jnp.abs(a)))
 
@@ -331,3 +332,151 @@ def test_real_sd21_unclip_configs_build_the_full_size_models():
     pipeline.text_module({**_REAL_TEXT, "hidden_act": "relu"}, jnp.float32)
   with pytest.raises(UserError, match="unsupported down block 'AttnDownBlock2D'"):
     pipeline.unet_module({**_REAL_UNET, "down_block_types": ["AttnDownBlock2D"] * 4}, jnp.float32, "real/unet")
+
+
+# Issue 21 item 9: a damaged tokenizer file is one line naming it (tokenizers answered with a bare traceback).
+_TOKENIZER_DAMAGE = {
+    "vocab_not_json": ("vocab.json", "{not json", "tokenizer/vocab.json is not valid JSON"),
+    "vocab_empty": ("vocab.json", "", "tokenizer/vocab.json is not valid JSON"),
+    "vocab_not_utf8": ("vocab.json", b"\xff\xfe{", "tokenizer/vocab.json is not valid JSON (not UTF-8 text)"),
+    "vocab_list": ("vocab.json", "[1, 2]", "tokenizer/vocab.json is not a CLIP vocabulary"),
+    "vocab_bad_id": ("vocab.json", '{"a": "x"}', "token 'a' has id 'x', not a non-negative integer"),
+    "vocab_missing": ("vocab.json", None, "missing {root}/tokenizer/vocab.json"),
+    "merges_bad_line": ("merges.txt", "#version: 0.2\nr e d\n", "merges.txt is not the BPE merges of this vocab.json "
+                        "(line 2 is 'r e d', not two tokens 'a b')"),
+    "merges_other_vocab": ("merges.txt", "#version: 0.2\nq9 zz\n", "line 2 needs token 'q9', which vocab.json "
+                           "does not have"),
+    "merges_empty": ("merges.txt", "", "merges.txt is not the BPE merges of this vocab.json (it has no merges)"),
+    "merges_not_utf8": ("merges.txt", b"#version: 0.2\n\xff\xfe\n", "tokenizer/merges.txt is not UTF-8 text"),
+    "merges_missing": ("merges.txt", None, "missing {root}/tokenizer/merges.txt"),
+    "config_not_json": ("tokenizer_config.json", "{not json", "tokenizer/tokenizer_config.json is not valid JSON"),
+    "config_list": ("tokenizer_config.json", "[1]", "tokenizer/tokenizer_config.json is not a JSON object"),
+    "config_missing": ("tokenizer_config.json", None, "missing {root}/tokenizer/tokenizer_config.json, which gives "
+                       "model_max_length; the text encoder takes at most 77 tokens"),
+    "config_too_long": ("tokenizer_config.json", '{"model_max_length": 100}', "tokenizer_config.json gives no usable "
+                        "model_max_length (found 100); the text encoder takes at most 77 tokens"),
+    "special_not_json": ("special_tokens_map.json", "{not", "tokenizer/special_tokens_map.json is not valid JSON"),
+    "special_list": ("special_tokens_map.json", "[1]", "tokenizer/special_tokens_map.json is not a JSON object"),
+    "special_int": ("special_tokens_map.json", '{"bos_token": 5}', "tokenizer cannot be read as a CLIP tokenizer "
+                    "(TypeError: Special token bos_token has to be either str or AddedToken"),
+    "added_list": ("added_tokens.json", "[1]", "tokenizer/added_tokens.json is not a JSON object"),
+    "tokenizer_json_empty": ("tokenizer.json", "{}", "tokenizer cannot be read as a CLIP tokenizer (KeyError"),
+}
+
+
+def _damage_tokenizer(root, case):
+  name, content, expect = _TOKENIZER_DAMAGE[case]
+  path = root / "tokenizer" / name
+  if content is None:
+    path.unlink()
+  elif isinstance(content, bytes):
+    path.write_bytes(content)
+  else:
+    path.write_text(content)
+  return expect.format(root=root)
+
+
+@pytest.mark.parametrize("case", sorted(_TOKENIZER_DAMAGE))
+def test_damaged_tokenizer_file_is_one_line_naming_it(unclip_dir, tmp_path, case):
+  root = _copy(unclip_dir, tmp_path)
+  expect = _damage_tokenizer(root, case)
+  with pytest.raises(UserError) as err:
+    load(str(root))
+  message = str(err.value)
+  assert expect in message and "\n" not in message, message
+  assert "re-download" in message
+
+
+@pytest.mark.parametrize("case", ["vocab_not_json", "merges_bad_line", "config_missing", "special_list"])
+def test_damaged_tokenizer_on_the_generate_command_line(unclip_dir, tmp_path, case):
+  """The filed case: `python -m jaxaug.generate --config.model=DIR` with a damaged tokenizer/ file: exit 2, one line."""
+  root = _copy(unclip_dir, tmp_path)
+  expect = _damage_tokenizer(root, case)
+  out = tmp_path / "out"
+  run = subprocess.run([sys.executable, "-m", "jaxaug.generate", f"--config.model={root}", f"--config.output.dir={out}",
+                        "--config.methods=cutmix", "--config.plan.amount=1", "--config.sampler.steps=2",
+                        "--config.resolution=32", "--config.data.source=demo:3", "--config.data.source_size=48",
+                        "--config.output.image_files=false"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+  assert run.returncode == 2, run.stderr[-3000:]
+  assert "Traceback" not in run.stderr
+  lines = [l for l in run.stderr.splitlines() if l.strip() and not l.startswith(("I0", "W0", "I1", "W1"))]
+  assert len(lines) == 1 and lines[0].startswith("jaxaug: error:") and expect in lines[0], run.stderr[-3000:]
+  assert not out.exists()
+
+
+# Issue 21 item 14: transformers 5 saves a bare CLIPTextModel without the `text_model.` prefix and reads both layouts;
+# CLIPVisionModelWithProjection keeps `vision_model.`, but transformers reads it without the prefix as well.
+_TOWERS = {"text_encoder": "text_model.", "image_encoder": "vision_model."}
+
+
+def _relayout(root, layout):
+  """Rewrites both CLIP towers' weights: prefix stripped from every name, or from every other name (a mix)."""
+  for component, prefix in _TOWERS.items():
+    path = root / component / "model.safetensors"
+    state = load_file(str(path))
+    names = sorted(state)
+    strip = set(names if layout == "stripped" else names[::2])
+    save_file({k.removeprefix(prefix) if k in strip else k: v for k, v in state.items()}, str(path),
+              metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("layout", ["stripped", "mixed"])
+def test_clip_towers_load_with_or_without_the_base_prefix(unclip_dir, tmp_path, layout):
+  root = _copy(unclip_dir, tmp_path)
+  _relayout(root, layout)
+  text_names = list(load_file(str(root / "text_encoder" / "model.safetensors")))
+  assert len(text_names) == 36
+  assert sum(not n.startswith("text_model.") for n in text_names) == (36 if layout == "stripped" else 18)
+  assert layout == "mixed" or "embeddings.token_embedding.weight" in text_names  # as transformers 5 saves it
+  pipe_a, a = load(str(unclip_dir))
+  pipe_b, b = load(str(root))
+  for component in _TOWERS:
+    flat_a, flat_b = traverse_util.flatten_dict(a[component]), traverse_util.flatten_dict(b[component])
+    assert flat_a.keys() == flat_b.keys()
+    for path in flat_a:
+      np.testing.assert_array_equal(flat_a[path], flat_b[path], err_msg=str(path))
+  ids = sd.tokenize(pipe_a, ["a photo of a red circle", ""])
+  np.testing.assert_array_equal(sd.tokenize(pipe_b, ["a photo of a red circle", ""]), ids)
+  np.testing.assert_array_equal(sd.encode_text(pipe_b, b, ids), sd.encode_text(pipe_a, a, ids))
+  pixels = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  np.testing.assert_array_equal(sd.encode_image(pipe_b, b, pixels), sd.encode_image(pipe_a, a, pixels))
+
+
+def test_clip_weight_under_both_names_is_refused(unclip_dir, tmp_path):
+  root = _copy(unclip_dir, tmp_path)
+  path = root / "text_encoder" / "model.safetensors"
+  state = load_file(str(path))
+  state["final_layer_norm.weight"] = state["text_model.final_layer_norm.weight"] + 1
+  save_file(state, str(path), metadata={"format": "pt"})
+  with pytest.raises(UserError) as err:
+    load(str(root))
+  message = str(err.value)
+  assert "weight 'text_model.final_layer_norm.weight' is in the checkpoint twice" in message and "\n" not in message
+
+
+def _torch_layout_zeros(target, naming, strip):
+  """A full-size state dict without memory: zero-stride arrays of each weight's checkpoint shape."""
+  state = {}
+  for path, leaf in traverse_util.flatten_dict(target).items():
+    shape = tuple(leaf.shape)
+    if path[-1] == "kernel":
+      shape = (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else shape[::-1]
+    state[convert.flax_to_torch_key(path, naming).removeprefix(strip)] = np.broadcast_to(np.float32(0), shape)
+  return state
+
+
+def test_full_size_clip_towers_load_without_the_base_prefix():
+  """SD 2.1-unCLIP's own towers: the 372 text names (and the vision tower's) that were refused as missing."""
+  text = pipeline.text_module(_REAL_TEXT, jnp.float32)
+  target = pipeline.init_shapes(text, jnp.zeros((1, 8), jnp.int32))
+  state = _torch_layout_zeros(target, convert.CLIP_TEXT, "text_model.")
+  assert len(state) == 372 and not any(k.startswith("text_model.") for k in state)
+  loaded = convert.torch_to_flax(state, target, convert.CLIP_TEXT, "real/text_encoder")
+  assert len(traverse_util.flatten_dict(loaded)) == 372
+  image = pipeline.image_module(_REAL_IMAGE, jnp.float32)
+  target = pipeline.init_shapes(image, jnp.zeros((1, 224, 224, 3)))
+  state = _torch_layout_zeros(target, convert.CLIP_VISION, "vision_model.")
+  assert "visual_projection.weight" in state and not any(k.startswith("vision_model.") for k in state)
+  loaded = convert.torch_to_flax(state, target, convert.CLIP_VISION, "real/image_encoder")
+  assert len(traverse_util.flatten_dict(loaded)) == len(state)

@@ -63,7 +63,7 @@ def test_guided_unet_output(unclip, attention):
   x = jnp.concatenate([lat, lat])
   ctx = jnp.concatenate([GOLDEN["uncond_text_hidden"], GOLDEN["text_hidden"]])
   vecs = jnp.concatenate([sd.unconditional_image_vector(2, vec.shape[-1]), vec])
-  out = sd.predict(pipe, params, x, jnp.full((4,), int(GOLDEN["unet_t"])), ctx, vecs)
+  out = _predict(pipe, params, x, jnp.full((4,), int(GOLDEN["unet_t"])), ctx, vecs)
   uncond, cond = jnp.split(out, 2)
   guided = uncond + float(GOLDEN["guidance"]) * (cond - uncond)
   assert _err(guided, GOLDEN["unet_guided"]) < 2e-5
@@ -103,6 +103,11 @@ def _sample(pipe, params, spec, embed_noise):
              _nhwc(GOLDEN["pixel_values"]), jnp.asarray(embed_noise), jnp.asarray(GOLDEN["latents"]))
 
 
+# Jitted (the pipeline description is static): eager op-by-op dispatch of a UNet takes seconds per call on CPU.
+_predict, _decode = jax.jit(sd.predict, static_argnums=0), jax.jit(sd.decode, static_argnums=0)
+_encode_text, _encode_image = jax.jit(sd.encode_text, static_argnums=0), jax.jit(sd.encode_image, static_argnums=0)
+
+
 def _mean_err(a, b):
   return float(np.mean(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
@@ -114,7 +119,7 @@ def test_bf16_as_faithful_as_pytorch_bf16(unclip):
   root, _ = unclip
   pipe, params = load(str(root), jnp.bfloat16)
   lat, vec = jnp.asarray(GOLDEN["latents"]), jnp.asarray(GOLDEN["image_vector_0"])
-  out = sd.predict(pipe, params, jnp.concatenate([lat, lat]), jnp.full((4,), int(GOLDEN["unet_t"])),
+  out = _predict(pipe, params, jnp.concatenate([lat, lat]), jnp.full((4,), int(GOLDEN["unet_t"])),
                    jnp.concatenate([GOLDEN["uncond_text_hidden"], GOLDEN["text_hidden"]]),
                    jnp.concatenate([jnp.zeros_like(vec), vec]))
   uncond, cond = jnp.split(out, 2)
@@ -166,19 +171,19 @@ def test_world_encoders_and_unet(world_model):
   golden, (pipe, params) = world_model
   ids = golden["input_ids"].astype(np.int32)
   assert np.array_equal(sd.tokenize(pipe, ["a photo of a star", "a photo of a ring"]), ids)
-  text = sd.encode_text(pipe, params, ids)
+  text = _encode_text(pipe, params, ids)
   assert _err(text, golden["text_hidden"]) < 1e-5
-  embeds = sd.encode_image(pipe, params, _nhwc(golden["pixel_values"]))
+  embeds = _encode_image(pipe, params, _nhwc(golden["pixel_values"]))
   assert _err(embeds, golden["image_embeds"]) < 1e-5
   vec = sd.image_condition(pipe, params, embeds, 0, jnp.zeros_like(embeds))
   assert _err(vec, golden["image_vector"]) < 1e-5
   lat = jnp.asarray(golden["latents"])
-  uncond_text = sd.encode_text(pipe, params, sd.tokenize(pipe, ["", ""]))
-  out = sd.predict(pipe, params, jnp.concatenate([lat, lat]), jnp.full((4,), int(golden["unet_t"])),
+  uncond_text = _encode_text(pipe, params, sd.tokenize(pipe, ["", ""]))
+  out = _predict(pipe, params, jnp.concatenate([lat, lat]), jnp.full((4,), int(golden["unet_t"])),
                    jnp.concatenate([uncond_text, text]), jnp.concatenate([jnp.zeros_like(vec), vec]))
   uncond, cond = jnp.split(out, 2)
   assert _err(uncond + float(golden["guidance"]) * (cond - uncond), golden["unet_guided"]) < 2e-5
-  assert _err(sd.decode(pipe, params, lat), golden["vae_decoded"]) < 2e-5
+  assert _err(_decode(pipe, params, lat), golden["vae_decoded"]) < 2e-5
 
 
 def test_world_sample(world_model):
