@@ -87,7 +87,12 @@ def read_json(path: Path) -> dict:
   except FileNotFoundError:
     raise UserError(f"missing {path}: the checkpoint is incomplete (re-download it)") from None
   except json.JSONDecodeError as e:
-    raise UserError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}): the checkpoint is damaged") from None
+    raise UserError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}): the checkpoint is damaged "
+                    "(re-download it)") from None
+  except UnicodeDecodeError:
+    raise UserError(f"{path} is not valid JSON (not UTF-8 text): the checkpoint is damaged (re-download it)") from None
+  except OSError as e:
+    raise UserError(f"cannot read {path} ({e.strerror or e}): check the checkpoint's files and permissions") from None
 
 
 def component_dir(root: Path, name: str) -> Path:
@@ -126,6 +131,78 @@ def _load(path: Path) -> dict[str, np.ndarray]:
     raise UserError(f"missing weight file {path}: the checkpoint is incomplete (re-download it)") from None
   except Exception as e:  # safetensors raises its own error type for truncated or corrupt headers
     raise UserError(f"cannot read {path} ({e}): the file is damaged (re-download it)") from None
+
+
+# ---------------------------------------------------------------------------
+# The tokenizer's files, checked before transformers reads them: it answers damage with tracebacks
+# (tokenizers' bare `Exception: Error while initializing BPE`), and an empty merges.txt it reads silently.
+
+TOKENIZER_JSON = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.json")
+_REFETCH_TOKENIZER = "re-download the checkpoint's tokenizer/ folder"
+
+
+def check_tokenizer(root: Path) -> Path:
+  """The checkpoint's tokenizer/ folder, once every file transformers reads there is sound; else one line naming it."""
+  d = component_dir(root, "tokenizer")
+  vocab = read_json(d / "vocab.json")
+  problem = vocab_problem(vocab)
+  if problem:
+    raise UserError(f"{d / 'vocab.json'} is not a CLIP vocabulary ({problem}): the file is damaged "
+                    f"({_REFETCH_TOKENIZER})")
+  merges = _read_text(d / "merges.txt")
+  problem = merges_problem(merges, vocab)
+  if problem:
+    raise UserError(f"{d / 'merges.txt'} is not the BPE merges of this vocab.json ({problem}): the file is damaged or "
+                    f"from another tokenizer ({_REFETCH_TOKENIZER})")
+  for name in TOKENIZER_JSON:  # optional, but read when present
+    if (d / name).is_file() and not isinstance(read_json(d / name), dict):
+      raise UserError(f"{d / name} is not a JSON object: the file is damaged ({_REFETCH_TOKENIZER})")
+  return d
+
+
+def _read_text(path: Path) -> str:
+  try:
+    return path.read_bytes().decode("utf-8")
+  except FileNotFoundError:
+    raise UserError(f"missing {path}: the checkpoint is incomplete (re-download it)") from None
+  except UnicodeDecodeError:
+    raise UserError(f"{path} is not UTF-8 text: the file is damaged ({_REFETCH_TOKENIZER})") from None
+  except OSError as e:
+    raise UserError(f"cannot read {path} ({e.strerror or e}): check the checkpoint's files and permissions") from None
+
+
+def vocab_problem(vocab) -> str | None:
+  """What makes a parsed vocab.json unusable as a BPE vocabulary (a JSON object of token -> id), or None."""
+  if not isinstance(vocab, dict) or not vocab:
+    return "not a non-empty JSON object of token -> id"
+  for token, index in vocab.items():
+    if type(index) is not int or index < 0:
+      return f"token {token!r} has id {index!r}, not a non-negative integer"
+  return None
+
+
+def merges_problem(text: str, vocab: dict) -> str | None:
+  """What tokenizers' BPE would refuse in merges.txt, or None.
+
+  As tokenizers reads it: `#version` lines are skipped, every other line is `a b`, and a, b and ab are in the
+  vocabulary. No merges at all loads but tokenizes letter by letter: a file cut short, refused too.
+  """
+  lines = text.split("\n")
+  if lines[-1] == "":
+    lines.pop()
+  count = 0
+  for number, line in enumerate(lines, 1):
+    line = line.removesuffix("\r")
+    if line.startswith("#version"):
+      continue
+    parts = line.split(" ")
+    if len(parts) != 2 or not all(parts):
+      return f"line {number} is {line[:40]!r}, not two tokens 'a b'"
+    unknown = next((t for t in (*parts, "".join(parts)) if t not in vocab), None)
+    if unknown is not None:
+      return f"line {number} needs token {unknown!r}, which vocab.json does not have"
+    count += 1
+  return None if count else "it has no merges"
 
 
 # ---------------------------------------------------------------------------

@@ -32,13 +32,19 @@ class Naming:
     (`layers.0` <-> `layers/0`).
   aliases: older checkpoint module names read as ours (after numbering), e.g. diffusers' pre-0.14 VAE
     attention `query` for `to_q`; only for reading, never written.
+  base: the base model's module (transformers' base_model_prefix) that a checkpoint may leave out of a name:
+    transformers 5 saves a bare CLIPTextModel as `embeddings...`, not `text_model.embeddings...`, and reads
+    both; only for reading, never written.
   """
   numbered_suffix: bool
   aliases: tuple[tuple[str, str], ...] = ()
+  base: str = ""
 
 
 DIFFUSERS = Naming(numbered_suffix=True)
 TRANSFORMERS = Naming(numbered_suffix=False)
+CLIP_TEXT = Naming(numbered_suffix=False, base="text_model")  # CLIPTextModel
+CLIP_VISION = Naming(numbered_suffix=False, base="vision_model")  # CLIPVisionModelWithProjection (+ visual_projection)
 
 
 def _module_parts(torch_key: str, naming: Naming) -> list[str]:
@@ -83,12 +89,13 @@ def torch_to_flax(state: dict[str, np.ndarray], target, naming: Naming, where: s
   Raises UserError naming the first weight that is missing, unexpected or of the wrong shape.
   """
   flat_target = traverse_util.flatten_dict(target)
+  names = full_names(state, naming, {p[0] for p in flat_target}, where)
   out = {}
   unexpected = []
   for key, value in state.items():
     if key.split(".")[-1] in _BUFFERS:
       continue
-    path, value = _to_flax_leaf(tuple(_module_parts(key, naming)), np.asarray(value), flat_target)
+    path, value = _to_flax_leaf(tuple(_module_parts(names[key], naming)), np.asarray(value), flat_target)
     want = flat_target.get(path)
     if want is None:
       unexpected.append(key)
@@ -110,6 +117,24 @@ def torch_to_flax(state: dict[str, np.ndarray], target, naming: Naming, where: s
         f"{where}: {len(unexpected)} weight(s) the architecture in config.json does not have, e.g. "
         f"{', '.join(unexpected[:3])}; config.json and the weights file do not belong together")
   return traverse_util.unflatten_dict(out)
+
+
+def full_names(keys, naming: Naming, top: set[str], where: str) -> dict[str, str]:
+  """{checkpoint name: the name from the top of our module tree}, adding `naming.base` where a name leaves it out.
+
+  As transformers 5 reads them: per name, so a file in either layout loads, and so does one that mixes them.
+  The same weight under both names is ambiguous (transformers silently takes one of the two): refused.
+  """
+  if not naming.base:
+    return {k: k for k in keys}
+  full, owner = {}, {}
+  for key in keys:
+    name = key if key.split(".")[0] in top else f"{naming.base}.{key}"
+    if name in owner:
+      raise UserError(f"{where}: weight '{name}' is in the checkpoint twice, as '{owner[name]}' and '{key}' (with and "
+                      f"without the '{naming.base}.' prefix); keep one of them (re-save or re-download the weights)")
+    owner[name], full[key] = key, name
+  return full
 
 
 def _torch_shape(path, shape) -> tuple[int, ...]:

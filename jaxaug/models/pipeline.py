@@ -166,7 +166,7 @@ def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[P
   params = {
       "unet": _load_component(root, "unet", unet, UNET_NAMING, *unet_inputs(unet, 1, 8, 8)),
       "vae": _load_component(root, "vae", vae, VAE_NAMING, jnp.zeros((1, vae.in_channels, 8, 8))),
-      "text_encoder": _load_component(root, "text_encoder", text, convert.TRANSFORMERS, jnp.zeros((1, 4), jnp.int32)),
+      "text_encoder": _load_component(root, "text_encoder", text, convert.CLIP_TEXT, jnp.zeros((1, 4), jnp.int32)),
   }
   if text.config.hidden_size != unet.cross_attention_dim:
     raise UserError(f"{root}: text_encoder hidden_size {text.config.hidden_size} does not match the UNet's "
@@ -180,7 +180,7 @@ def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[P
     image_config = checkpoint.read_config(root, "image_encoder")
     image = image_module(image_config, dtype, f"{root.name}/image_encoder")
     size = image.config.image_size
-    params["image_encoder"] = _load_component(root, "image_encoder", image, convert.TRANSFORMERS,
+    params["image_encoder"] = _load_component(root, "image_encoder", image, convert.CLIP_VISION,
                                               jnp.zeros((1, size, size, image.config.num_channels)))
     params["image_normalizer"] = _normalizer(root, image.config.projection_dim)
     want = 2 * image.config.projection_dim
@@ -195,7 +195,7 @@ def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[P
   schedulers.Scheduler.from_config(SCHEDULER_NAMES[sched_cls], scheduler_config)  # checks the options now
   pipe = Pipeline(
       name=str(model), kind=kind, unet_config=unet.config, vae_config=vae.config, text_config=text.config,
-      tokenizer=_tokenizer(root),
+      tokenizer=_tokenizer(root, text.config.max_position_embeddings),
       scheduler_name=SCHEDULER_NAMES[sched_cls], scheduler_config=scheduler_config,
       vae_scale=float(vae_config.get("scaling_factor", 0.18215)), dtype=dtype, attention=attention_impl, **extra)
   models = {k: _cast(v, dtype) for k, v in params.items() if k != "image_normalizer"}
@@ -221,14 +221,33 @@ def _clip_image_spec(root: Path) -> ClipImageSpec:
   return ClipImageSpec(size=size, mean=tuple(cfg["image_mean"]), std=tuple(cfg["image_std"]))
 
 
-def _tokenizer(root: Path):
-  """transformers' CLIPTokenizer (its only use in jaxaug; works with transformers 4.x and 5.x)."""
-  checkpoint.component_dir(root, "tokenizer")
+def _tokenizer(root: Path, positions: int):
+  """transformers' CLIPTokenizer (its only use in jaxaug; works with transformers 4.x and 5.x).
+
+  Its files are checked first (checkpoint.check_tokenizer), so each kind of damage names its file; whatever
+  transformers still refuses becomes one line too. `positions`: the text encoder's, which prompts must fit.
+  """
+  d = checkpoint.check_tokenizer(root)
   os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
   os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
   from transformers import CLIPTokenizer  # imported here: heavy, and only loading needs it
 
   try:
-    return CLIPTokenizer.from_pretrained(str(root / "tokenizer"))
-  except (OSError, ValueError, TypeError) as e:
-    raise UserError(f"{root}/tokenizer cannot be read ({e}); it needs vocab.json and merges.txt") from None
+    tokenizer = CLIPTokenizer.from_pretrained(str(d))
+  except Exception as e:  # tokenizers raises bare Exceptions, transformers many types, for damaged content
+    raise UserError(f"{d} cannot be read as a CLIP tokenizer ({type(e).__name__}: {' '.join(str(e).split())}); "
+                    "re-download the checkpoint's tokenizer/ folder") from None
+  _check_prompt_length(tokenizer.model_max_length, positions, d)
+  return tokenizer
+
+
+def _check_prompt_length(length, positions: int, d: Path) -> None:
+  """Prompts are padded to model_max_length: without one (transformers then says 1e30) padding fails later."""
+  if type(length) is int and 0 < length <= positions:
+    return
+  config = d / "tokenizer_config.json"
+  given = "none" if type(length) is int and length > 10**9 else repr(length)
+  what = (f"{config} gives no usable model_max_length (found {given})" if config.is_file() else
+          f"missing {config}, which gives model_max_length")
+  raise UserError(f"{what}; the text encoder takes at most {positions} tokens: re-download the checkpoint's "
+                  f"tokenizer/ folder, or set \"model_max_length\": {positions} there")
