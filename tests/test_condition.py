@@ -8,6 +8,9 @@ import pytest
 from jaxaug import augment, condition
 from jaxaug.models import load, sd, tiny
 
+# Jitted (pipeline, methods and noise level static): eager dispatch of the image tower takes seconds per call.
+_conditioned = jax.jit(condition.condition, static_argnums=(0, 2, 7))
+
 
 @pytest.fixture(scope="module")
 def unclip(tmp_path_factory):
@@ -24,7 +27,7 @@ def test_rand_img_cond_equals_reference_path(unclip):
   x1, x2 = _images(3, size, 0), _images(3, size, 1)
   keys = condition.item_keys(0, jnp.arange(3))
   methods = (augment.get_method("rand_img_cond"),)
-  cond = condition.condition(pipe, params, methods, jnp.zeros(3, jnp.int32), keys, x1, x2, noise_level=0)
+  cond = _conditioned(pipe, params, methods, jnp.zeros(3, jnp.int32), keys, x1, x2, noise_level=0)
   # The reference: CLIP-normalise image 1, encode, noise-augment with the same per-item noise draw.
   pixels = (x1 / 255.0 - np.array(pipe.clip_image.mean)) / np.array(pipe.clip_image.std)
   embeds = sd.encode_image(pipe, params, jnp.asarray(pixels, jnp.float32))
@@ -44,9 +47,9 @@ def test_mixed_methods_select_each_items_own(unclip):
   methods = tuple(augment.get_method(n) for n in names)
   x1, x2 = _images(4, 48, 2), _images(4, 48, 3)
   keys = condition.item_keys(5, jnp.arange(4))
-  mixed = condition.condition(pipe, params, methods, jnp.arange(4, dtype=jnp.int32), keys, x1, x2, 0)
+  mixed = _conditioned(pipe, params, methods, jnp.arange(4, dtype=jnp.int32), keys, x1, x2, 0)
   for i, m in enumerate(methods):
-    alone = condition.condition(pipe, params, (m,), jnp.zeros(1, jnp.int32), keys[i:i + 1], x1[i:i + 1],
+    alone = _conditioned(pipe, params, (m,), jnp.zeros(1, jnp.int32), keys[i:i + 1], x1[i:i + 1],
                                 x2[i:i + 1], 0)
     np.testing.assert_allclose(mixed.vector[i], alone.vector[0], atol=1e-5)
     np.testing.assert_allclose(mixed.image[i], alone.image[0], atol=1e-6)
@@ -61,6 +64,6 @@ def test_noise_level_changes_the_vector(unclip):
   x = _images(2, 32, 4)
   keys = condition.item_keys(0, jnp.arange(2))
   methods = (augment.get_method("rand_img_cond"),)
-  a = condition.condition(pipe, params, methods, jnp.zeros(2, jnp.int32), keys, x, x, 0).vector
-  b = condition.condition(pipe, params, methods, jnp.zeros(2, jnp.int32), keys, x, x, 500).vector
+  a = _conditioned(pipe, params, methods, jnp.zeros(2, jnp.int32), keys, x, x, 0).vector
+  b = _conditioned(pipe, params, methods, jnp.zeros(2, jnp.int32), keys, x, x, 500).vector
   assert float(jnp.max(jnp.abs(a - b))) > 0.1

@@ -283,7 +283,7 @@ def test_partial_pictures_draw_what_is_finished(tmp_path):
 
 def test_generation_baselines_txt2img_and_sdedit_run_in_a_grid(tmp_path):
   """txt2img on the unCLIP checkpoint (all-zero image vector) and sdedit on a plain SD one, each its own set."""
-  config = _demo(**{"output.dir": str(tmp_path / "out"), "methods": "", "baselines": "txt2img,sdedit",
+  config = _demo(**{"output.dir": str(tmp_path / "out"), "methods": "none", "baselines": "txt2img,sdedit",
                     "shots": "1", "seeds": "0", "sdedit.model": "tiny-sd", "sdedit.resolution": 32,
                     "score.enabled": False, "training.epochs": 1, "training.steps_per_epoch": 2,
                     "training.eval_every": 0, "generation.sampler.steps": 2})

@@ -15,6 +15,9 @@ import pytest
 from jaxaug import augment, condition
 from jaxaug.models import load, sd, tiny
 
+# Jitted (pipeline, methods and noise level static): eager dispatch of the image tower takes seconds per call.
+_conditioned = jax.jit(condition.condition, static_argnums=(0, 2, 7))
+
 E1 = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
 E2 = np.array([[5.0, 6.0, 7.0, 8.0]], np.float32)
 
@@ -75,7 +78,7 @@ def test_vector_dropout_zeroes_the_whole_vector_without_rescaling():
 
 def _condition(pipe, params, names, quirks, x1, x2, keys):
   methods = tuple(augment.get_method(n, reference_quirks=quirks) for n in names)
-  return condition.condition(pipe, params, methods, jnp.arange(len(names), dtype=jnp.int32), keys, x1, x2, 0)
+  return _conditioned(pipe, params, methods, jnp.arange(len(names), dtype=jnp.int32), keys, x1, x2, 0)
 
 
 def test_quirks_change_exactly_embed_cutmix_and_dropout(unclip):

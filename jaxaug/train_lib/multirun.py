@@ -250,7 +250,7 @@ def _train_group(runs: list[Run], compiled: Compiled, spec: ProgramSpec, group_d
     if c.pretrained:
       states = jax.device_put(_load_pretrained(c.pretrained, c.model, states), mesh.replicated(mesh_))
   else:  # train.py's resume, damaged-checkpoint fallback included, with the stacked state and streams
-    states, start = train._resume(mngr, compiled.init(seeds), streams, group_dir)
+    states, start, _ = train._resume(mngr, compiled.init(seeds), streams, group_dir)  # its saves leave no window
     logging.info("group %s resumed from step %d", group_dir.name, start)
   histories = [train._History(w / "metrics.jsonl", start, spec.total_steps) for w in workdirs]
   prior = step_lib.log_prior(c.loss, runs[0].data.train.counts())
