@@ -25,31 +25,12 @@ GRACE_S = 10.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Stopper:
-  """Context manager around a run; `status()` adds e.g. '5/12 units done in all' to the final line."""
+class _Watched:
+  """Signals handled by a watcher thread (`_watch`, in the subclass) that `signal.set_wakeup_fd` wakes: a byte per
+  signal on the pipe, and b"\\0" when the `with` block ends."""
 
-  def __init__(self, status: Callable[[], str] = lambda: "", grace_s: float = GRACE_S):
-    self.status = status
-    self.grace_s = grace_s
-    self.stopping = False
-    self._lock = threading.Lock()
-    self._writes: list[concurrent.futures.Future] = []
-    self._pipe = None
-    self._saved = None
-
-  def submit(self, executor: concurrent.futures.Executor, fn, *args) -> concurrent.futures.Future | None:
-    """executor.submit(fn, *args), tracked; None once stopping (the caller then stops, see `park`)."""
-    with self._lock:
-      if self.stopping:
-        return None
-      future = executor.submit(fn, *args)
-      self._writes.append(future)
-      return future
-
-  def park(self):
-    """Called by the main thread once stopping: do nothing more; the watcher ends the process."""
-    while True:
-      time.sleep(3600)
+  _pipe = None
+  _saved = None
 
   def __enter__(self):
     if threading.current_thread() is not threading.main_thread():
@@ -70,6 +51,34 @@ class Stopper:
       signal.signal(s, handler)
     signal.set_wakeup_fd(wakeup)
     os.write(self._pipe[1], b"\0")  # tells the watcher to end; it closes the pipe
+
+  def _watch(self):
+    raise NotImplementedError
+
+
+class Stopper(_Watched):
+  """Context manager around a run; `status()` adds e.g. '5/12 units done in all' to the final line."""
+
+  def __init__(self, status: Callable[[], str] = lambda: "", grace_s: float = GRACE_S):
+    self.status = status
+    self.grace_s = grace_s
+    self.stopping = False
+    self._lock = threading.Lock()
+    self._writes: list[concurrent.futures.Future] = []
+
+  def submit(self, executor: concurrent.futures.Executor, fn, *args) -> concurrent.futures.Future | None:
+    """executor.submit(fn, *args), tracked; None once stopping (the caller then stops, see `park`)."""
+    with self._lock:
+      if self.stopping:
+        return None
+      future = executor.submit(fn, *args)
+      self._writes.append(future)
+      return future
+
+  def park(self):
+    """Called by the main thread once stopping: do nothing more; the watcher ends the process."""
+    while True:
+      time.sleep(3600)
 
   def _watch(self):
     read, write = self._pipe
@@ -109,7 +118,7 @@ def _ignore(signum, frame):
   """The Python-level handler: nothing; the watcher thread acts (and no KeyboardInterrupt is raised)."""
 
 
-class StepStop:
+class StepStop(_Watched):
   """SIGINT and SIGTERM during a loop of steps (training): stop at the next step boundary, within a grace time.
 
   The first signal sets `requested`; the loop sees it after its step (`should_stop`), saves a checkpoint at the
@@ -124,8 +133,6 @@ class StepStop:
     self.requested: int | None = None
     self.step = 0  # the last step the loop finished (the loop keeps it current)
     self._exiting = threading.Lock()
-    self._pipe = None
-    self._saved = None
 
   def should_stop(self, step: int) -> bool:
     """Called by the loop after each step: True once a signal asked this process to stop."""
@@ -136,26 +143,6 @@ class StepStop:
     """The loop's own end after a signal: the line, and the status 128 + signal number."""
     with self._exiting:
       _end(line, self.requested)
-
-  def __enter__(self):
-    if threading.current_thread() is not threading.main_thread():
-      return self
-    read, write = os.pipe()
-    os.set_blocking(write, False)
-    self._pipe = (read, write)
-    self._saved = (signal.set_wakeup_fd(write, warn_on_full_buffer=False),
-                   {s: signal.signal(s, _ignore) for s in SIGNALS})
-    threading.Thread(target=self._watch, name="jaxaug-signals", daemon=True).start()
-    return self
-
-  def __exit__(self, *exc):
-    if self._pipe is None:
-      return
-    wakeup, handlers = self._saved
-    for s, handler in handlers.items():
-      signal.signal(s, handler)
-    signal.set_wakeup_fd(wakeup)
-    os.write(self._pipe[1], b"\0")
 
   def _watch(self):
     read, write = self._pipe
@@ -173,8 +160,10 @@ class StepStop:
       again, _, _ = select.select([read], [], [], 0.05)
       if again:
         byte = os.read(read, 1)
-        if byte in (b"", b"\0"):
-          return  # the run ended normally after all (its last step was the one it was on)
+        if byte in (b"", b"\0"):  # the run ended normally after all (its last step was the one it was on)
+          os.close(read)
+          os.close(write)
+          return
         if byte[0] in SIGNALS:
           break  # a second signal: abandon now
     if self._exiting.acquire(blocking=False):  # the loop is not already printing its own line
