@@ -55,6 +55,18 @@ class _Watched:
   def _watch(self):
     raise NotImplementedError
 
+  def _next_signal(self) -> int | None:
+    """Blocks until a signal arrives (its number) or the `with` block ends (None, and the pipe is closed)."""
+    read, write = self._pipe
+    while True:
+      byte = os.read(read, 1)
+      if byte in (b"", b"\0"):
+        os.close(read)
+        os.close(write)
+        return None
+      if byte[0] in SIGNALS:
+        return byte[0]
+
 
 class Stopper(_Watched):
   """Context manager around a run; `status()` adds e.g. '5/12 units done in all' to the final line."""
@@ -81,15 +93,9 @@ class Stopper(_Watched):
       time.sleep(3600)
 
   def _watch(self):
-    read, write = self._pipe
-    while True:
-      byte = os.read(read, 1)
-      if byte in (b"", b"\0"):
-        os.close(read)
-        os.close(write)
-        return
-      if byte[0] in SIGNALS:
-        self._stop(byte[0])
+    signum = self._next_signal()
+    if signum is not None:
+      self._stop(signum)
 
   def _stop(self, signum: int):
     with self._lock:
@@ -145,16 +151,10 @@ class StepStop(_Watched):
       _end(line, self.requested)
 
   def _watch(self):
+    self.requested = self._next_signal()
+    if self.requested is None:
+      return
     read, write = self._pipe
-    while True:
-      byte = os.read(read, 1)
-      if byte in (b"", b"\0"):
-        os.close(read)
-        os.close(write)
-        return
-      if byte[0] in SIGNALS:
-        break
-    self.requested = byte[0]
     deadline = time.monotonic() + self.grace_s
     while time.monotonic() < deadline:
       again, _, _ = select.select([read], [], [], 0.05)
