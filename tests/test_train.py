@@ -334,7 +334,7 @@ def test_damaged_synthetic_set_is_one_line(tmp_path, damage, expect):
     train.open_data(demo_config(tmp_path / "run", real="demo:4", synthetic=str(out)))
   message = str(error.value)
   assert expect in message and "\n" not in message
-  assert message.endswith(("to make them again", "keeps the finished units"))
+  assert message.endswith(("and makes them again", "keeps the finished units"))
 
 
 def test_workdir_that_is_a_file_is_one_line(tmp_path):
@@ -466,8 +466,8 @@ def test_truncated_shard_on_the_command_line_is_one_line(tmp_path):
   assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
   assert err.strip().splitlines()[-1] == (
       f"jaxaug: error: synthetic set {out}: shard unit-00000001.array_record is damaged (no readable index: "
-      "truncated); delete the damaged shards and rerun the `python -m jaxaug.generate` command that made this set to "
-      "make them again")
+      "truncated); rerun the `python -m jaxaug.generate` command that made this set, which checks every shard's "
+      f"records, moves damaged shards to {out / 'damaged'}/ and makes them again")
 
 
 # ---------------------------------------------------------------------------

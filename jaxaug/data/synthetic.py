@@ -318,8 +318,9 @@ class SyntheticSource(ImageSource):
     if bad:
       unit, path, problem = bad[0]
       more = f" ({len(bad)} shards in all)" if len(bad) > 1 else ""
-      raise UserError(f"synthetic set {self.out}: shard {Path(path).name} {problem}{more}; delete the damaged shards "
-                      "and rerun the `python -m jaxaug.generate` command that made this set to make them again")
+      raise UserError(f"synthetic set {self.out}: shard {Path(path).name} {problem}{more}; rerun the `python -m "
+                      "jaxaug.generate` command that made this set, which checks every shard's records, moves damaged "
+                      f"shards to {self.out / DAMAGED}/ and makes them again")
 
   def _records(self):
     if self._source is None:  # opened lazily so the source pickles cheaply into grain workers

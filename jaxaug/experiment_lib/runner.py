@@ -24,7 +24,7 @@ def _as_template_error(e: UserError, prefix: str) -> UserError:
 
 def preflight(config, grid: grid_lib.Grid, cells: grid_lib.Cells) -> dict:
   """Every user error visible before any stage: the data (classes, shots) and every cell's config."""
-  from jaxaug import generate, train
+  from jaxaug import generate, score, train
   from jaxaug.config_base import TRAINING_RANGES, check_values
   from jaxaug.data import kshot
 
@@ -48,6 +48,11 @@ def preflight(config, grid: grid_lib.Grid, cells: grid_lib.Cells) -> dict:
       generate.check_config(grid_lib.generation_config(config, grid, cell))
     except UserError as e:
       raise _as_template_error(e, "generation") from None
+  if grid.score and cells.generations:  # the score stage's values, checked before generation runs for hours
+    try:
+      score.check_config(grid_lib.score_config(config, grid, cells.generations[0]))
+    except UserError as e:
+      raise _as_template_error(e, "score.settings") from None
   return facts
 
 
