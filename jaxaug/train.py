@@ -82,18 +82,18 @@ def check_complete(synthetic: SyntheticSource, allow_partial: bool, where: str) 
   logging.warning("training on a partial synthetic set, as allow_partial_synthetic asks: %s holds %s", where, share)
 
 
-def check(config, data: Data) -> None:
-  """Every user error we can see before compiling anything."""
+def check_config(config) -> None:
+  """Every value and setting a training config can get wrong, checked before any data is opened (one line,
+  exit 2): config_base's ranges, then the choices and the fields that must agree with each other."""
+  check_values(config, TRAINING_RANGES)
   for field, allowed in (("loss", step_lib.LOSSES), ("optimizer", step_lib.OPTIMIZERS), ("mix", data_lib.MIXES),
                          ("transform", step_lib.TRANSFORMS)):
     if config[field] not in allowed:
       raise UserError(f"unknown {field} {config[field]!r}: set --config.{field} to one of {', '.join(allowed)}")
   if config.model not in resnet.ARCHS:
     raise UserError(f"unknown model {config.model!r}: set --config.model to one of {', '.join(resnet.ARCHS)}")
-  if not 0.0 <= config.synthetic_fraction <= 1.0:
-    raise UserError(f"synthetic_fraction {config.synthetic_fraction} is not in [0, 1]")
   for field, unit in (("batch_size", jax.device_count()), ("eval_batch_size", jax.device_count())):
-    if config[field] < 1 or config[field] % unit:
+    if config[field] % unit:
       raise UserError(f"{field} {config[field]} must be a positive multiple of the {unit} devices")
   if config.crop_size > config.load_size:
     raise UserError(f"crop_size {config.crop_size} is larger than load_size {config.load_size}: crops come from "
@@ -103,8 +103,11 @@ def check(config, data: Data) -> None:
                     "timm .safetensors file>")
   if config.pretrained:
     resnet.check_pretrained(config.pretrained)
-  if config.epochs < 1 or config.checkpoint_every < 1 or config.log_every < 1:
-    raise UserError("epochs, checkpoint_every and log_every must be at least 1")
+
+
+def check(config, data: Data) -> None:
+  """What needs the data (after `check_config`): two or more classes, none empty, the same classes in the
+  evaluation split and the synthetic set, and a synthetic set with images."""
   if data.train.num_classes < 2:
     raise UserError(f"{config.real} ({config.train_split}) has {data.train.num_classes} class: a classifier needs "
                     "at least two; point --config.real at a dataset with two or more classes")
@@ -382,7 +385,7 @@ def _progress(total: int, initial: int):
 
 def train_and_evaluate(config, data: Data | None = None) -> dict:
   """Trains (or resumes) in config.workdir and returns the final metrics (also in metrics.json)."""
-  check_values(config, TRAINING_RANGES)
+  check_config(config)
   data = data or open_data(config)
   check(config, data)
   trainer = Trainer(config, data)

@@ -25,7 +25,6 @@ def _as_template_error(e: UserError, prefix: str) -> UserError:
 def preflight(config, grid: grid_lib.Grid, cells: grid_lib.Cells) -> dict:
   """Every user error visible before any stage: the data (classes, shots) and every cell's config."""
   from jaxaug import generate, score, train
-  from jaxaug.config_base import TRAINING_RANGES, check_values
   from jaxaug.data import kshot
 
   facts = {}
@@ -35,7 +34,7 @@ def preflight(config, grid: grid_lib.Grid, cells: grid_lib.Cells) -> dict:
     sample = next(c for c in cells.trainings if c.dataset == ds)
     config_t = grid_lib.training_config(config, grid, sample)
     try:
-      check_values(config_t, TRAINING_RANGES)
+      train.check_config(config_t)
       train_source = kshot(splits[0], sample.shots, sample.subset_seed) if sample.shots else splits[0]
       train.check(config_t, train.Data(train=train_source, eval=splits[1], synthetic=None))
     except UserError as e:

@@ -30,7 +30,6 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxaug import evaluate, locks, mesh
-from jaxaug.config_base import TRAINING_RANGES, check_values
 from jaxaug.errors import UserError
 from jaxaug.models import resnet
 from jaxaug.train_lib import checkpoint, data as data_lib, step as step_lib
@@ -206,7 +205,7 @@ def train_group(runs: list[Run], programs: Programs, group_dir: str | os.PathLik
   if not runs:
     return []
   for r in runs:
-    check_values(r.config, TRAINING_RANGES)
+    train.check_config(r.config)
     train.check(r.config, r.data)
   c = runs[0].config
   spe = train.steps_per_epoch(c, runs[0].data)
