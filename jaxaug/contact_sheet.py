@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from jaxaug import condition, fsutil
 from jaxaug.data import synthetic
-from jaxaug.data.images import BadImage, decode_image, fit_square, load_fit
+from jaxaug.data.images import BadImage, decode_image, fit_square, read_fit
 
 TILE = 96
 LABEL_W = 130
@@ -36,14 +36,6 @@ def pick_items(source: synthetic.SyntheticSource, methods: tuple[str, ...], max_
   return chosen
 
 
-def _read_fit(job, index: int, size: int) -> np.ndarray | None:
-  """A real source image fitted to `size`, or None where it cannot be read."""
-  try:
-    return load_fit(job.source.read(int(index)), size)
-  except BadImage:
-    return None
-
-
 def condition_images(job, items: np.ndarray) -> list[np.ndarray | None]:
   """What the CLIP tower saw for these items (uint8), recomputed exactly as in the generation step.
 
@@ -51,11 +43,11 @@ def condition_images(job, items: np.ndarray) -> list[np.ndarray | None]:
   """
   plan, size = job.plan, job.config.data.source_size
   if job.spec.mode != "unclip":
-    return [None if (image := _read_fit(job, plan.source[i, 0], size)) is None else fit_square(image, TILE)
+    return [None if (image := read_fit(job.source, plan.source[i, 0], size)) is None else fit_square(image, TILE)
             for i in items]
   blank = np.zeros((size, size, 3), np.uint8)
-  first = [_read_fit(job, plan.source[i, 0], size) for i in items]
-  second = [_read_fit(job, plan.source[i, 1], size) for i in items]
+  first = [read_fit(job.source, plan.source[i, 0], size) for i in items]
+  second = [read_fit(job.source, plan.source[i, 1], size) for i in items]
   needs_second = [job.methods[plan.method[i]].pairs for i in items]
   ok = [a is not None and (b is not None or not pair) for a, b, pair in zip(first, second, needs_second)]
 

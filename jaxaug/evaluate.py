@@ -86,3 +86,10 @@ def per_class_png(summary: dict, path: str) -> None:
   fsutil.write_png(path, plots.scatter_log_x(data, title="Per-class top-1 against class size",
                                              xlabel="real training images", ylabel="top-1", ylim=(0.0, 1.0),
                                              vlines=(20, 100)))
+
+
+def markdown_table(head, rows: list[list[str]], text_columns: int = 1) -> list[str]:
+  """A Markdown table's lines: the first `text_columns` left-aligned, the numbers right-aligned (the score report
+  and the experiment's results.md both write them)."""
+  align = ["---"] * text_columns + ["---:"] * (len(head) - text_columns)
+  return ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"] + ["| " + " | ".join(r) + " |" for r in rows]

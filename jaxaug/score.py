@@ -30,7 +30,7 @@ from absl import logging
 from jaxaug import fsutil, mesh
 from jaxaug.config_base import SCORING_RANGES, check_values
 from jaxaug.data import kshot, open_source
-from jaxaug.data.images import BadImage, load_fit
+from jaxaug.data.images import read_fit
 from jaxaug.data.sources import ImageSource
 from jaxaug.data.synthetic import SyntheticSource
 from jaxaug.errors import UserError, run_with_config
@@ -232,13 +232,6 @@ def training_counts(job: Job) -> np.ndarray:
   return job.real.counts()
 
 
-def _image(source: ImageSource, position: int) -> np.ndarray | None:
-  try:
-    return load_fit(source.read(int(position)), pictures.TILE)
-  except BadImage:
-    return None
-
-
 def draw_pictures(job: Job, loaded: Loaded, scores: dict) -> list[Path]:
   s, emb = job.settings, loaded.embeddings
   written = [pictures.fidelity_diversity_png(scores, s.output / "fidelity_diversity.png")]
@@ -250,8 +243,9 @@ def draw_pictures(job: Job, loaded: Loaded, scores: dict) -> list[Path]:
     if strip:
       strips.append(strip)
   written.append(pictures.worst_classes_png(
-      strips, lambda r: _image(job.real, loaded.real_positions[r]),
-      lambda r: _image(job.synthetic, loaded.synthetic_positions[r]), s.output / "worst_classes.png", s.neighbours))
+      strips, lambda r: read_fit(job.real, loaded.real_positions[r], pictures.TILE),
+      lambda r: read_fit(job.synthetic, loaded.synthetic_positions[r], pictures.TILE), s.output / "worst_classes.png",
+      s.neighbours))
   return [p for p in written if p]
 
 

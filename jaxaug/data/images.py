@@ -136,6 +136,15 @@ def fit_square(image: np.ndarray, size: int) -> np.ndarray:
   return _fit_pil(Image.fromarray(image), size)
 
 
+def read_fit(source, position: int, size: int) -> np.ndarray | None:
+  """Image `position` of an ImageSource fitted to `size`, or None where it cannot be read (pictures mark the
+  gap and go on)."""
+  try:
+    return load_fit(source.read(int(position)), size)
+  except BadImage:
+    return None
+
+
 def load_fit(data: bytes | np.ndarray, size: int) -> np.ndarray:
   """Encoded bytes -> uint8 size x size x 3 by the `fit_square` rule, decoding JPEGs at reduced scale."""
   if isinstance(data, np.ndarray):

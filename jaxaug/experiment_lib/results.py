@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxaug import evaluate, fsutil
+from jaxaug.evaluate import markdown_table
 from jaxaug.experiment_lib import grid as grid_lib
 from jaxaug.experiment_lib.manifest import Manifest
 
@@ -93,11 +94,6 @@ def _cell_text(stats: dict, done: int, of: int, bold: bool = False) -> str:
   return text if done == of else f"{text} ({done}/{of})"
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-  return (["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
-          + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def _column_title(dataset: str, shots: int) -> str:
   return f"{dataset} {shots}-shot" if shots else dataset
 
@@ -140,7 +136,7 @@ def markdown(results: dict) -> str:
       values = [paper_value(d, paper_row, k) for d, k in columns]
       if any(v is not None for v in values):
         body.append([f"*{paper_row} (paper)*"] + [f"*{v:.3f}*" if v is not None else "–" for v in values])
-    lines += _table(["method"] + [_column_title(d, k) for d, k in columns], body)
+    lines += markdown_table(["method"] + [_column_title(d, k) for d, k in columns], body)
     if results["paper"]:
       lines += ["", "Bold: the best of ours where every seed is done (no ties). Italic rows: the numbers published by DA-Fusion "
                 "(Trabucco et al. 2023) for DA-Fusion, Real Guidance and RandAugment, at the paper's shot counts."]
@@ -150,7 +146,7 @@ def markdown(results: dict) -> str:
         _cell_text(summary[(d, k, r)][g], summary[(d, k, r)]["done"], summary[(d, k, r)]["of"])
         for d, k, g in columns] for r in rows]
     names = {"top1": "overall", "many": "many", "medium": "medium", "few": "few"}
-    lines += _table(["method"] + [f"{_column_title(d, k)} {names[g]}" for d, k, g in columns], body)
+    lines += markdown_table(["method"] + [f"{_column_title(d, k)} {names[g]}" for d, k, g in columns], body)
   lines += _sets_markdown(results["synthetic_sets"])
   return "\n".join(lines) + "\n"
 
@@ -171,7 +167,8 @@ def _sets_markdown(sets: list[dict]) -> list[str]:
       rows.append([f"{s['name']} {name}" if name != s["name"] else s["name"], f"{m.get('n_synthetic') or 0:,}",
                    fmt(m.get("fd")), fmt(m.get("coverage"), "{:.3f}"), fmt(m.get("diversity"), "{:.3f}"),
                    fmt(m.get("copy_share"), "{:.1%}")])
-  lines += _table(["set / method", "images", "FD-CLIP ↓", "coverage ↑", "diversity ↑", "copies ↓"], rows)
+  head = ["set / method", "images", "FD-CLIP ↓", "coverage ↑", "diversity ↑", "copies ↓"]
+  lines += markdown_table(head, rows)
   lines += ["", "Scores from `python -m jaxaug.score` (each set's `scores/scores.md` has them all); `–` where the "
             "set was not scored."]
   return lines

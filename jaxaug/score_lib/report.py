@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jaxaug import evaluate, fsutil
-from jaxaug.evaluate import GROUPS
+from jaxaug.evaluate import GROUPS, markdown_table
 
 _HEAD = ("images", "FD-CLIP ↓", "KID ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
          "diversity ↑", "Vendi ↑", "copies ↓")
@@ -33,11 +33,6 @@ def _cells(row: dict) -> list[str]:
              _num(row.get("copy_share"), "{:.1%}")])
 
 
-def _table(head: tuple[str, ...], rows: list[list[str]], text_columns: int = 1) -> list[str]:
-  align = ["---"] * text_columns + ["---:"] * (len(head) - text_columns)
-  return ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def markdown(scores: dict, max_classes: int = 30) -> str:
   """The report: methods table, groups (long-tail sets), copy check, the classes (worst first when many)."""
   about, settings = scores["about"], scores["settings"]
@@ -51,7 +46,7 @@ def markdown(scores: dict, max_classes: int = 30) -> str:
   real = scores["real"]
   rows.append(["*real images*", f"{real['n_real']:,}"] + ["–"] * 6 + [_num(real["diversity"], "{:.3f}"),
                                                                      _num(real["vendi"], "{:.2f}"), "–"])
-  lines += _table(("method",) + _HEAD, rows)
+  lines += markdown_table(("method",) + _HEAD, rows)
   lines += ["", f"FD-CLIP and KID (± its standard error): how far the synthetic images' embeddings lie from the real "
             f"ones. Precision and density: fidelity; recall and coverage: how much of the real set is covered "
             f"(Naeem et al. 2020, k = {k}; pooled rows use at most {settings['prdc_max']:,} images of each set). "
@@ -68,7 +63,7 @@ def markdown(scores: dict, max_classes: int = 30) -> str:
         continue
       group_rows.append([f"**{g}** ({scores['groups'][g]['classes']} classes)", "all"] + _cells(scores["groups"][g]))
       group_rows += [[g, name] + _cells(row["groups"][g]) for name, row in scores["methods"].items()]
-    lines += _table(("group", "method") + _HEAD, group_rows, text_columns=2)
+    lines += markdown_table(("group", "method") + _HEAD, group_rows, text_columns=2)
   lines += ["", "## Copy check", ""] + _copy_lines(scores["copies"])
   lines += ["", "## Classes", ""] + _class_lines(scores, max_classes)
   timing = scores.get("timing", {})
@@ -91,7 +86,7 @@ def _copy_lines(copies: dict) -> list[str]:
     lines.append(f"{copies['sources_not_in_real_set']:,} images have no source in the real set and are not checked.")
   lines += ["", "Images by cosine similarity to their own source (bins of 0.05 from 0.5 up):", ""] + _histogram(sims)
   lines += ["", "Most similar to their source:", ""]
-  lines += _table(("item", "class", "method", "similarity", "nearest is source"),
+  lines += markdown_table(("item", "class", "method", "similarity", "nearest is source"),
                   [[str(r["item_id"]), r["class"], r["method"], f"{r['similarity_to_source']:.3f}",
                     "yes" if r["nearest_is_source"] else "no"] for r in copies["most_similar"][:5]], text_columns=3)
   return lines
@@ -106,7 +101,8 @@ def _histogram(sims: dict) -> list[str]:
   def counts(key):
     return [str(sum(hist[key][:first]))] + [str(v) for v in hist[key][first:]]
 
-  return _table(head, [["nearest real is the source"] + counts("nearest_is_source"), ["another"] + counts("other")])
+  return markdown_table(head, [["nearest real is the source"] + counts("nearest_is_source"),
+                              ["another"] + counts("other")])
 
 
 def _class_lines(scores: dict, max_classes: int) -> list[str]:
@@ -124,7 +120,7 @@ def _class_lines(scores: dict, max_classes: int) -> list[str]:
   rows = [[r["name"], f"{r['n_real']:,}", f"{r['n_synthetic']:,}", _num(r["fd"]), _kid(r)] + _prdc(r)
           + [_num(r["diversity"], "{:.3f}"), _num(r["real_diversity"], "{:.3f}"), _num(r["copy_share"], "{:.1%}")]
           for r in shown]
-  lines += _table(head, rows)
+  lines += markdown_table(head, rows)
   skipped = scores["prdc_skipped_classes"]
   if skipped:
     names = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
