@@ -15,20 +15,28 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 
-# Modules whose tests share expensive module fixtures and measurements: each runs whole on one xdist worker.
-# (`--dist loadgroup` with xdist_group marks would say this, but pytest 9 drops the group suffix xdist adds to node
-# ids, pytest-xdist#1386, and the tests are then spread as if unmarked.)
-ONE_WORKER_MODULES = ("tests/test_demo_world.py",)
+# Tests that share an expensive module fixture (or measurements) run together on one xdist worker, so the fixture
+# is made once. (`--dist loadgroup` with xdist_group marks would say this, but pytest 9 drops the group suffix xdist
+# adds to node ids, pytest-xdist#1386, and the tests are then spread as if unmarked.)
+ONE_WORKER = {
+    "demo world: models, judge and measurements": ("tests/test_demo_world.py::",),
+    "experiment: the reference grid": tuple(f"tests/test_experiment.py::{name}" for name in (
+        "test_demo_grid_runs_end_to_end", "test_rerun_of_a_finished_grid_runs_nothing",
+        "test_sigkill_mid_grid_then_rerun_gives_the_same_results",
+        "test_a_finished_cell_under_a_changed_config_is_refused")),
+    "train: the uninterrupted run": tuple(f"tests/test_train.py::{name}" for name in (
+        "test_kill_and_resume_ends_with_the_same_metrics", "test_sigterm_then_sigint_keep_a_checkpoint",
+        "test_sigterm_to_the_local_launcher")),
+}
 
 
 def pytest_xdist_make_scheduler(config, log):
   from xdist.scheduler import LoadScopeScheduling
 
   class Scheduling(LoadScopeScheduling):
-    """Every test its own work unit (as `--dist load`), except the modules above, one unit each."""
+    """Every test its own work unit (as `--dist load`), except each ONE_WORKER group, one unit each."""
 
     def _split_scope(self, nodeid: str) -> str:
-      module = nodeid.split("::", 1)[0]
-      return module if module in ONE_WORKER_MODULES else nodeid
+      return next((group for group, prefixes in ONE_WORKER.items() if nodeid.startswith(prefixes)), nodeid)
 
   return Scheduling(config, log)

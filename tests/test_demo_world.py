@@ -47,7 +47,7 @@ def real():
   return np.stack([source.read(i) for i in range(len(source))]), source.labels
 
 
-_MEMO: dict = {}  # one worker runs this whole module (conftest.ONE_WORKER_MODULES), so the memo is shared
+_MEMO: dict = {}  # one worker runs this whole module (conftest.ONE_WORKER), so the memo is shared
 
 
 def memo(fn):
