@@ -224,7 +224,9 @@ def _quiet_unraisable():
   before = sys.unraisablehook
 
   def hook(unraisable):
-    if not isinstance(unraisable.object, types.CoroutineType):
+    abandoned = isinstance(unraisable.object, types.CoroutineType) or (
+        isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value))
+    if not abandoned:  # (its coroutines are closed after orbax's event loop, which then reports that instead)
       before(unraisable)
 
   sys.unraisablehook = hook

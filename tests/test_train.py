@@ -421,7 +421,7 @@ def test_a_damaged_checkpoint_leaves_no_unraisable_reports(two_checkpoints, tmp_
     finally:
       sys.unraisablehook = before
     fell_back += step == 4
-    assert not reports, (file.name, len(reports), reports[0].object)
+    assert not reports, (file.name, len(reports), reports[0].object, reports[0].exc_value)
   assert fell_back >= 1  # some truncations do break the checkpoint (measured: 3 of 9 files)
 
 
