@@ -6,8 +6,8 @@
 #   launch/local.sh 2 jaxaug.generate --config=demo --config.output.dir=out/demo2
 #
 # The first process to fail stops the others; the exit status is the first failure's. A SIGTERM to this script
-# (a scheduler's pre-emption, `kill`) is passed to every process, which stops as the README's "Trusting a long
-# run" says, and the script exits 143 once all have; Ctrl-C in a terminal reaches every process by itself.
+# (a scheduler's pre-emption, `kill`) is passed to every process, which stops as docs/long-runs.md ("Trusting a
+# long run") says, and the script exits 143 once all have; Ctrl-C in a terminal reaches every process by itself.
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: launch/local.sh N MODULE [flags...]" >&2

@@ -7,7 +7,7 @@
 # Assumes jaxaug is installed on every worker (`pip install -e ".[tpu]"` in ~/jaxaug) and the output
 # directory is shared (a Filestore/NFS or gcsfuse mount). Rerun the same line to resume.
 # TPU maintenance events send SIGTERM to the processes on each worker VM directly, and each stops cleanly
-# (README, "Trusting a long run"); stopping this local gcloud does not reach them: stop a run with
+# (docs/long-runs.md, "Trusting a long run"); stopping this local gcloud does not reach them: stop a run with
 #   gcloud compute tpus tpu-vm ssh TPU_NAME --zone=ZONE --worker=all --command="pkill -TERM -f 'python -m jaxaug'"
 set -euo pipefail
 if [ $# -lt 3 ]; then

@@ -1,6 +1,6 @@
 """jaxaug's models against PyTorch diffusers 0.39.0 on the tiny unCLIP and SD checkpoints (fp32 and bf16).
 
-Reference outputs come from tests/make_golden.py (the only torch user); see the README's developer section.
+Reference outputs come from tests/make_golden.py (the only torch user); see docs/developers.md.
 """
 
 import dataclasses
