@@ -150,11 +150,11 @@ def test_abstract_model_has_the_loaded_checkpoints_shapes():
   """The dry run counts FLOPs on an architecture rebuilt from configs alone: it must be the checkpoint's."""
   import jax
 
-  from jaxaug import bench
+  from jaxaug import flops
   from jaxaug.models import load, tiny
 
   for name in ("tiny", "tiny-sd"):
-    pipe, params, _ = bench.abstract_model(name)
+    pipe, params, _ = flops.abstract_model(name)
     loaded_pipe, loaded = load(tiny.resolve_model(name))
     assert jax.tree.structure(params) == jax.tree.structure(loaded)
     assert jax.tree.leaves(jax.tree.map(lambda a, b: a.shape == b.shape, params, loaded)) == [True] * len(
@@ -163,7 +163,7 @@ def test_abstract_model_has_the_loaded_checkpoints_shapes():
                                                                  loaded_pipe.vae_factor)
   # A hub id not on this machine is taken at SD 2.1-unCLIP size: SD 2.1's 865.9 M UNet parameters plus the 4.3 M
   # of its image-embedding projection.
-  pipe, params, where = bench.abstract_model("sd2-community/stable-diffusion-2-1-unclip")
+  pipe, params, where = flops.abstract_model("sd2-community/stable-diffusion-2-1-unclip")
   unet = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params["unet"]))
   assert "not on this machine" in where and round(unet / 1e6, 1) == 870.2 and pipe.image_embed_dim == 1024
 
