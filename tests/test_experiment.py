@@ -274,7 +274,7 @@ def test_table_renders_the_papers_layout_with_its_baselines():
 
 
 def test_partial_pictures_draw_what_is_finished(tmp_path):
-  paths = results_lib.write(tmp_path, _hand_made())
+  paths = runner.write_results(tmp_path, _hand_made())
   assert [p.name for p in paths] == ["results.json", "results.md", "accuracy_caltech101.png"]
   picture = np.asarray(Image.open(tmp_path / "accuracy_caltech101.png").convert("RGB"))
   # The paper's three baselines are drawn in their greys, our lines in their colours.
@@ -323,5 +323,5 @@ def test_imagenet_lt_table_has_the_groups_per_method(tmp_path):
   assert "| embed_cutmix_dropout | 0.500 | 0.600 | 0.450 | 0.300 |" in md
   assert "| real (baseline) | pending | pending | pending | pending |" in md
   assert any("reference_quirks" in line for line in md)
-  paths = results_lib.write(tmp_path, results)
+  paths = runner.write_results(tmp_path, results)
   assert paths[-1].name == "accuracy_imagenet_lt.png" and Image.open(paths[-1]).size == (980, 460)

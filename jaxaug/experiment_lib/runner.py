@@ -12,7 +12,7 @@ import jax
 
 from jaxaug import fsutil, locks, mesh
 from jaxaug.errors import UserError
-from jaxaug.experiment_lib import cost, grid as grid_lib, results as results_lib, stages
+from jaxaug.experiment_lib import cost, grid as grid_lib, pictures, results as results_lib, stages
 from jaxaug.experiment_lib.manifest import Manifest
 from jaxaug.generate_lib import config as generate_config
 from jaxaug.train_lib import loop, multirun
@@ -99,11 +99,11 @@ def _run(config, grid: grid_lib.Grid, cells: grid_lib.Cells, primary: bool) -> d
       for group in stages.train_groups(ctx, trainings):
         stages.run_training_group(ctx, group, opened)
       if primary and i < len(columns) - 1:  # a partial grid's tables; the last column's are written below
-        results_lib.write(grid.out, results_lib.collect(grid, cells, ctx.manifest))
+        write_results(grid.out, results_lib.collect(grid, cells, ctx.manifest))
   finally:
     counter.close()
   results = results_lib.collect(grid, cells, ctx.manifest)
-  paths = results_lib.write(grid.out, results) if primary else []
+  paths = write_results(grid.out, results) if primary else []
   log = {"wall_s": round(time.perf_counter() - started, 2), "training_programs_traced": dict(ctx.programs.traces),
          "xla_programs_built": sum(counter.built.values()), "xla_programs_from_persistent_cache": counter.loaded,
          "xla_programs_by_name": dict(counter.built.most_common())}
@@ -111,6 +111,18 @@ def _run(config, grid: grid_lib.Grid, cells: grid_lib.Cells, primary: bool) -> d
     _append_log(grid.out, log)
     print(_summary(results, paths, log), flush=True)
   return results
+
+
+def write_results(out: Path, results: dict) -> list[Path]:
+  """results.json, results.md and the pictures (a picture never fails the experiment)."""
+  from absl import logging
+
+  paths = results_lib.write(out, results)
+  try:
+    paths += pictures.draw(out, results)
+  except Exception as e:  # noqa: BLE001
+    logging.warning("results pictures not drawn: %s", e)
+  return paths
 
 
 def _say(text: str) -> None:
