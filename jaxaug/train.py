@@ -7,13 +7,12 @@
 Rerunning the same command continues from the last checkpoint in `config.workdir`, which gets
 config.json, checkpoints/ (orbax), metrics.jsonl (train loss and accuracy every `log_every` steps,
 eval top-1 every `eval_every` steps), and at the end metrics.json (top-1 overall, many / medium /
-few, per class), curves.png and per_class.png.
+few, per class), curves.png and per_class.png. The run itself is train_lib/loop.py (`train_and_evaluate`).
 """
 
 from __future__ import annotations
 
 import functools
-import logging as std_logging
 import time
 
 import jax
@@ -25,7 +24,7 @@ from jaxaug import mesh
 from jaxaug.errors import run_with_config
 from jaxaug.models import resnet
 from jaxaug.train_lib import step as step_lib
-from jaxaug.train_lib.loop import compute_dtype, open_data, train_and_evaluate  # noqa: F401 (open_data: bench)
+from jaxaug.train_lib.loop import compute_dtype, open_data, quiet_orbax, train_and_evaluate  # noqa: F401 (bench)
 
 _DEFAULT_CONFIG = "train_demo"  # a shipped config (jaxaug.config_files)
 
@@ -79,13 +78,8 @@ def bench_train(*, model: str = "resnet50", size: int | None = None, batch_size:
   }
 
 
-def _quiet_orbax(record) -> bool:
-  """Orbax logs every checkpoint step at INFO; keep its warnings only."""
-  return "orbax" not in record.pathname or record.levelno >= std_logging.WARNING
-
-
 def _main(config):
-  logging.get_absl_handler().addFilter(_quiet_orbax)
+  logging.get_absl_handler().addFilter(quiet_orbax)
   mesh.initialize(config.mesh.coordinator, config.mesh.num_processes, config.mesh.process_id)
   train_and_evaluate(config)
 

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import gc
 import json
+import logging as std_logging
 import os
 import shutil
 import signal
@@ -394,6 +395,11 @@ def finish_run(history: History, workdir: Path, total_steps: int, summary: dict)
     evaluate.curves_png(history.records, str(workdir / "curves.png"))
     evaluate.per_class_png(summary, str(workdir / "per_class.png"))
   return summary
+
+
+def quiet_orbax(record) -> bool:
+  """A log filter: orbax logs every checkpoint step at INFO; keep its warnings only."""
+  return "orbax" not in record.pathname or record.levelno >= std_logging.WARNING
 
 
 def _progress(total: int, initial: int):
