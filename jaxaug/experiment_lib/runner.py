@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import jax
+from absl import logging
 
 from jaxaug import fsutil, locks, mesh
 from jaxaug.errors import UserError
@@ -115,8 +116,6 @@ def _run(config, grid: grid_lib.Grid, cells: grid_lib.Cells, primary: bool) -> d
 
 def write_results(out: Path, results: dict) -> list[Path]:
   """results.json, results.md and the pictures (a picture never fails the experiment)."""
-  from absl import logging
-
   paths = results_lib.write(out, results)
   try:
     paths += pictures.draw(out, results)
