@@ -186,11 +186,10 @@ def read_architecture(root: Path) -> Architecture:
       feature_extractor=checkpoint.read_config(root, "feature_extractor", "preprocessor_config.json"))
 
 
-def describe(arch: Architecture, name: str, where: str, dtype=jnp.float32, attention_impl: str = "xla",
-             tokenizer: Any = None) -> Pipeline:
+def describe(arch: Architecture, name: str, where: str, dtype=jnp.float32, attention_impl: str = "xla") -> Pipeline:
   """The Pipeline of `arch`, every option checked (UserErrors name `where`, the checkpoint); no weights involved.
 
-  `tokenizer`: the checkpoint's (load reads it); without one, prompts are taken at CLIP's 77 tokens.
+  Its tokenizer stands in at CLIP's 77 tokens (enough to count FLOPs); `load` puts the checkpoint's own there.
   """
   short = Path(where).name  # config errors name the component as <checkpoint name>/<component>
   unet = UNetConfig.from_diffusers(arch.unet, f"{short}/unet")
@@ -218,7 +217,7 @@ def describe(arch: Architecture, name: str, where: str, dtype=jnp.float32, atten
   schedulers.Scheduler.from_config(SCHEDULER_NAMES[sched_cls], arch.scheduler)  # checks the options now
   return Pipeline(
       name=name, kind=arch.kind, unet_config=unet, vae_config=vae, text_config=text,
-      tokenizer=tokenizer or types.SimpleNamespace(model_max_length=77),
+      tokenizer=types.SimpleNamespace(model_max_length=77),
       scheduler_name=SCHEDULER_NAMES[sched_cls], scheduler_config=arch.scheduler,
       vae_scale=float(arch.vae.get("scaling_factor", 0.18215)), dtype=dtype, attention=attention_impl, **extra)
 
