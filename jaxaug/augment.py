@@ -406,6 +406,11 @@ def get_method(name: str, alpha: float = 1.0, reference_quirks: bool = False) ->
   return dataclasses.replace(METHODS[name], alpha=float(alpha), reference_quirks=bool(reference_quirks))
 
 
+def parse_methods(names: str, alpha: float = 1.0, reference_quirks: bool = False) -> tuple[Method, ...]:
+  """The methods a comma-separated list names (a generation config's `methods`), in order; empty names skipped."""
+  return tuple(get_method(m.strip(), alpha, reference_quirks) for m in names.split(",") if m.strip())
+
+
 _PIXEL_MIX = {"cutmix": _cutmix, "mixup": _mixup}
 _EMBED_MIX = {"embed_cutmix": _embed_cutmix, "embed_mixup": _mixup}
 

@@ -14,7 +14,6 @@ Every figure names the device it ran on. On CPU the models are the tiny random c
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -27,15 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxaug.errors import UserError, exit_on_user_error
-
-
-# Dense bf16 peak of the accelerators we expect, for the fraction-of-peak figure (vendor datasheets).
-BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
-                    "TPU v5p": 459.0, "TPU v6 lite": 918.0}
-
-
-def bf16_peak(device_kind: str) -> float | None:
-  return next((peak for name, peak in BF16_PEAK_TFLOPS.items() if name in device_kind), None)
+from jaxaug.flops import (BF16_PEAK_TFLOPS, bf16_peak, device_hours, model_flops, unet_call, unet_calls,
+                          with_kernel)
 
 
 def _device() -> dict:
@@ -80,61 +72,11 @@ def _batch(job, batch: int):
           "prompt_ids": np.repeat(job.prompt_ids[:1], batch, axis=0)}
 
 
-def _flops(stage) -> float:
-  cost = stage.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float((cost or {}).get("flops", 0.0))
-
-
-def _with_kernel(job, kernel: str):
-  return dataclasses.replace(job, pipe=dataclasses.replace(job.pipe, attention=kernel))
-
-
-def _unet_call(job, batch: int, resolution: int):
-  """One guided UNet evaluation (2 x batch rows), lowered alone: the loop's unit of work."""
-  from jaxaug.models import sd
-
-  pipe = job.pipe
-  latent = resolution // pipe.vae_factor
-  rows = 2 * batch
-  lat = jnp.zeros((rows, pipe.latent_channels, latent, latent))
-  ctx = jnp.zeros((rows, pipe.tokenizer.model_max_length, pipe.unet.cross_attention_dim))
-  vec = jnp.zeros((rows, 2 * pipe.image_embed_dim)) if pipe.kind == "unclip" else None
-  unet = jax.jit(lambda params, lat, ctx, vec: sd.predict(pipe, params, lat, jnp.full((rows,), 500), ctx, vec))
-  return unet.lower(job.params, lat, ctx, vec), (job.params, lat, ctx, vec)
-
-
-def _unet_calls(job, steps: int) -> int:
-  sched = job.pipe.make_scheduler(job.spec.scheduler)
-  return len(sched.timesteps(steps))
-
-
-def _step_inputs(job, mesh_, batch: int, abstract: bool):
+def _step_inputs(job, mesh_, batch: int):
   from jaxaug import mesh
 
-  params = job.params
-  if abstract:
-    params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=mesh.replicated(mesh_)), params)
-  else:
-    params = jax.device_put(params, mesh.replicated(mesh_))
+  params = jax.device_put(job.params, mesh.replicated(mesh_))
   return params, mesh.to_global(mesh_, _batch(job, batch * jax.local_device_count()))
-
-
-def model_flops(job, batch: int, resolution: int, steps: int) -> tuple[float, float]:
-  """(FLOPs of one sampling step, of one guided UNet call), per device, as XLA counts the model.
-
-  Counted on the lowered program with the plain xla attention kernel whatever kernel runs: a fused
-  kernel (cuDNN) is a custom call whose FLOPs XLA does not see, and every kernel is measured against
-  the same count. XLA counts a while loop's body once, so the denoising loop's other UNet calls are added.
-  """
-  from jaxaug import generate, mesh
-
-  job = _with_kernel(job, "xla")
-  unet = _flops(_unet_call(job, batch, resolution)[0])
-  mesh_ = mesh.data_mesh()
-  # Lowered, not yet partitioned: the count is for the global batch, which every device shares equally.
-  step = _flops(generate.make_step(job, mesh_).lower(*_step_inputs(job, mesh_, batch, abstract=True)))
-  return step / jax.device_count() + (_unet_calls(job, steps) - 1) * unet, unet
 
 
 def _memory_gib(compiled) -> float | None:
@@ -154,16 +96,16 @@ def _sampler_run(job, kernel: str, batch: int, flops: tuple[float, float], args)
   """One (attention kernel, per-device batch) point: the whole sampling step, then one UNet call alone."""
   from jaxaug import generate, mesh
 
-  job = _with_kernel(job, kernel)
+  job = with_kernel(job, kernel)
   mesh_ = mesh.data_mesh()
-  inputs = _step_inputs(job, mesh_, batch, abstract=False)
+  inputs = _step_inputs(job, mesh_, batch)
   start = time.perf_counter()
   compiled = generate.make_step(job, mesh_).lower(*inputs).compile()
   compile_s = time.perf_counter() - start
   seconds = _timed(compiled, *inputs, repeats=args.repeats)
-  unet_lowered, unet_inputs = _unet_call(job, batch, args.resolution)
+  unet_lowered, unet_inputs = unet_call(job, batch, args.resolution)
   unet_s = _timed(unet_lowered.compile(), *unet_inputs, repeats=args.repeats)
-  calls = _unet_calls(job, args.steps)
+  calls = unet_calls(job, args.steps)
   step_flops, unet_flops = flops
   run = {"attention": kernel, "batch_per_device": batch, "images_per_s": batch * jax.device_count() / seconds,
          "seconds_per_batch": seconds, "seconds_per_step": seconds / calls, "unet_calls": calls,
@@ -297,9 +239,9 @@ def bench_flops(args) -> dict:
   with tempfile.TemporaryDirectory() as out:
     job = _job(args, out)
   step, unet = model_flops(job, batch, args.resolution, args.steps)
-  calls = _unet_calls(job, args.steps)
+  calls = unet_calls(job, args.steps)
   per_image = step / batch / 1e12
-  hours = {name: args.images * per_image / (0.4 * peak) / 3600 for name, peak in BF16_PEAK_TFLOPS.items()}
+  hours = {name: device_hours(args.images * per_image, peak) for name, peak in BF16_PEAK_TFLOPS.items()}
   return {"model": args.model, "resolution": args.resolution, "steps": args.steps, "unet_calls": calls,
           "guided": job.spec.guided, "tflop_per_image": per_image, "unet_share": calls * unet / step,
           "images": args.images, "device_hours_at_40pct_bf16_peak": hours}
@@ -315,141 +257,6 @@ def bench_train(args) -> dict:
   from jaxaug import train
 
   return train.bench_train()
-
-
-# ---------------------------------------------------------------------------
-# FLOPs without weights (the experiment's --dry_run): architecture from configs, parameters as shapes
-
-
-_DDPM_NOISING = {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000, "beta_start": 0.00085,
-                 "beta_end": 0.012}  # SD 2.1-unCLIP's image_noising_scheduler (only its schedule matters here)
-
-
-def _architecture(model: str) -> tuple[str, dict, str]:
-  """(kind, component configs, where they came from) for `model`, reading no weights.
-
-  A local checkpoint (or a built-in tiny one) gives its own configs; the built-in random-sd21* names and a hub
-  id that is not on this machine are taken at SD 2.1 size, unCLIP where the name says so: FLOPs depend on the
-  architecture only, and the paper's checkpoints have SD 2.1's.
-  """
-  from pathlib import Path
-
-  from jaxaug.models import checkpoint, tiny
-
-  path = Path(os.path.expanduser(tiny.resolve_model(model) if model == tiny.WORLD_MODEL else model))
-  if model in tiny.BUILTIN_MODELS and tiny.BUILTIN_MODELS[model][1] == "tiny":
-    path = tiny.cached_tiny(tiny.BUILTIN_MODELS[model][0])
-  if path.is_dir():
-    kind = "unclip" if "UnCLIP" in checkpoint.model_index(path).get("_class_name", "") else "sd"
-    names = ["unet", "vae", "text_encoder"] + (["image_encoder"] if kind == "unclip" else [])
-    configs = {name: checkpoint.read_config(path, name) for name in names}
-    configs["scheduler"] = checkpoint.read_config(path, "scheduler", "scheduler_config.json")
-    if kind == "unclip":
-      configs["noising"] = checkpoint.read_config(path, "image_noising_scheduler", "scheduler_config.json")
-      configs["clip_image"] = checkpoint.read_config(path, "feature_extractor", "preprocessor_config.json")
-    return kind, configs, str(path)
-  kind = "unclip" if "unclip" in model.lower() else "sd"
-  text, vision, vae, unet = tiny.SIZES["full"]
-  configs = {"unet": tiny._unet_config(kind, unet, text["hidden_size"], vision["projection_dim"]), "vae": vae,
-             "text_encoder": {**text, "vocab_size": 49408}, "scheduler": tiny._pndm_config()}
-  if kind == "unclip":
-    configs.update(image_encoder=vision, noising=_DDPM_NOISING,
-                   clip_image={"crop_size": vision["image_size"], "image_mean": tiny._CLIP_MEAN,
-                               "image_std": tiny._CLIP_STD})
-  return kind, configs, f"SD 2.1{'-unCLIP' if kind == 'unclip' else ''} architecture (not on this machine)"
-
-
-def abstract_model(model: str, dtype=jnp.bfloat16):
-  """(Pipeline, parameters as jax.ShapeDtypeStruct, source of the architecture) for `model`: enough to lower
-  and count the generation step's FLOPs on any machine, with no weights read or allocated."""
-  import types
-
-  from jaxaug.models import pipeline as pl, schedulers
-
-  kind, cfg, where = _architecture(model)
-  unet = pl.unet_module(cfg["unet"], dtype, "unet")
-  vae = pl.vae_module(cfg["vae"], dtype, "vae")
-  text = pl.text_module(cfg["text_encoder"], dtype)
-  shapes = lambda module, *args, method=None: jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, dtype), pl.init_shapes(module, *args, method=method))
-  params = {"unet": shapes(unet, *pl.unet_inputs(unet, 1, 8, 8)), "vae": shapes(vae, jnp.zeros((1, 3, 8, 8))),
-            "text_encoder": shapes(text, jnp.zeros((1, 4), jnp.int32))}
-  extra = {}
-  if kind == "unclip":
-    image = pl.image_module(cfg["image_encoder"], dtype)
-    size = image.config.image_size
-    params["image_encoder"] = shapes(image, jnp.zeros((1, size, size, 3)))
-    dim = image.config.projection_dim
-    params["image_normalizer"] = {k: jax.ShapeDtypeStruct((1, dim), jnp.float32) for k in ("mean", "std")}
-    crop = cfg["clip_image"].get("crop_size", size)
-    extra = dict(image_config=image.config,
-                 clip_image=pl.ClipImageSpec(size=crop["height"] if isinstance(crop, dict) else int(crop),
-                                             mean=tuple(cfg["clip_image"]["image_mean"]),
-                                             std=tuple(cfg["clip_image"]["image_std"])),
-                 noising_alphas_cumprod=schedulers.alphas_cumprod(cfg["noising"], "image_noising_scheduler"))
-  name = pl.SCHEDULER_NAMES.get(cfg["scheduler"].get("_class_name", "PNDMScheduler"), "pndm")
-  pipe = pl.Pipeline(name=model, kind=kind, unet_config=unet.config, vae_config=vae.config, text_config=text.config,
-                     tokenizer=types.SimpleNamespace(model_max_length=77), scheduler_name=name,
-                     scheduler_config=cfg["scheduler"], vae_scale=float(cfg["vae"].get("scaling_factor", 0.18215)),
-                     dtype=dtype, attention="xla", **extra)
-  return pipe, params, where
-
-
-def generation_flops(config) -> dict:
-  """TFLOP per generated image of a generation config (its model, resolution, sampler, per-device batch), as
-  XLA counts the lowered step (`bench flops`' count), with the model's architecture from `abstract_model`."""
-  from jaxaug import augment, generate
-  from jaxaug.sampler import SamplerSpec
-
-  pipe, params, where = abstract_model(config.model)
-  spec = SamplerSpec(mode=config.sampler.mode, scheduler=config.sampler.scheduler or None,
-                     steps=config.sampler.steps, guidance=config.sampler.guidance,
-                     strength=config.sampler.strength).check(pipe)
-  methods = tuple(augment.get_method(m.strip(), config.alpha, config.reference_quirks)
-                  for m in config.methods.split(",") if m.strip())
-  ids = np.zeros((1, pipe.tokenizer.model_max_length), np.int32)
-  job = generate.Job(config=config, out=None, source=None, methods=methods, plan=None, pipe=pipe, params=params,
-                     spec=spec, prompt_ids=ids, empty_ids=ids, weights={})
-  batch, steps = config.batch.per_device, config.sampler.steps
-  step, unet = model_flops(job, batch, config.resolution, steps)
-  calls = _unet_calls(job, steps)
-  if spec.mode == "img2img":  # SDEdit runs only the last `strength` of the schedule (sampler.denoise)
-    skipped = steps - min(int(steps * spec.strength), steps)
-    step -= skipped * unet
-    calls -= skipped
-  return {"tflop_per_image": step / batch / 1e12, "unet_calls": calls, "architecture": where,
-          "resolution": config.resolution, "mode": spec.mode}
-
-
-def training_flops(config, num_classes: int) -> dict:
-  """TFLOP of one training step (global batch) and of one evaluated image for a training config, as XLA counts
-  the lowered train and eval steps of train_lib/step.py (parameters as shapes only)."""
-  import functools
-
-  from jaxaug.models import resnet
-  from jaxaug.train import compute_dtype
-  from jaxaug.train_lib import step as step_lib
-
-  model = resnet.create(config.model, num_classes, frozen_backbone=config.linear_probe, dtype=compute_dtype())
-  tx = step_lib.optimizer(config.optimizer, lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay, warmup_steps=0, total_steps=1000,
-                          linear_probe=config.linear_probe)
-  state = jax.eval_shape(functools.partial(step_lib.init_state, model, tx, 0, config.crop_size))
-  load = config.load_size
-
-  def images(n):
-    return jax.ShapeDtypeStruct((n, load, load, 3), jnp.uint8)
-
-  labels = lambda n: jax.ShapeDtypeStruct((n,), jnp.int32)
-  train = jax.jit(functools.partial(step_lib.train_step, model=model, tx=tx, prior=jnp.zeros(num_classes),
-                                    label_smoothing=config.label_smoothing, crop=config.crop_size,
-                                    transform=config.transform))
-  step = _flops(train.lower(state, {"image": images(config.batch_size), "label": labels(config.batch_size)}))
-  evaluate = jax.jit(functools.partial(step_lib.eval_step, model=model, crop=config.crop_size))
-  n = config.eval_batch_size
-  per_eval = _flops(evaluate.lower(state, {"image": images(n), "label": labels(n),
-                                           "mask": jax.ShapeDtypeStruct((n,), jnp.bool_)}))
-  return {"tflop_per_step": step / 1e12, "tflop_per_eval_image": per_eval / n / 1e12}
 
 
 # ---------------------------------------------------------------------------

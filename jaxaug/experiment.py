@@ -32,9 +32,9 @@ def _main(config):
   from absl import logging
 
   from jaxaug.experiment_lib import runner
-  from jaxaug.train import _quiet_orbax
+  from jaxaug.train_lib.loop import quiet_orbax
 
-  logging.get_absl_handler().addFilter(_quiet_orbax)
+  logging.get_absl_handler().addFilter(quiet_orbax)
   runner.run(config, dry_run=flags.FLAGS.dry_run, device=flags.FLAGS.device, bench_json=flags.FLAGS.bench_json)
 
 

@@ -16,7 +16,6 @@ line, an image file, dataset_info.json) ends in one line: free space and rerun t
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import io
 import json
 import os
@@ -31,85 +30,23 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from jaxaug import augment, condition, config_files, fsutil, interrupt, locks, mesh, plan as plan_lib
-from jaxaug.config_base import GENERATION_RANGES, check_values
+from jaxaug import augment, config_files, fsutil, interrupt, locks, mesh, plan as plan_lib
 from jaxaug.data import kshot, open_source, synthetic
 from jaxaug.data.pipeline import read_units
 from jaxaug.errors import UserError, run_with_config
 from jaxaug.fsutil import atomic_write_bytes
+from jaxaug.generate_lib.config import check_config, fingerprint
+from jaxaug.generate_lib.step import Job, make_step
 from jaxaug.models import checkpoint, sd
 from jaxaug.models.tiny import resolve_model
 from jaxaug.models.pipeline import load
-from jaxaug.sampler import MODES, SamplerSpec, denoise
+from jaxaug.sampler import SamplerSpec
 
 _DEFAULT_CONFIG = "demo"  # a shipped config (jaxaug.config_files)
-
-# Config fields that decide the output images; a rerun into the same directory must keep them.
-_OUTPUT_FIELDS = ("model", "data", "methods", "alpha", "plan", "prompt", "sampler", "resolution", "seed", "output.format",
-                  "output.jpeg_quality", "reference_quirks")
-
 
 def get_demo_config():
   """The default config (configs/demo.py), for code that builds a run without flags."""
   return config_files.load(_DEFAULT_CONFIG)
-
-
-def _lookup(config, dotted: str):
-  for part in dotted.split("."):
-    config = config[part]
-  return config.to_dict() if hasattr(config, "to_dict") else config
-
-
-def fingerprint(config, weights: dict | None = None) -> dict:
-  """What decides the output images: the output fields, and the sha256 of every weight file (when known)."""
-  out = {f: _lookup(config, f) for f in _OUTPUT_FIELDS}
-  if weights is not None:
-    out["weights"] = weights
-  return out
-
-
-@dataclasses.dataclass
-class Job:
-  """Everything the loop needs, checked before anything is written."""
-  config: object
-  out: Path
-  source: object
-  methods: tuple[augment.Method, ...]
-  plan: plan_lib.Plan
-  pipe: object
-  params: object
-  spec: SamplerSpec
-  prompt_ids: np.ndarray  # (num_classes, L) token ids per class
-  empty_ids: np.ndarray  # (1, L)
-  weights: dict  # {weight file: sha256} of the checkpoint
-
-
-_CHOICES = {"dtype": ("auto", "fp32", "bf16"), "output.format": ("png", "jpeg"), "plan.policy": plan_lib.POLICIES,
-            "sampler.mode": MODES}
-
-
-def check_config(config) -> tuple[augment.Method, ...]:
-  """Every value checked before any work (one line, exit 2): ranges, choices, the prompt, the methods."""
-  check_values(config, GENERATION_RANGES, _CHOICES)
-  if not config.output.dir:
-    raise UserError("--config.output.dir is empty: name the directory the dataset goes to")
-  check_prompt(config.prompt)
-  methods = tuple(augment.get_method(m.strip(), config.alpha, config.reference_quirks)
-                  for m in config.methods.split(",") if m.strip())
-  if not methods:
-    raise UserError("config.methods is empty: name at least one method, e.g. --config.methods=embed_cutmix_dropout")
-  return methods
-
-
-def check_prompt(prompt: str) -> None:
-  """The prompt is a str.format template with one `{}` for the class name."""
-  try:
-    prompt.format("class name")
-  except (ValueError, IndexError, KeyError) as e:
-    raise UserError(f"--config.prompt={prompt!r} is not a prompt template ({type(e).__name__}: {e}): write one {{}} "
-                    "where the class name goes, and {{ or }} for a literal brace") from None
-  if prompt.format("a") == prompt.format("b"):
-    logging.warning("--config.prompt=%r has no {}: every class gets the same prompt", prompt)
 
 
 def check_noise_level(config, root) -> None:
@@ -283,38 +220,6 @@ def _weights_changed(out: Path, model: str, before: dict, now: dict) -> str:
   more = f" and {len(differ) - 1} more" if len(differ) > 1 else ""
   return (f"{out} was made with other weights than {model} holds now ({differ[0]}{more} differ by sha256, see "
           f"config.json); point --config.model at the checkpoint it was made with, or use a new --config.output.dir")
-
-
-def make_step(job: Job, mesh_):
-  """The jitted step: a batch of items -> uint8 images and the drawn lambdas. Nothing leaves the device."""
-  pipe, spec, config = job.pipe, job.spec, job.config
-  latent = config.resolution // pipe.vae_factor
-  empty_ids = jnp.asarray(job.empty_ids)
-
-  def step(params, batch):
-    k_cond, k_latents, k_vae = condition.item_streams(config.seed, batch["item_id"])
-    batch_size = batch["item_id"].shape[0]
-    context = sd.encode_text(pipe, params, batch["prompt_ids"])
-    uncond = jnp.broadcast_to(sd.encode_text(pipe, params, empty_ids), context.shape)
-    noise = jax.vmap(lambda k: jax.random.normal(k, (pipe.latent_channels, latent, latent)))(k_latents)
-    vector, start, lam = None, None, jnp.ones((batch_size,), jnp.float32)
-    if spec.mode == "unclip":
-      cond = condition.condition(pipe, params, job.methods, batch["method"], k_cond, batch["image1"], batch["image2"],
-                                 config.sampler.noise_level)
-      vector, lam = cond.vector, cond.lam
-    elif spec.mode == "txt2img" and pipe.kind == "unclip":  # text only: the "no image" vector of guidance's branch
-      vector = sd.unconditional_image_vector(batch_size, 2 * pipe.image_embed_dim)
-    elif spec.mode == "img2img":
-      real = jax.image.resize(augment.to_float(batch["image1"]), (batch_size, config.resolution, config.resolution, 3),
-                              "bicubic", antialias=True)
-      real = jnp.transpose(jnp.clip(real, 0, 1) * 2 - 1, (0, 3, 1, 2))
-      start = jax.vmap(lambda k, x: sd.encode(pipe, params, x[None], k)[0])(k_vae, real)
-    latents = denoise(pipe, params, spec, noise, context, uncond, vector, start_latents=start)
-    pixels = sd.to_pixels(sd.decode(pipe, params, latents))
-    return {"image": jnp.round(pixels * 255).astype(jnp.uint8), "lam": lam}
-
-  data = mesh.batch_sharding(mesh_)
-  return jax.jit(step, in_shardings=(mesh.replicated(mesh_), data), out_shardings=data)
 
 
 def encode_image(pixels: np.ndarray, fmt: str, quality: int) -> bytes:

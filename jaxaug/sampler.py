@@ -58,6 +58,11 @@ class SamplerSpec:
     return self.guidance > 1.0  # diffusers' rule: guidance 1 or less means a single branch
 
 
+def first_step(spec: SamplerSpec) -> int:
+  """The loop's first step: 0, or for img2img (SDEdit) the steps that skip the first (1 - strength) of the schedule."""
+  return spec.steps - min(int(spec.steps * spec.strength), spec.steps) if spec.mode == "img2img" else 0
+
+
 def denoise(pipe: Pipeline, params, spec: SamplerSpec, latents, context, uncond_context, image_vector=None,
             start_latents=None):
   """Runs the scheduler loop and returns final latents (B, C, h, w), fp32.
@@ -68,10 +73,8 @@ def denoise(pipe: Pipeline, params, spec: SamplerSpec, latents, context, uncond_
   """
   scheduler = pipe.make_scheduler(spec.scheduler)
   timesteps = scheduler.timesteps(spec.steps)
-  first = 0
-  if spec.mode == "img2img":
-    # SDEdit: skip the first (1 - strength) of the schedule and start from the noised real latents.
-    first = spec.steps - min(int(spec.steps * spec.strength), spec.steps)
+  first = first_step(spec)
+  if spec.mode == "img2img":  # SDEdit: start from the real latents noised to the first step's level
     latents = scheduler.add_noise_at(start_latents.astype(jnp.float32), latents, spec.steps, first)
   else:
     latents = latents * scheduler.init_noise_sigma

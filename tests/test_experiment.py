@@ -150,11 +150,11 @@ def test_abstract_model_has_the_loaded_checkpoints_shapes():
   """The dry run counts FLOPs on an architecture rebuilt from configs alone: it must be the checkpoint's."""
   import jax
 
-  from jaxaug import bench
+  from jaxaug import flops
   from jaxaug.models import load, tiny
 
   for name in ("tiny", "tiny-sd"):
-    pipe, params, _ = bench.abstract_model(name)
+    pipe, params, _ = flops.abstract_model(name)
     loaded_pipe, loaded = load(tiny.resolve_model(name))
     assert jax.tree.structure(params) == jax.tree.structure(loaded)
     assert jax.tree.leaves(jax.tree.map(lambda a, b: a.shape == b.shape, params, loaded)) == [True] * len(
@@ -163,7 +163,7 @@ def test_abstract_model_has_the_loaded_checkpoints_shapes():
                                                                  loaded_pipe.vae_factor)
   # A hub id not on this machine is taken at SD 2.1-unCLIP size: SD 2.1's 865.9 M UNet parameters plus the 4.3 M
   # of its image-embedding projection.
-  pipe, params, where = bench.abstract_model("sd2-community/stable-diffusion-2-1-unclip")
+  pipe, params, where = flops.abstract_model("sd2-community/stable-diffusion-2-1-unclip")
   unet = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params["unet"]))
   assert "not on this machine" in where and round(unet / 1e6, 1) == 870.2 and pipe.image_embed_dim == 1024
 
@@ -274,7 +274,7 @@ def test_table_renders_the_papers_layout_with_its_baselines():
 
 
 def test_partial_pictures_draw_what_is_finished(tmp_path):
-  paths = results_lib.write(tmp_path, _hand_made())
+  paths = runner.write_results(tmp_path, _hand_made())
   assert [p.name for p in paths] == ["results.json", "results.md", "accuracy_caltech101.png"]
   picture = np.asarray(Image.open(tmp_path / "accuracy_caltech101.png").convert("RGB"))
   # The paper's three baselines are drawn in their greys, our lines in their colours.
@@ -323,5 +323,5 @@ def test_imagenet_lt_table_has_the_groups_per_method(tmp_path):
   assert "| embed_cutmix_dropout | 0.500 | 0.600 | 0.450 | 0.300 |" in md
   assert "| real (baseline) | pending | pending | pending | pending |" in md
   assert any("reference_quirks" in line for line in md)
-  paths = results_lib.write(tmp_path, results)
+  paths = runner.write_results(tmp_path, results)
   assert paths[-1].name == "accuracy_imagenet_lt.png" and Image.open(paths[-1]).size == (980, 460)

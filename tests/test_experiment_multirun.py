@@ -9,7 +9,7 @@ import pytest
 from jaxaug import train
 from jaxaug.data import open_source
 from jaxaug.errors import UserError
-from jaxaug.train_lib import multirun
+from jaxaug.train_lib import loop, multirun
 from test_train import demo_config, make_synthetic
 
 SMALL = dict(real="demo:4", load_size=20, crop_size=16, batch_size=8, eval_batch_size=16, epochs=2, steps_per_epoch=4,
@@ -47,7 +47,7 @@ LOSS_REL = 2e-2
 def test_batched_runs_equal_separate_runs(tmp_path, syn):
   separate = [train.train_and_evaluate(_config(tmp_path / f"alone{s}", syn, s, m)) for s, m in RUNS]
   programs = multirun.Programs()
-  runs = [multirun.Run(c, train.open_data(c)) for c in (_config(tmp_path / f"run{s}", syn, s, m) for s, m in RUNS)]
+  runs = [multirun.Run(c, loop.open_data(c)) for c in (_config(tmp_path / f"run{s}", syn, s, m) for s, m in RUNS)]
   batched = multirun.train_group(runs, programs, tmp_path / "group", quiet=True)
   for (seed, _), alone, together in zip(RUNS, separate, batched):
     assert together["train_loss"] == pytest.approx(alone["train_loss"], rel=LOSS_REL), seed
@@ -65,7 +65,7 @@ def test_batched_runs_equal_separate_runs(tmp_path, syn):
   assert all(b > a * (1 + 5 * LOSS_REL) for a, b in zip(losses, losses[1:])), losses
   # One compile each of init, train step and eval step; a second group of the same shapes compiles nothing.
   assert dict(programs.traces) == {"init": 1, "train_step": 1, "eval_step": 1}
-  more = [multirun.Run(c, train.open_data(c)) for c in (_config(tmp_path / f"more{s}", syn, s + 10, m)
+  more = [multirun.Run(c, loop.open_data(c)) for c in (_config(tmp_path / f"more{s}", syn, s + 10, m)
                                                           for s, m in RUNS)]
   multirun.train_group(more, programs, tmp_path / "group2", quiet=True)
   assert programs.compiles == 3
@@ -76,7 +76,7 @@ def test_a_resumed_group_ends_where_an_uninterrupted_one_does(tmp_path, syn):
     configs = [_config(tmp_path / f"{prefix}{s}", syn, s, m) for s, m in RUNS[:2]]
     for c in configs:
       c.epochs = epochs
-    return [multirun.Run(c, train.open_data(c)) for c in configs]
+    return [multirun.Run(c, loop.open_data(c)) for c in configs]
 
   programs = multirun.Programs()
   whole = multirun.train_group(runs("whole", 2), programs, tmp_path / "whole_group", quiet=True)

@@ -21,7 +21,7 @@ from jaxaug import evaluate, train
 from jaxaug.data import open_source, synthetic
 from jaxaug.errors import UserError
 from jaxaug.models import resnet
-from jaxaug.train_lib import data as data_lib, step as step_lib
+from jaxaug.train_lib import data as data_lib, loop, step as step_lib
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -171,7 +171,7 @@ def test_balanced_softmax_beats_cross_entropy_on_few_classes_of_long_tailed_digi
     config = demo_config(tmp_path / loss, loss=loss, model="resnet_tiny", load_size=8, crop_size=8, transform="none",
                          batch_size=64, eval_batch_size=300, epochs=20, steps_per_epoch=10, lr=0.05,
                          eval_every=0, checkpoint_every=1000, log_every=50)
-    results[loss] = train.train_and_evaluate(config, train.Data(real_train, real_test, None))
+    results[loss] = train.train_and_evaluate(config, loop.Data(real_train, real_test, None))
   ce, bs = results["cross_entropy"], results["balanced_softmax"]
   print(f"\nlong-tailed digits (1:50), few-group top-1: cross-entropy {ce['few']:.4f}, "
         f"Balanced Softmax {bs['few']:.4f}; overall {ce['top1']:.4f} / {bs['top1']:.4f}")
@@ -214,7 +214,7 @@ def test_bad_inputs_are_user_errors(tmp_path):
   empty = _solid_source(0, [4, 0, 4])
   with pytest.raises(UserError, match=r"class 1 \('c1'\) has no training images"):
     train.train_and_evaluate(demo_config(tmp_path / "empty", load_size=8, crop_size=8),
-                             train.Data(empty, empty, None))
+                             loop.Data(empty, empty, None))
 
   small = dict(real="demo:4", load_size=16, crop_size=16, batch_size=8, epochs=2, steps_per_epoch=2,
                checkpoint_every=2)
@@ -304,17 +304,35 @@ def test_partial_synthetic_set_is_refused_unless_allowed(tmp_path, caplog):
   with pytest.raises(UserError, match=rf"^synthetic set {out} is incomplete \(4 of 10 units done, 32 of 80 planned "
                                       r"images \(40%\)\): finish it by rerunning the `python -m jaxaug.generate` "
                                       r"command that made it, or set --config.allow_partial_synthetic=True"):
-    train.open_data(config)
+    loop.open_data(config)
   config.allow_partial_synthetic = True
   caplog.set_level("WARNING")
-  assert len(train.open_data(config).synthetic) == 32
+  assert len(loop.open_data(config).synthetic) == 32
   assert [r.getMessage() for r in caplog.records] == [
       f"training on a partial synthetic set, as allow_partial_synthetic asks: {out} holds 4 of 10 units done, 32 of "
       "80 planned images (40%)"]
   _partial_set(out, units_planned=4)  # finished: nothing to say
   caplog.clear()
-  assert len(train.open_data(demo_config(tmp_path / "run", real="demo:4", synthetic=str(out))).synthetic) == 32
+  assert len(loop.open_data(demo_config(tmp_path / "run", real="demo:4", synthetic=str(out))).synthetic) == 32
   assert not caplog.records
+
+
+def test_runs_of_one_column_open_its_data_once(tmp_path, monkeypatch):
+  """The experiment's runs of a column (methods x seeds) share the real splits, the k-shot subset and the checked
+  synthetic set (loop.Opened); each run still gets its own method's images."""
+  out = make_synthetic(str(tmp_path / "syn"), open_source("demo:4", "train"), 2, methods=("mixup", "dropout"))
+  scans = []
+  monkeypatch.setattr(synthetic.SyntheticSource, "check_shards", lambda self, *a, **k: scans.append(self))
+  opened = loop.Opened()
+  runs = [loop.open_data(demo_config(tmp_path / f"run{i}", real="demo:4", shots=2, shots_seed=0, seed=i,
+                                     synthetic=str(tmp_path / "syn"), synthetic_method=m), opened)
+          for i, m in enumerate(("mixup", "dropout", "mixup"))]
+  assert len(scans) == 1 and all(r.train is runs[0].train and r.eval is runs[0].eval for r in runs)
+  assert len(runs[0].train) == 8 and [len(r.synthetic) for r in runs] == [8, 8, 8]
+  assert {runs[0].synthetic.parent.methods[i] for i in runs[1].synthetic.indices} == {"dropout"}
+  alone = loop.open_data(demo_config(tmp_path / "alone", real="demo:4", shots=2, shots_seed=0,
+                                     synthetic=str(tmp_path / "syn"), synthetic_method="mixup"))
+  assert len(scans) == 2 and alone.train.ids() == runs[0].train.ids()  # no Opened: opened anew, the same images
 
 
 @pytest.mark.parametrize("damage, expect", [
@@ -331,7 +349,7 @@ def test_damaged_synthetic_set_is_one_line(tmp_path, damage, expect):
   out = _partial_set(tmp_path / "syn", units_planned=4)
   damage(out)
   with pytest.raises(UserError) as error:
-    train.open_data(demo_config(tmp_path / "run", real="demo:4", synthetic=str(out)))
+    loop.open_data(demo_config(tmp_path / "run", real="demo:4", synthetic=str(out)))
   message = str(error.value)
   assert expect in message and "\n" not in message
   assert message.endswith(("and makes them again", "keeps the finished units"))
@@ -404,7 +422,7 @@ def test_a_damaged_checkpoint_leaves_no_unraisable_reports(two_checkpoints, tmp_
   from jaxaug.train_lib import checkpoint
 
   config = demo_config(two_checkpoints, **TWO_CHECKPOINTS)
-  trainer = train.Trainer(config, train.open_data(config))
+  trainer = loop.Trainer(config, loop.open_data(config))
   files = sorted((two_checkpoints / "checkpoints" / "6" / "state").glob("ocdbt.process_*/d/*"))
   fell_back, before = 0, sys.unraisablehook
   for i, file in enumerate(files):
@@ -415,7 +433,7 @@ def test_a_damaged_checkpoint_leaves_no_unraisable_reports(two_checkpoints, tmp_
     sys.unraisablehook = reports.append
     try:
       mngr = checkpoint.manager(str(workdir / "checkpoints"))
-      _, step, _ = train._resume(mngr, trainer.init(), trainer.train_input(), workdir)
+      _, step, _ = loop.resume(mngr, trainer.init(), trainer.train_input(), workdir)
       mngr.close()
       gc.collect()
     finally:

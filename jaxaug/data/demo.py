@@ -13,7 +13,8 @@ import zlib
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxaug.data.sources import ImageSource, _check_index
+from jaxaug.data.sources import ImageSource, _check_index, register_kind
+from jaxaug.errors import UserError
 
 CLASSES = ("red circle", "blue stripes", "green checker", "yellow triangle")
 SIZE = 96
@@ -65,3 +66,15 @@ class DemoSource(ImageSource):
 
   def id(self, index: int) -> str:
     return f"demo/{self.split}/{_check_index(index, len(self))}"
+
+
+def open_demo(target: str, split: str, options: dict[str, str], spec: str) -> DemoSource:
+  """`demo:N` (module docstring)."""
+  if not target.isdigit() or int(target) < 1:
+    raise UserError(f"data source {spec!r}: write demo:N with N images per class (e.g. demo:6)")
+  if split not in DemoSource.SPLITS:
+    raise UserError(f"data source {spec!r} has no split {split!r}: the demo set has {' and '.join(DemoSource.SPLITS)}")
+  return DemoSource(split, int(target))
+
+
+register_kind("demo", open_demo)

@@ -26,10 +26,11 @@ ImageNet-LT lists call validation "val".
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -311,59 +312,64 @@ def indices_of(source: ImageSource, ids: Sequence[str]) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # Spec strings
 
-_OPTIONS = {"tfds": {"data_dir", "names"}, "folder": set(), "imagenet_lt": {"root", "names"}, "demo": set(), "world": {"domain"}}
+@dataclasses.dataclass(frozen=True)
+class SourceKind:
+  """A kind of spec string: the options it takes and how it opens a target. Each kind's module registers it."""
+  options: frozenset[str]
+  open: Callable[[str, str, dict[str, str], str], ImageSource]  # (target, split, options, spec) -> source
+  split_names: Mapping[str, str]  # a split's name where `{split}` fills the target (ImageNet-LT's "val")
+
+
+KINDS: dict[str, SourceKind] = {}
+
+
+def register_kind(name: str, open_: Callable[[str, str, dict[str, str], str], ImageSource],
+                  options: Sequence[str] = (), split_names: Mapping[str, str] | None = None) -> None:
+  """Makes `name:` a spec kind (jaxaug/data/__init__.py imports every kind's module, so all are registered)."""
+  KINDS[name] = SourceKind(frozenset(options), open_, dict(split_names or {}))
 
 
 def parse_spec(spec: str, split: str) -> tuple[str, str, dict[str, str]]:
   """'kind:target?k=v&...' -> (kind, target with {split} filled, options)."""
   kind, sep, rest = spec.partition(":")
-  if not sep or kind not in _OPTIONS:
-    kinds = ", ".join(k + ":" for k in _OPTIONS)
+  if not sep or kind not in KINDS:
+    kinds = ", ".join(k + ":" for k in sorted(KINDS))
     raise UserError(f"data source {spec!r} has no known kind: start it with one of {kinds}")
   target, _, query = rest.partition("?")
   try:
     options = dict(urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
   except ValueError as e:
     raise UserError(f"data source {spec!r} has a malformed ?options part: write ?key=value&key=value") from e
-  unknown = set(options) - _OPTIONS[kind]
+  allowed = KINDS[kind].options
+  unknown = set(options) - allowed
   if unknown:
-    takes = ", ".join(sorted(_OPTIONS[kind])) or "no options"
+    takes = ", ".join(sorted(allowed)) or "no options"
     raise UserError(f"data source {spec!r} has unknown option {sorted(unknown)[0]!r}: {kind} takes {takes}")
   if not target:
     raise UserError(f"data source {spec!r} names nothing after {kind}:")
-  return kind, target.replace("{split}", split), options
-
-
-def _lt_split(split: str) -> str:
-  return {"validation": "val"}.get(split, split)
+  return kind, target.replace("{split}", KINDS[kind].split_names.get(split, split)), options
 
 
 def open_source(spec: str, split: str = "train") -> ImageSource:
   """Opens a source from a spec string (module docstring); UserError if it is not there."""
-  kind, target, options = parse_spec(spec, _lt_split(split) if spec.startswith("imagenet_lt:") else split)
-  if kind == "folder":
-    return folder_source(target)
-  if kind == "demo":
-    from jaxaug.data.demo import DemoSource
+  kind, target, options = parse_spec(spec, split)
+  return KINDS[kind].open(target, split, options, spec)
 
-    if not target.isdigit() or int(target) < 1:
-      raise UserError(f"data source {spec!r}: write demo:N with N images per class (e.g. demo:6)")
-    if split not in DemoSource.SPLITS:
-      raise UserError(f"data source {spec!r} has no split {split!r}: the demo set has {' and '.join(DemoSource.SPLITS)}")
-    return DemoSource(split, int(target))
-  if kind == "world":
-    from jaxaug.data.world import open_world
 
-    return open_world(target, split, options, spec)
-  if kind == "imagenet_lt":
-    if "root" not in options:
-      raise UserError(f"data source {spec!r} needs ?root=<ImageNet dir> for the list's image paths")
-    list_file = target
-    if os.path.isdir(target):
-      list_file = os.path.join(target, f"ImageNet_LT_{_lt_split(split)}.txt")
-    return imagenet_lt_source(list_file, options["root"], options.get("names"))
-  from jaxaug.data import tfds_sources  # tensorflow_datasets is slow to import
-  return tfds_sources.tfds_source(target, split, data_dir=options.get("data_dir"), names_file=options.get("names"))
+_LT_SPLITS = {"validation": "val"}  # ImageNet-LT's lists call validation "val"
+
+
+def _open_imagenet_lt(target: str, split: str, options: dict[str, str], spec: str) -> FileSource:
+  if "root" not in options:
+    raise UserError(f"data source {spec!r} needs ?root=<ImageNet dir> for the list's image paths")
+  list_file = target
+  if os.path.isdir(target):
+    list_file = os.path.join(target, f"ImageNet_LT_{_LT_SPLITS.get(split, split)}.txt")
+  return imagenet_lt_source(list_file, options["root"], options.get("names"))
+
+
+register_kind("folder", lambda target, split, options, spec: folder_source(target))
+register_kind("imagenet_lt", _open_imagenet_lt, ("root", "names"), _LT_SPLITS)
 
 
 def describe(source: ImageSource) -> str:

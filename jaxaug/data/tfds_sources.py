@@ -42,7 +42,7 @@ import numpy as np
 from absl import logging
 
 from jaxaug.data.images import BadImage
-from jaxaug.data.sources import ImageSource, read_class_name_map
+from jaxaug.data.sources import ImageSource, read_class_name_map, register_kind
 from jaxaug.errors import UserError
 
 _RULE_VERSION = 1  # bump when a labelling rule changes, to invalidate label caches
@@ -237,3 +237,10 @@ def tfds_source(name: str, split: str, data_dir: str | None = None, names_file: 
     raise UserError(f"tfds dataset {name!r} split {split!r} has no labelled images: "
                     "pick a split with labels (COCO's test has none)")
   return TfdsSource(data_source, split, records, labels, class_names)
+
+
+def _open(target: str, split: str, options: dict[str, str], spec: str) -> TfdsSource:
+  return tfds_source(target, split, data_dir=options.get("data_dir"), names_file=options.get("names"))
+
+
+register_kind("tfds", _open, ("data_dir", "names"))  # tensorflow_datasets itself is imported on first use

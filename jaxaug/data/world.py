@@ -25,7 +25,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from jaxaug.data.sources import ImageSource, _check_index
+from jaxaug.data.sources import ImageSource, _check_index, register_kind
 from jaxaug.errors import UserError
 
 CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent", "diamond", "heart", "arrow")
@@ -218,3 +218,6 @@ def open_world(target: str, split: str, options: dict[str, str], spec: str = "wo
   if not target.isdigit() or int(target) < 1:
     raise UserError(f"data source {spec!r}: write world:N with N images per class (e.g. world:10) or world:lt")
   return WorldSource(split, int(target), domain)
+
+
+register_kind("world", open_world, ("domain",))

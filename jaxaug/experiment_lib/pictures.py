@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from jaxaug import fsutil
-from jaxaug.train_lib.plots import nice_ticks, text_font
+from jaxaug.experiment_lib.results import LT_COLUMNS, PAPER_ROWS, paper_value
+from jaxaug.train_lib import plots
 
 WIDTH, HEIGHT, PLOT_RIGHT = 980, 460, 640
 LEFT, TOP, BOTTOM = 64, 40, 52
@@ -22,51 +23,28 @@ PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 1
            (227, 119, 194), (23, 190, 207), (188, 189, 34), (127, 127, 127), (57, 59, 121), (173, 73, 74),
            (99, 121, 57))
 PAPER_GREYS = ((90, 90, 90), (150, 150, 150), (190, 160, 120))
-GRID = (236, 236, 236)
 
 
-class _Chart:
-  """A frame with a value axis (top-1) and a category or log axis along x, and a legend column on the right."""
+def _chart(title: str, xlabel: str, ylim: tuple[float, float]) -> plots.Panel:
+  """A top-1 panel whose x positions the chart sets itself (`xtick`), with room on the right for `_Legend`."""
+  return plots.Panel(title, xlabel, "top-1", (), plots.nice_ticks(*ylim), size=(WIDTH, HEIGHT),
+                     box=(LEFT, TOP, PLOT_RIGHT, HEIGHT - BOTTOM))
 
-  def __init__(self, title: str, xlabel: str, ylabel: str, ylim: tuple[float, float]):
-    self.image = Image.new("RGB", (WIDTH, HEIGHT), "white")
-    self.draw = ImageDraw.Draw(self.image)
-    self.box = (LEFT, TOP, PLOT_RIGHT, HEIGHT - BOTTOM)
-    self.yticks = nice_ticks(*ylim)
-    self.y0, self.y1 = self.yticks[0], self.yticks[-1]
-    left, top, right, bottom = self.box
-    for y in self.yticks:
-      py = self.py(y)
-      self.draw.line([(left, py), (right, py)], fill=GRID)
-      self.draw.text((left - 6, py), f"{y:g}", fill="black", font=text_font(), anchor="rm")
-    self.draw.text(((left + right) / 2, 12), title, fill="black", font=text_font(15), anchor="mt")
-    self.draw.text(((left + right) / 2, HEIGHT - 8), xlabel, fill="black", font=text_font(), anchor="md")
-    vertical = Image.new("RGBA", (bottom - top, 18), (255, 255, 255, 0))
-    ImageDraw.Draw(vertical).text(((bottom - top) / 2, 9), ylabel, fill="black", font=text_font(), anchor="mm")
-    rotated = vertical.rotate(90, expand=True)
-    self.image.paste(rotated, (4, top), rotated)
-    self.legend_y = TOP
 
-  def py(self, y: float) -> float:
-    _, top, _, bottom = self.box
-    return bottom - (y - self.y0) / (self.y1 - self.y0) * (bottom - top)
+class _Legend:
+  """The column right of the frame: one entry per line (solid or dashed) or bar colour."""
 
-  def xtick(self, px: float, label: str):
-    bottom = self.box[3]
-    self.draw.line([(px, bottom), (px, bottom + 4)], fill="black")
-    self.draw.text((px, bottom + 6), label, fill="black", font=text_font(), anchor="mt")
+  def __init__(self, panel: plots.Panel):
+    self.draw, self.y = panel.draw, TOP
 
-  def frame(self):
-    self.draw.rectangle(self.box, outline="black")
-
-  def legend(self, name: str, colour, dashed: bool = False, bar: bool = False):
-    x, y = PLOT_RIGHT + 16, self.legend_y
+  def add(self, name: str, colour, dashed: bool = False, bar: bool = False):
+    x, y = PLOT_RIGHT + 16, self.y
     if bar:
       self.draw.rectangle([x, y + 1, x + 18, y + 11], fill=colour)
     else:
       dashed_line(self.draw, [(x, y + 6), (x + 22, y + 6)], colour, 2, dashed)
-    self.draw.text((x + 28, y + 6), name, fill="black", font=text_font(12), anchor="lm")
-    self.legend_y += 17
+    self.draw.text((x + 28, y + 6), name, fill="black", font=plots.text_font(12), anchor="lm")
+    self.y += 17
 
 
 def dashed_line(draw: ImageDraw.ImageDraw, points, colour, width: int, dashed: bool, dash: float = 7.0):
@@ -95,8 +73,6 @@ def _ylim(values: list[float]) -> tuple[float, float]:
 
 def fewshot_chart(results: dict, dataset: str) -> Image.Image:
   """Top-1 against shots for one dataset: ours (methods solid, baselines dashed) and the paper's baselines (grey)."""
-  from jaxaug.experiment_lib.results import PAPER_ROWS, paper_value
-
   metric, shots = results["metric"], results["shots"]
   summary = {(s["shots"], s["row"]): s for s in results["summary"] if s["dataset"] == dataset}
   rows = results["methods"] + results["baselines"]
@@ -111,20 +87,21 @@ def fewshot_chart(results: dict, dataset: str) -> Image.Image:
   title = f"{dataset}: {'best ' if metric == 'best_top1' else ''}top-1 against shots"
   if done < total:
     title += f" (partial: {done} of {total} runs)"
-  chart = _Chart(title, "real images per class (shots)", "top-1", _ylim(values))
+  chart = _chart(title, "real images per class (shots)", _ylim(values))
+  legend = _Legend(chart)
   left, _, right, _ = chart.box
   logs = [math.log2(k) for k in shots]
   lo, hi = min(logs), max(logs)
   px = {k: (left + right) / 2 if hi == lo else left + 30 + (math.log2(k) - lo) / (hi - lo) * (right - left - 60)
         for k in shots}
   for k in shots:
-    chart.xtick(px[k], str(k))
+    chart.xtick(px[k], str(k), grid=False)
   for (name, series), grey in zip(paper.items(), PAPER_GREYS):
     points = [(px[k], chart.py(v)) for k, v in zip(shots, series) if v is not None]
     dashed_line(chart.draw, points, grey, 1, True, dash=4)
     for x, y in points:
       chart.draw.rectangle([x - 2, y - 2, x + 2, y + 2], outline=grey)
-    chart.legend(f"{name} (paper)", grey, dashed=True)
+    legend.add(f"{name} (paper)", grey, dashed=True)
   for i, row in enumerate(rows):
     colour = PALETTE[i % len(PALETTE)]
     dashed = row in results["baselines"]
@@ -146,15 +123,12 @@ def fewshot_chart(results: dict, dataset: str) -> Image.Image:
     label = row + (" (baseline)" if dashed else "")
     if pending:
       label += f", pending at {','.join(map(str, pending))}"
-    chart.legend(label, colour, dashed=dashed)
-  chart.frame()
+    legend.add(label, colour, dashed=dashed)
   return chart.image
 
 
 def lt_chart(results: dict, dataset: str, shots: int) -> Image.Image:
   """Overall / many / medium / few top-1 per method (mean over seeds, ± std bars); pending methods say so."""
-  from jaxaug.experiment_lib.results import LT_COLUMNS
-
   summary = {s["row"]: s for s in results["summary"] if (s["dataset"], s["shots"]) == (dataset, shots)}
   rows = results["methods"] + results["baselines"]
   values = [summary[r][g]["mean"] for r in rows for g in LT_COLUMNS]
@@ -162,12 +136,13 @@ def lt_chart(results: dict, dataset: str, shots: int) -> Image.Image:
   total = sum(summary[r]["of"] for r in rows)
   title = f"{dataset}: top-1 by class group" + (f" (partial: {done} of {total} runs)" if done < total else "")
   lo, hi = _ylim(values)
-  chart = _Chart(title, "class group (by real training images)", "top-1", (0.0, hi))
+  chart = _chart(title, "class group (by real training images)", (0.0, hi))
+  legend = _Legend(chart)
   left, _, right, bottom = chart.box
   slot = (right - left) / len(LT_COLUMNS)
   width = slot * 0.8 / max(len(rows), 1)
   for g, group in enumerate(LT_COLUMNS):
-    chart.xtick(left + (g + 0.5) * slot, {"top1": "overall"}.get(group, group))
+    chart.xtick(left + (g + 0.5) * slot, {"top1": "overall"}.get(group, group), grid=False)
     for i, row in enumerate(rows):
       s = summary[row][group]
       if s["mean"] is None:
@@ -179,9 +154,8 @@ def lt_chart(results: dict, dataset: str, shots: int) -> Image.Image:
         chart.draw.line([(xc, chart.py(s["mean"] - s["std"])), (xc, chart.py(s["mean"] + s["std"]))], fill="black")
   for i, row in enumerate(rows):
     pending = summary[row]["done"] < summary[row]["of"]
-    chart.legend(row + (" (baseline)" if row in results["baselines"] else "") + (", pending" if pending else ""),
-                 PALETTE[i % len(PALETTE)], bar=True)
-  chart.frame()
+    legend.add(row + (" (baseline)" if row in results["baselines"] else "") + (", pending" if pending else ""),
+               PALETTE[i % len(PALETTE)], bar=True)
   return chart.image
 
 

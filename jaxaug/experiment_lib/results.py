@@ -1,4 +1,4 @@
-"""results.json (every cell), results.md (the paper's tables, the paper's baselines beside ours) and pictures.
+"""results.json (every cell) and results.md (the paper's tables, the paper's baselines beside ours).
 
 Everything here is a pure function of the grid and the manifest, so a grid finished after a kill renders the
 same files as one run straight through, and a partial grid renders what is finished and marks the rest pending.
@@ -175,16 +175,8 @@ def _sets_markdown(sets: list[dict]) -> list[str]:
 
 
 def write(out: Path, results: dict) -> list[Path]:
-  """results.json, results.md and the pictures (a picture never fails the experiment)."""
-  from absl import logging
-
-  from jaxaug.experiment_lib import pictures
-
+  """results.json and results.md (experiment_lib/pictures.py draws the pictures from the same results)."""
   paths = [out / "results.json", out / "results.md"]
   evaluate.write_json(str(paths[0]), results)
   fsutil.atomic_write_text(paths[1], markdown(results))
-  try:
-    paths += pictures.draw(out, results)
-  except Exception as e:  # noqa: BLE001
-    logging.warning("results pictures not drawn: %s", e)
   return paths

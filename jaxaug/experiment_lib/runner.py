@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 
 import jax
+from absl import logging
 
 from jaxaug import fsutil, locks, mesh
 from jaxaug.errors import UserError
-from jaxaug.experiment_lib import cost, grid as grid_lib, results as results_lib, stages
+from jaxaug.experiment_lib import cost, grid as grid_lib, pictures, results as results_lib, stages
 from jaxaug.experiment_lib.manifest import Manifest
-from jaxaug.train_lib import multirun
+from jaxaug.generate_lib import config as generate_config
+from jaxaug.train_lib import loop, multirun
 
 
 def _as_template_error(e: UserError, prefix: str) -> UserError:
@@ -24,8 +26,7 @@ def _as_template_error(e: UserError, prefix: str) -> UserError:
 
 def preflight(config, grid: grid_lib.Grid, cells: grid_lib.Cells) -> dict:
   """Every user error visible before any stage: the data (classes, shots) and every cell's config."""
-  from jaxaug import generate, score, train
-  from jaxaug.data import kshot
+  from jaxaug import score
 
   facts = {}
   for ds in grid.datasets:
@@ -34,9 +35,8 @@ def preflight(config, grid: grid_lib.Grid, cells: grid_lib.Cells) -> dict:
     sample = next(c for c in cells.trainings if c.dataset == ds)
     config_t = grid_lib.training_config(config, grid, sample)
     try:
-      train.check_config(config_t)
-      train_source = kshot(splits[0], sample.shots, sample.subset_seed) if sample.shots else splits[0]
-      train.check(config_t, train.Data(train=train_source, eval=splits[1], synthetic=None))
+      loop.check_config(config_t)
+      loop.check(config_t, loop.Data(train=loop.training_split(config_t, splits[0]), eval=splits[1], synthetic=None))
     except UserError as e:
       raise _as_template_error(e, "training") from None
     if config_t.pretrained and not Path(os.path.expanduser(config_t.pretrained)).is_file():
@@ -44,7 +44,7 @@ def preflight(config, grid: grid_lib.Grid, cells: grid_lib.Cells) -> dict:
                       "torchvision/timm .safetensors weights")
   for cell in cells.generations:
     try:
-      generate.check_config(grid_lib.generation_config(config, grid, cell))
+      generate_config.check_config(grid_lib.generation_config(config, grid, cell))
     except UserError as e:
       raise _as_template_error(e, "generation") from None
   if grid.score and cells.generations:  # the score stage's values, checked before generation runs for hours
@@ -96,14 +96,15 @@ def _run(config, grid: grid_lib.Grid, cells: grid_lib.Cells, primary: bool) -> d
         if grid.score:
           stages.run_score(ctx, cell)
       trainings = [c for c in cells.trainings if (c.dataset, c.shots) == (ds, k)]
+      opened = loop.Opened()  # the column's real splits, subsets and synthetic sets, opened once for its runs
       for group in stages.train_groups(ctx, trainings):
-        stages.run_training_group(ctx, group)
+        stages.run_training_group(ctx, group, opened)
       if primary and i < len(columns) - 1:  # a partial grid's tables; the last column's are written below
-        results_lib.write(grid.out, results_lib.collect(grid, cells, ctx.manifest))
+        write_results(grid.out, results_lib.collect(grid, cells, ctx.manifest))
   finally:
     counter.close()
   results = results_lib.collect(grid, cells, ctx.manifest)
-  paths = results_lib.write(grid.out, results) if primary else []
+  paths = write_results(grid.out, results) if primary else []
   log = {"wall_s": round(time.perf_counter() - started, 2), "training_programs_traced": dict(ctx.programs.traces),
          "xla_programs_built": sum(counter.built.values()), "xla_programs_from_persistent_cache": counter.loaded,
          "xla_programs_by_name": dict(counter.built.most_common())}
@@ -111,6 +112,16 @@ def _run(config, grid: grid_lib.Grid, cells: grid_lib.Cells, primary: bool) -> d
     _append_log(grid.out, log)
     print(_summary(results, paths, log), flush=True)
   return results
+
+
+def write_results(out: Path, results: dict) -> list[Path]:
+  """results.json, results.md and the pictures (a picture never fails the experiment)."""
+  paths = results_lib.write(out, results)
+  try:
+    paths += pictures.draw(out, results)
+  except Exception as e:  # noqa: BLE001
+    logging.warning("results pictures not drawn: %s", e)
+  return paths
 
 
 def _say(text: str) -> None:

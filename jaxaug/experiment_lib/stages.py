@@ -19,7 +19,8 @@ from absl import logging
 from jaxaug import evaluate
 from jaxaug.experiment_lib import grid as grid_lib
 from jaxaug.experiment_lib.manifest import Manifest
-from jaxaug.train_lib import multirun
+from jaxaug.generate_lib import config as generate_config
+from jaxaug.train_lib import loop, multirun
 
 # What a training cell's result keeps from metrics.json (per_class stays in the run's own directory).
 RESULT_KEYS = ("best_top1", "top1", "many", "medium", "few", "train_loss", "step")
@@ -71,9 +72,7 @@ def subset_fingerprint(cell: grid_lib.SubsetCell) -> dict:
 
 
 def generation_fingerprint(ctx: Context, cell: grid_lib.GenerationCell) -> dict:
-  from jaxaug import generate
-
-  return generate.fingerprint(grid_lib.generation_config(ctx.config, ctx.grid, cell))
+  return generate_config.fingerprint(grid_lib.generation_config(ctx.config, ctx.grid, cell))
 
 
 def score_fingerprint(ctx: Context, cell: grid_lib.GenerationCell) -> dict:
@@ -82,9 +81,7 @@ def score_fingerprint(ctx: Context, cell: grid_lib.GenerationCell) -> dict:
 
 
 def training_fingerprint(ctx: Context, cell: grid_lib.TrainCell) -> dict:
-  from jaxaug import train
-
-  return train.fingerprint(grid_lib.training_config(ctx.config, ctx.grid, cell))
+  return loop.fingerprint(grid_lib.training_config(ctx.config, ctx.grid, cell))
 
 
 def check_finished(ctx: Context, cells: grid_lib.Cells) -> None:
@@ -178,16 +175,16 @@ def train_groups(ctx: Context, trainings: list[grid_lib.TrainCell]) -> list[list
   return groups
 
 
-def run_training_group(ctx: Context, cells: list[grid_lib.TrainCell]) -> None:
-  """One batched program for the group's runs; every run recorded together once all metrics.json are written."""
-  from jaxaug import train
+def run_training_group(ctx: Context, cells: list[grid_lib.TrainCell], opened: loop.Opened) -> None:
+  """One batched program for the group's runs; every run recorded together once all metrics.json are written.
 
+  `opened`: the column's sources, opened once for all its groups (loop.open_data)."""
   configs = [grid_lib.training_config(ctx.config, ctx.grid, c) for c in cells]
-  runs = [multirun.Run(c, train.open_data(c)) for c in configs]
-  keys = {multirun.group_key(r.config, r.data, train.steps_per_epoch(r.config, r.data)) for r in runs}
+  runs = [multirun.Run(c, loop.open_data(c, opened)) for c in configs]
+  keys = {multirun.group_key(r.config, r.data, loop.steps_per_epoch(r.config, r.data)) for r in runs}
   if len(keys) > 1:  # e.g. steps_per_epoch 0 over synthetic sets of different sizes: one program per kind
     for sub in _split_by_key(cells, runs):
-      run_training_group(ctx, sub)
+      run_training_group(ctx, sub, opened)
     return
   name = hashlib.sha256("\n".join(c.key for c in cells).encode()).hexdigest()[:12]
   group_dir = ctx.grid.out / "train" / cells[0].column / "_programs" / name
@@ -200,10 +197,8 @@ def run_training_group(ctx: Context, cells: list[grid_lib.TrainCell]) -> None:
 
 
 def _split_by_key(cells, runs):
-  from jaxaug import train
-
   groups: dict = {}
   for cell, run in zip(cells, runs):
-    key = multirun.group_key(run.config, run.data, train.steps_per_epoch(run.config, run.data))
+    key = multirun.group_key(run.config, run.data, loop.steps_per_epoch(run.config, run.data))
     groups.setdefault(key, []).append(cell)
   return list(groups.values())

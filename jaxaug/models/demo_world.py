@@ -43,7 +43,7 @@ from jaxaug import augment
 from jaxaug.data import world
 from jaxaug.models import pipeline, resnet, schedulers, sd, tiny
 
-WORLD_DIR = Path(__file__).resolve().parent / "world_weights"  # the shipped checkpoint
+WORLD_DIR = tiny.WORLD_DIR  # the shipped checkpoint
 MAX_TOKENS = 16  # the world's captions are short; cross-attention runs over this many tokens
 
 TEXT = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
@@ -138,7 +138,7 @@ def _to_unit(images: np.ndarray) -> np.ndarray:
 
 
 def _clip_pixels(images):
-  mean, std = jnp.asarray(tiny._CLIP_MEAN), jnp.asarray(tiny._CLIP_STD)
+  mean, std = jnp.asarray(tiny.CLIP_MEAN), jnp.asarray(tiny.CLIP_STD)
   return (images - mean) / std
 
 
@@ -342,7 +342,7 @@ def _to_unit_j(x):
 def train_unet(settings: Settings, stats: dict, cfg: dict, work: Path):
   unet = pipeline.unet_module(cfg["unet"], jnp.float32, "world/unet")
   params = unet.init(jax.random.key(settings.seed + 2), *pipeline.unet_inputs(unet, 1, 8, 8))["params"]
-  alphas = jnp.asarray(schedulers.alphas_cumprod(tiny._pndm_config()))
+  alphas = jnp.asarray(schedulers.alphas_cumprod(tiny.pndm_config()))
   noising = types.SimpleNamespace(noising_alphas_cumprod=schedulers.alphas_cumprod(
       {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000}))
   normalizer = {"image_normalizer": {"mean": jnp.asarray(stats["norm_mean"]), "std": jnp.asarray(stats["norm_std"])}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 from pathlib import Path
 from typing import Any
 
@@ -118,12 +119,6 @@ def _cast(tree, dtype):
   return jax.tree.map(lambda x: np.asarray(x, dtype) if np.issubdtype(np.asarray(x).dtype, np.floating) else x, tree)
 
 
-def _load_component(root: Path, name: str, module, naming, *init_args, method=None):
-  where = f"{root.name}/{name}"
-  target = init_shapes(module, *init_args, method=method)
-  return convert.torch_to_flax(checkpoint.read_weights(root, name), target, naming, where)
-
-
 def unet_module(config: dict, dtype, where: str) -> UNet:
   return UNet(UNetConfig.from_diffusers(config, where), dtype=dtype)
 
@@ -140,6 +135,110 @@ def image_module(config: dict, dtype, where: str = "image_encoder") -> ImageEnco
   return ImageEncoder(CLIPConfig.from_transformers(config, where, vision=True), dtype=dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """A checkpoint without its weights: the pipeline kind and each component's config as its file holds it.
+
+  From a checkpoint directory (`read_architecture`) or written out (models/tiny.py); `describe` turns it into a
+  Pipeline, so loading, the FLOP count and the experiment's checks read a checkpoint one way.
+  """
+  pipeline_class: str  # model_index.json's _class_name
+  unet: dict
+  vae: dict
+  text_encoder: dict
+  scheduler: dict
+  image_encoder: dict | None = None  # unCLIP only, as the next two
+  image_noising_scheduler: dict | None = None
+  feature_extractor: dict | None = None
+
+  @property
+  def kind(self) -> str:
+    return _kind(self.pipeline_class)
+
+
+def _kind(pipeline_class: str) -> str:
+  return "unclip" if pipeline_class in UNCLIP_PIPELINES else "sd"
+
+
+def checkpoint_kind(root: Path) -> str:
+  """'unclip' or 'sd', from the pipeline class model_index.json names; any other pipeline is a UserError."""
+  return _kind(_pipeline_class(root))
+
+
+def _pipeline_class(root: Path) -> str:
+  cls = checkpoint.model_index(root).get("_class_name", "?")
+  if cls not in UNCLIP_PIPELINES + SD_PIPELINES:
+    raise UserError(f"{root}: unknown pipeline '{cls}' in model_index.json; jaxaug loads "
+                    f"{', '.join(UNCLIP_PIPELINES + SD_PIPELINES)}")
+  return cls
+
+
+def read_architecture(root: Path) -> Architecture:
+  """The checkpoint's config files (no weights read)."""
+  arch = Architecture(pipeline_class=_pipeline_class(root), unet=checkpoint.read_config(root, "unet"),
+                      vae=checkpoint.read_config(root, "vae"), text_encoder=checkpoint.read_config(root, "text_encoder"),
+                      scheduler=checkpoint.read_config(root, "scheduler", "scheduler_config.json"))
+  if arch.kind == "sd":
+    return arch
+  return dataclasses.replace(
+      arch, image_encoder=checkpoint.read_config(root, "image_encoder"),
+      image_noising_scheduler=checkpoint.read_config(root, "image_noising_scheduler", "scheduler_config.json"),
+      feature_extractor=checkpoint.read_config(root, "feature_extractor", "preprocessor_config.json"))
+
+
+def describe(arch: Architecture, name: str, where: str, dtype=jnp.float32, attention_impl: str = "xla") -> Pipeline:
+  """The Pipeline of `arch`, every option checked (UserErrors name `where`, the checkpoint); no weights involved.
+
+  Its tokenizer stands in at CLIP's 77 tokens (enough to count FLOPs); `load` puts the checkpoint's own there.
+  """
+  short = Path(where).name  # config errors name the component as <checkpoint name>/<component>
+  unet = UNetConfig.from_diffusers(arch.unet, f"{short}/unet")
+  vae = VAEConfig.from_diffusers(arch.vae, f"{short}/vae")
+  text = CLIPConfig.from_transformers(arch.text_encoder, f"{short}/text_encoder", vision=False)
+  if text.hidden_size != unet.cross_attention_dim:
+    raise UserError(f"{where}: text_encoder hidden_size {text.hidden_size} does not match the UNet's "
+                    f"cross_attention_dim {unet.cross_attention_dim}")
+  sched_cls = arch.scheduler.get("_class_name", "?")
+  if sched_cls not in SCHEDULER_NAMES:
+    raise UserError(f"{where}/scheduler: unknown scheduler '{sched_cls}'; jaxaug runs {', '.join(SCHEDULER_NAMES)}")
+  extra = {}
+  if arch.kind == "unclip":
+    image = CLIPConfig.from_transformers(arch.image_encoder, f"{short}/image_encoder", vision=True)
+    want = 2 * image.projection_dim
+    if unet.class_embed_input_dim != want:
+      raise UserError(f"{where}/unet: projection_class_embeddings_input_dim is {unet.class_embed_input_dim} but the "
+                      f"image encoder gives {want} (image embedding + noise-level embedding)")
+    extra = dict(image_config=image, clip_image=clip_image_spec(arch.feature_extractor),
+                 noising_alphas_cumprod=schedulers.alphas_cumprod(arch.image_noising_scheduler,
+                                                                  f"{short}/image_noising_scheduler"))
+  elif unet.class_embed_input_dim is not None:
+    raise UserError(f"{where}/unet: the UNet has an unCLIP image embedding but model_index.json names "
+                    f"{arch.pipeline_class}")
+  schedulers.Scheduler.from_config(SCHEDULER_NAMES[sched_cls], arch.scheduler)  # checks the options now
+  return Pipeline(
+      name=name, kind=arch.kind, unet_config=unet, vae_config=vae, text_config=text,
+      tokenizer=types.SimpleNamespace(model_max_length=77),
+      scheduler_name=SCHEDULER_NAMES[sched_cls], scheduler_config=arch.scheduler,
+      vae_scale=float(arch.vae.get("scaling_factor", 0.18215)), dtype=dtype, attention=attention_impl, **extra)
+
+
+def param_shapes(pipe: Pipeline) -> dict:
+  """Each component's parameter tree as shapes (fp32, as Flax initialises it): what a checkpoint's weights fill."""
+  unet, vae = UNet(pipe.unet_config), AutoencoderKL(pipe.vae_config)
+  shapes = {"unet": init_shapes(unet, *unet_inputs(unet, 1, 8, 8)),
+            "vae": init_shapes(vae, jnp.zeros((1, vae.in_channels, 8, 8))),
+            "text_encoder": init_shapes(TextEncoder(pipe.text_config), jnp.zeros((1, 4), jnp.int32))}
+  if pipe.image_config is not None:
+    size = pipe.image_config.image_size
+    shapes["image_encoder"] = init_shapes(ImageEncoder(pipe.image_config),
+                                          jnp.zeros((1, size, size, pipe.image_config.num_channels)))
+  return shapes
+
+
+NAMINGS = {"unet": UNET_NAMING, "vae": VAE_NAMING, "text_encoder": convert.CLIP_TEXT,
+           "image_encoder": convert.CLIP_VISION}
+
+
 def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[Pipeline, dict]:
   """Loads `model` (a diffusers directory or hub id) as (Pipeline, params) with float params in `dtype`.
 
@@ -148,56 +247,13 @@ def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[P
   """
   attention_impl = attention.resolve(attention_impl, dtype)
   root = checkpoint.resolve(model)
-  index = checkpoint.model_index(root)
-  cls = index.get("_class_name", "?")
-  if cls in UNCLIP_PIPELINES:
-    kind = "unclip"
-  elif cls in SD_PIPELINES:
-    kind = "sd"
-  else:
-    raise UserError(f"{root}: unknown pipeline '{cls}' in model_index.json; jaxaug loads "
-                    f"{', '.join(UNCLIP_PIPELINES + SD_PIPELINES)}")
-
-  unet = unet_module(checkpoint.read_config(root, "unet"), dtype, f"{root.name}/unet")
-  vae_config = checkpoint.read_config(root, "vae")
-  vae = vae_module(vae_config, dtype, f"{root.name}/vae")
-  text_config = checkpoint.read_config(root, "text_encoder")
-  text = text_module(text_config, dtype, f"{root.name}/text_encoder")
-  params = {
-      "unet": _load_component(root, "unet", unet, UNET_NAMING, *unet_inputs(unet, 1, 8, 8)),
-      "vae": _load_component(root, "vae", vae, VAE_NAMING, jnp.zeros((1, vae.in_channels, 8, 8))),
-      "text_encoder": _load_component(root, "text_encoder", text, convert.CLIP_TEXT, jnp.zeros((1, 4), jnp.int32)),
-  }
-  if text.config.hidden_size != unet.cross_attention_dim:
-    raise UserError(f"{root}: text_encoder hidden_size {text.config.hidden_size} does not match the UNet's "
-                    f"cross_attention_dim {unet.cross_attention_dim}")
-  scheduler_config = checkpoint.read_config(root, "scheduler", "scheduler_config.json")
-  sched_cls = scheduler_config.get("_class_name", "?")
-  if sched_cls not in SCHEDULER_NAMES:
-    raise UserError(f"{root}/scheduler: unknown scheduler '{sched_cls}'; jaxaug runs {', '.join(SCHEDULER_NAMES)}")
-  extra = {}
-  if kind == "unclip":
-    image_config = checkpoint.read_config(root, "image_encoder")
-    image = image_module(image_config, dtype, f"{root.name}/image_encoder")
-    size = image.config.image_size
-    params["image_encoder"] = _load_component(root, "image_encoder", image, convert.CLIP_VISION,
-                                              jnp.zeros((1, size, size, image.config.num_channels)))
-    params["image_normalizer"] = _normalizer(root, image.config.projection_dim)
-    want = 2 * image.config.projection_dim
-    if unet.class_embed_input_dim != want:
-      raise UserError(f"{root}/unet: projection_class_embeddings_input_dim is {unet.class_embed_input_dim} but the "
-                      f"image encoder gives {want} (image embedding + noise-level embedding)")
-    noising = checkpoint.read_config(root, "image_noising_scheduler", "scheduler_config.json")
-    extra = dict(image_config=image.config, clip_image=_clip_image_spec(root),
-                 noising_alphas_cumprod=schedulers.alphas_cumprod(noising, f"{root.name}/image_noising_scheduler"))
-  elif unet.class_embed_input_dim is not None:
-    raise UserError(f"{root}/unet: the UNet has an unCLIP image embedding but model_index.json names {cls}")
-  schedulers.Scheduler.from_config(SCHEDULER_NAMES[sched_cls], scheduler_config)  # checks the options now
-  pipe = Pipeline(
-      name=str(model), kind=kind, unet_config=unet.config, vae_config=vae.config, text_config=text.config,
-      tokenizer=_tokenizer(root, text.config.max_position_embeddings),
-      scheduler_name=SCHEDULER_NAMES[sched_cls], scheduler_config=scheduler_config,
-      vae_scale=float(vae_config.get("scaling_factor", 0.18215)), dtype=dtype, attention=attention_impl, **extra)
+  pipe = describe(read_architecture(root), str(model), str(root), dtype, attention_impl)
+  params = {name: convert.torch_to_flax(checkpoint.read_weights(root, name), target, NAMINGS[name],
+                                        f"{root.name}/{name}")
+            for name, target in param_shapes(pipe).items()}
+  if pipe.kind == "unclip":
+    params["image_normalizer"] = _normalizer(root, pipe.image_embed_dim)
+  pipe = dataclasses.replace(pipe, tokenizer=_tokenizer(root, pipe.text_config.max_position_embeddings))
   models = {k: _cast(v, dtype) for k, v in params.items() if k != "image_normalizer"}
   return pipe, {**params, **models}  # the normaliser stays fp32: it is noise-schedule arithmetic
 
@@ -214,11 +270,11 @@ def _normalizer(root: Path, dim: int) -> dict:
   return out
 
 
-def _clip_image_spec(root: Path) -> ClipImageSpec:
-  cfg = checkpoint.read_config(root, "feature_extractor", "preprocessor_config.json")
-  crop = cfg.get("crop_size", 224)
+def clip_image_spec(config: dict) -> ClipImageSpec:
+  """From the feature_extractor's preprocessor_config.json: the crop the vision tower sees, and the normalisation."""
+  crop = config.get("crop_size", 224)
   size = crop["height"] if isinstance(crop, dict) else int(crop)
-  return ClipImageSpec(size=size, mean=tuple(cfg["image_mean"]), std=tuple(cfg["image_std"]))
+  return ClipImageSpec(size=size, mean=tuple(config["image_mean"]), std=tuple(config["image_std"]))
 
 
 def _tokenizer(root: Path, positions: int):

@@ -9,6 +9,7 @@ PyTorch diffusers loads these directories too (tests/make_golden.py does), which
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -33,8 +34,8 @@ _VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D
             up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], block_out_channels=[32, 64],
             layers_per_block=1, act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=64,
             scaling_factor=0.18215, force_upcast=True)
-_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 _UNET = dict(sample_size=16, in_channels=4, out_channels=4, down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
@@ -54,6 +55,7 @@ _FULL_UNET = dict(sample_size=96, in_channels=4, out_channels=4,
                   up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, block_out_channels=[320, 640, 1280, 1280],
                   layers_per_block=2, attention_head_dim=[5, 10, 20, 20])
 SIZES = {"tiny": (_TEXT, _VISION, _VAE, _UNET), "full": (_FULL_TEXT, _FULL_VISION, _FULL_VAE, _FULL_UNET)}
+CLIP_VOCAB = 49408  # the full-size text encoder's vocabulary (CLIP's BPE)
 
 
 def _unet_config(kind: str, base: dict, context_dim: int, image_dim: int) -> dict:
@@ -66,10 +68,29 @@ def _unet_config(kind: str, base: dict, context_dim: int, image_dim: int) -> dic
   return config
 
 
-def _pndm_config() -> dict:
+def pndm_config() -> dict:
   return dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
               prediction_type="v_prediction", set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1,
               clip_sample=False, trained_betas=None)  # as SD 2.1-unCLIP's scheduler/ (no timestep_spacing)
+
+
+def _scheduler_config() -> dict:
+  return {"_class_name": "PNDMScheduler", **pndm_config()}
+
+
+# SD 2.1-unCLIP's image_noising_scheduler.
+NOISING_SCHEDULER = {"_class_name": "DDPMScheduler", "beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000,
+                     "beta_start": 0.00085, "beta_end": 0.012, "clip_sample": True, "prediction_type": "epsilon",
+                     "variance_type": "fixed_small"}
+PIPELINE_CLASSES = {"unclip": "StableUnCLIPImg2ImgPipeline", "sd": "StableDiffusionPipeline"}
+
+
+def _feature_extractor(image_size: int) -> dict:
+  """CLIP's image preprocessing at the vision tower's size."""
+  return {"image_processor_type": "CLIPImageProcessor", "feature_extractor_type": "CLIPFeatureExtractor",
+          "crop_size": {"height": image_size, "width": image_size}, "size": {"shortest_edge": image_size},
+          "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+          "rescale_factor": 1 / 255, "resample": 3, "image_mean": CLIP_MEAN, "image_std": CLIP_STD}
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -186,9 +207,9 @@ def save_checkpoint(out: str | os.PathLike, kind: str, configs: dict, params: di
         convert.flax_to_torch(params["vae"], pipeline.VAE_NAMING), "diffusion_pytorch_model.safetensors", dtype)
   _save(out / "unet", {"_class_name": "UNet2DConditionModel", **configs["unet"]}, "config.json",
         convert.flax_to_torch(params["unet"], pipeline.UNET_NAMING), "diffusion_pytorch_model.safetensors", dtype)
-  _save(out / "scheduler", {"_class_name": "PNDMScheduler", **_pndm_config()}, "scheduler_config.json", {}, "")
+  _save(out / "scheduler", _scheduler_config(), "scheduler_config.json", {}, "")
 
-  index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.39.0",
+  index = {"_class_name": PIPELINE_CLASSES["sd"], "_diffusers_version": "0.39.0",
            "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
            "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
            "vae": ["diffusers", "AutoencoderKL"], "safety_checker": [None, None],
@@ -203,24 +224,28 @@ def save_checkpoint(out: str | os.PathLike, kind: str, configs: dict, params: di
     normalizer = {k: np.asarray(v, np.float32).reshape(1, dim) for k, v in params["image_normalizer"].items()}
     _save(out / "image_normalizer", {"_class_name": "StableUnCLIPImageNormalizer", "embedding_dim": dim},
           "config.json", normalizer, "diffusion_pytorch_model.safetensors", dtype)
-    _save(out / "image_noising_scheduler", {
-        "_class_name": "DDPMScheduler", "beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000,
-        "beta_start": 0.00085, "beta_end": 0.012, "clip_sample": True, "prediction_type": "epsilon",
-        "variance_type": "fixed_small"}, "scheduler_config.json", {}, "")
-    _save(out / "feature_extractor", {
-        "image_processor_type": "CLIPImageProcessor", "feature_extractor_type": "CLIPFeatureExtractor",
-        "crop_size": {"height": image_size, "width": image_size}, "size": {"shortest_edge": image_size}, "do_center_crop": True,
-        "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
-        "rescale_factor": 1 / 255, "resample": 3, "image_mean": _CLIP_MEAN, "image_std": _CLIP_STD},
-        "preprocessor_config.json", {}, "")
+    _save(out / "image_noising_scheduler", NOISING_SCHEDULER, "scheduler_config.json", {}, "")
+    _save(out / "feature_extractor", _feature_extractor(image_size), "preprocessor_config.json", {}, "")
     index = {k: v for k, v in index.items() if k not in ("safety_checker", "requires_safety_checker")}
-    index.update(_class_name="StableUnCLIPImg2ImgPipeline",
+    index.update(_class_name=PIPELINE_CLASSES["unclip"],
                  feature_extractor=["transformers", "CLIPImageProcessor"],
                  image_encoder=["transformers", "CLIPVisionModelWithProjection"],
                  image_normalizer=["stable_diffusion", "StableUnCLIPImageNormalizer"],
                  image_noising_scheduler=["diffusers", "DDPMScheduler"])
   (out / "model_index.json").write_text(json.dumps(index, indent=2))
   return out
+
+
+def full_architecture(kind: str) -> pipeline.Architecture:
+  """What `write_tiny(kind=kind, size="full")` writes (SD 2.1's architecture), as configs only: no weights drawn."""
+  configs = component_configs(kind, *SIZES["full"], CLIP_VOCAB)
+  arch = pipeline.Architecture(pipeline_class=PIPELINE_CLASSES[kind], unet=configs["unet"], vae=configs["vae"],
+                               text_encoder=configs["text_encoder"], scheduler=_scheduler_config())
+  if kind != "unclip":
+    return arch
+  vision = configs["image_encoder"]
+  return dataclasses.replace(arch, image_encoder=vision, image_noising_scheduler=NOISING_SCHEDULER,
+                             feature_extractor=_feature_extractor(vision["image_size"]))
 
 
 def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0, size: str = "tiny") -> Path:
@@ -231,7 +256,7 @@ def write_tiny(out: str | os.PathLike, kind: str = "unclip", seed: int = 0, size
   out = Path(out)
   vocab_size = write_tokenizer(out / "tokenizer")
   configs = component_configs(kind, text_base, vision_base, vae_base, unet_base,
-                              vocab_size if size == "tiny" else 49408)
+                              vocab_size if size == "tiny" else CLIP_VOCAB)
   params = random_params(kind, configs, seed)
   return save_checkpoint(out, kind, configs, params, np.float32 if size == "tiny" else np.float16)
 
@@ -267,6 +292,7 @@ BUILTIN_MODELS = {"tiny": ("unclip", "tiny"), "tiny-sd": ("sd", "tiny"),
 
 
 WORLD_MODEL = "world"  # the trained demo-world checkpoint shipped in the package (models/demo_world.py)
+WORLD_DIR = Path(__file__).resolve().parent / "world_weights"  # where it ships
 
 
 def resolve_model(name: str) -> str:
@@ -277,8 +303,6 @@ def resolve_model(name: str) -> str:
   benchmarks (throughput does not depend on weight values). Random ones are written to a cache on first use.
   """
   if name == WORLD_MODEL:
-    from jaxaug.models.demo_world import WORLD_DIR
-
     return str(WORLD_DIR)
   if name in BUILTIN_MODELS:
     kind, size = BUILTIN_MODELS[name]

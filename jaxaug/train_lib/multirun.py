@@ -1,10 +1,10 @@
-"""Several training runs as one program: a leading run axis over states and batches (jax.vmap of train.py's step).
+"""Several training runs as one program: a leading run axis over states and batches (jax.vmap of loop.py's step).
 
 A grid trains many small classifiers of the same shape (the seeds of a cell, and the methods of a dataset
 and shot count). Run one at a time, each pays its own compile and leaves the device mostly idle; here a
 group of R runs shares one compiled step whose every array carries a leading run axis. Each run keeps
 its own initial weights (its seed), data stream (its seed and synthetic set), head, BatchNorm statistics
-and optimizer state, so its numbers equal a separate `train.train_and_evaluate` of its config up to float
+and optimizer state, so its numbers equal a separate `loop.train_and_evaluate` of its config up to float
 rounding (tests/test_experiment_multirun.py). `Programs` keeps the compiled steps by their static settings,
 so later groups of the same shapes reuse them: no compile per cell.
 
@@ -32,14 +32,14 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxaug import evaluate, locks, mesh
 from jaxaug.errors import UserError
 from jaxaug.models import resnet
-from jaxaug.train_lib import checkpoint, data as data_lib, step as step_lib
+from jaxaug.train_lib import checkpoint, data as data_lib, loop, step as step_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
   """One training run: its full config (own seed, synthetic set, workdir) and its opened data."""
   config: object
-  data: object  # train.Data
+  data: loop.Data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +108,7 @@ class Programs:
     return sum(self.traces.values())
 
   def _build(self, spec: ProgramSpec, mesh_) -> Compiled:
-    from jaxaug.train import compute_dtype
-
-    model = resnet.create(spec.arch, spec.num_classes, frozen_backbone=spec.linear_probe, dtype=compute_dtype())
+    model = resnet.create(spec.arch, spec.num_classes, frozen_backbone=spec.linear_probe, dtype=loop.compute_dtype())
     tx = step_lib.optimizer(spec.optimizer, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay,
                             warmup_steps=spec.warmup_steps, total_steps=spec.total_steps,
                             linear_probe=spec.linear_probe)
@@ -188,9 +186,7 @@ def _load_pretrained(path: str, arch: str, states):
 
 
 def _check_group_dir(group_dir: Path, runs: list[Run], resumable: bool) -> dict:
-  from jaxaug.train import fingerprint
-
-  now = {"runs": [fingerprint(r.config) for r in runs]}
+  now = {"runs": [loop.fingerprint(r.config) for r in runs]}
   saved = group_dir / "config.json"
   if resumable and saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(now)):
     raise UserError(f"{group_dir} holds checkpoints of other runs (their configs changed): rerun with the same "
@@ -200,21 +196,19 @@ def _check_group_dir(group_dir: Path, runs: list[Run], resumable: bool) -> dict:
 
 def train_group(runs: list[Run], programs: Programs, group_dir: str | os.PathLike, *, quiet: bool = False) -> list[dict]:
   """Trains (or resumes) the runs as one program; returns each run's final metrics (as train.py's metrics.json)."""
-  from jaxaug import train
-
   if not runs:
     return []
   for r in runs:
-    train.check_config(r.config)
-    train.check(r.config, r.data)
+    loop.check_config(r.config)
+    loop.check(r.config, r.data)
   c = runs[0].config
-  spe = train.steps_per_epoch(c, runs[0].data)
-  keys = {group_key(r.config, r.data, train.steps_per_epoch(r.config, r.data)) for r in runs}
+  spe = loop.steps_per_epoch(c, runs[0].data)
+  keys = {group_key(r.config, r.data, loop.steps_per_epoch(r.config, r.data)) for r in runs}
   if len(keys) != 1:
     raise ValueError("runs of one group must agree on their program settings (multirun.group_key)")
   spec = ProgramSpec.of(c, runs[0].data.train.num_classes, spe)
   group_dir = Path(os.path.expanduser(str(group_dir)))
-  train._open_workdir(group_dir, lambda: None)
+  loop.open_workdir(group_dir, lambda: None)
   with locks.hold_run(group_dir, jax.process_index(), jax.process_count(), "batched training run",
                       "experiment output directory"):
     return _train_group(runs, programs.get(spec, mesh.data_mesh()), spec, group_dir, quiet)
@@ -222,11 +216,9 @@ def train_group(runs: list[Run], programs: Programs, group_dir: str | os.PathLik
 
 def _train_group(runs: list[Run], compiled: Compiled, spec: ProgramSpec, group_dir: Path, quiet: bool) -> list[dict]:
   """The group's training, while this process holds its slot of the group directory."""
-  from jaxaug import train
-
   c = runs[0].config
   mesh_ = mesh.data_mesh()
-  mngr = train._open_workdir(group_dir, lambda: checkpoint.manager(str(group_dir / "checkpoints")))
+  mngr = loop.open_workdir(group_dir, lambda: checkpoint.manager(str(group_dir / "checkpoints")))
   latest = mngr.latest_step()
   group_config = _check_group_dir(group_dir, runs, resumable=latest is not None)
   workdirs = [Path(os.path.expanduser(r.config.workdir)) for r in runs]
@@ -235,7 +227,7 @@ def _train_group(runs: list[Run], compiled: Compiled, spec: ProgramSpec, group_d
     evaluate.write_json(str(group_dir / "config.json"), group_config)
     for r, w in zip(runs, workdirs):
       w.mkdir(parents=True, exist_ok=True)
-      evaluate.write_json(str(w / "config.json"), train.fingerprint(r.config))
+      evaluate.write_json(str(w / "config.json"), loop.fingerprint(r.config))
 
   hosts = jax.process_count()
   streams = _Streams([data_lib.train_input(
@@ -248,10 +240,10 @@ def _train_group(runs: list[Run], compiled: Compiled, spec: ProgramSpec, group_d
     states, start = compiled.init(seeds), 0
     if c.pretrained:
       states = jax.device_put(_load_pretrained(c.pretrained, c.model, states), mesh.replicated(mesh_))
-  else:  # train.py's resume, damaged-checkpoint fallback included, with the stacked state and streams
-    states, start, _ = train._resume(mngr, compiled.init(seeds), streams, group_dir)  # its saves leave no window
+  else:  # loop.py's resume, damaged-checkpoint fallback included, with the stacked state and streams
+    states, start, _ = loop.resume(mngr, compiled.init(seeds), streams, group_dir)  # its saves leave no window
     logging.info("group %s resumed from step %d", group_dir.name, start)
-  histories = [train._History(w / "metrics.jsonl", start, spec.total_steps) for w in workdirs]
+  histories = [loop.History(w / "metrics.jsonl", start, spec.total_steps) for w in workdirs]
   prior = step_lib.log_prior(c.loss, runs[0].data.train.counts())
   eval_source = runs[0].data.eval
 
@@ -279,7 +271,7 @@ def _train_group(runs: list[Run], compiled: Compiled, spec: ProgramSpec, group_d
       window, since = [], time.perf_counter()
     if c.eval_every and step % c.eval_every == 0 and step < spec.total_steps:
       for h, summary in zip(histories, evaluate_all(states)):
-        h.add(train._eval_record(step, summary))
+        h.add(loop.eval_record(step, summary))
     if save:
       checkpoint.save(mngr, step, states, streams.get_state())
   progress.close()
@@ -287,7 +279,7 @@ def _train_group(runs: list[Run], compiled: Compiled, spec: ProgramSpec, group_d
   mngr.wait_until_finished()
   mngr.close()
 
-  return [train.finish_run(h, w, spec.total_steps, summary)
+  return [loop.finish_run(h, w, spec.total_steps, summary)
           for h, w, summary in zip(histories, workdirs, evaluate_all(states))]
 
 

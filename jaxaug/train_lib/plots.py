@@ -45,24 +45,27 @@ def _count_label(value: float) -> str:
 
 
 class Panel:
-  """Maps data to pixels for one chart and draws its frame, ticks and labels."""
+  """Maps data to pixels for one chart and draws its frame, ticks and labels.
+
+  `xticks` may be empty: a chart whose x positions are its own (categories, a dodged log axis) marks them with
+  `xtick`. `size` and `box` (the plot frame) default to a training chart's; a wider image leaves room beside the
+  frame (the experiment's legend column).
+  """
 
   def __init__(self, title: str, xlabel: str, ylabel: str, xticks: Sequence[float], yticks: Sequence[float],
-               log_x: bool = False):
-    self.image = Image.new("RGB", (WIDTH, HEIGHT), "white")
+               log_x: bool = False, *, size: tuple[int, int] = (WIDTH, HEIGHT),
+               box: tuple[int, int, int, int] | None = None):
+    width, height = size
+    self.image = Image.new("RGB", size, "white")
     self.draw = ImageDraw.Draw(self.image)
     self.log_x = log_x
-    self.x0, self.x1 = self._tx(xticks[0]), self._tx(xticks[-1])
+    self.x0, self.x1 = (self._tx(xticks[0]), self._tx(xticks[-1])) if len(xticks) else (0.0, 1.0)
     self.y0, self.y1 = yticks[0], yticks[-1]
-    left, top = MARGIN["left"], MARGIN["top"]
-    right, bottom = WIDTH - MARGIN["right"], HEIGHT - MARGIN["bottom"]
-    self.box = (left, top, right, bottom)
+    self.box = box or (MARGIN["left"], MARGIN["top"], width - MARGIN["right"], height - MARGIN["bottom"])
+    left, top, right, bottom = self.box
     font = text_font()
     for x in xticks:
-      px = self.px(x)
-      self.draw.line([(px, top), (px, bottom)], fill=(238, 238, 238))
-      self.draw.line([(px, bottom), (px, bottom + 4)], fill="black")
-      self.draw.text((px, bottom + 6), (_count_label if log_x else _label)(x), fill="black", font=font, anchor="mt")
+      self.xtick(self.px(x), (_count_label if log_x else _label)(x))
     for y in yticks:
       py = self.py(y)
       self.draw.line([(left, py), (right, py)], fill=(238, 238, 238))
@@ -70,11 +73,19 @@ class Panel:
       self.draw.text((left - 6, py), _label(y), fill="black", font=font, anchor="rm")
     self.draw.rectangle(self.box, outline="black")
     self.draw.text(((left + right) / 2, 10), title, fill="black", font=text_font(15), anchor="mt")
-    self.draw.text(((left + right) / 2, HEIGHT - 8), xlabel, fill="black", font=font, anchor="md")
+    self.draw.text(((left + right) / 2, height - 8), xlabel, fill="black", font=font, anchor="md")
     vertical = Image.new("RGBA", (bottom - top, 18), (255, 255, 255, 0))
     ImageDraw.Draw(vertical).text(((bottom - top) / 2, 9), ylabel, fill="black", font=font, anchor="mm")
     rotated = vertical.rotate(90, expand=True)
     self.image.paste(rotated, (4, top), rotated)
+
+  def xtick(self, px: float, label: str, grid: bool = True) -> None:
+    """A tick and its label under the frame at pixel `px`, with a vertical grid line unless `grid` is False."""
+    _, top, _, bottom = self.box
+    if grid:
+      self.draw.line([(px, top), (px, bottom)], fill=(238, 238, 238))
+    self.draw.line([(px, bottom), (px, bottom + 4)], fill="black")
+    self.draw.text((px, bottom + 6), label, fill="black", font=text_font(), anchor="mt")
 
   def _tx(self, x):
     return math.log10(x) if self.log_x else x

@@ -1,0 +1,65 @@
+"""The generation step: a batch of plan items -> conditioning -> the sampler loop -> VAE decode -> uint8 images, as
+one jitted function with explicit shardings. generate.py runs it; bench and the experiment's dry run lower it to
+count its FLOPs (jaxaug/flops.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxaug import augment, condition, mesh, plan as plan_lib
+from jaxaug.models import sd
+from jaxaug.sampler import SamplerSpec, denoise
+
+
+@dataclasses.dataclass
+class Job:
+  """Everything the loop needs, checked before anything is written."""
+  config: object
+  out: Path
+  source: object
+  methods: tuple[augment.Method, ...]
+  plan: plan_lib.Plan
+  pipe: object
+  params: object
+  spec: SamplerSpec
+  prompt_ids: np.ndarray  # (num_classes, L) token ids per class
+  empty_ids: np.ndarray  # (1, L)
+  weights: dict  # {weight file: sha256} of the checkpoint
+
+
+def make_step(job: Job, mesh_):
+  """The jitted step: a batch of items -> uint8 images and the drawn lambdas. Nothing leaves the device."""
+  pipe, spec, config = job.pipe, job.spec, job.config
+  latent = config.resolution // pipe.vae_factor
+  empty_ids = jnp.asarray(job.empty_ids)
+
+  def step(params, batch):
+    k_cond, k_latents, k_vae = condition.item_streams(config.seed, batch["item_id"])
+    batch_size = batch["item_id"].shape[0]
+    context = sd.encode_text(pipe, params, batch["prompt_ids"])
+    uncond = jnp.broadcast_to(sd.encode_text(pipe, params, empty_ids), context.shape)
+    noise = jax.vmap(lambda k: jax.random.normal(k, (pipe.latent_channels, latent, latent)))(k_latents)
+    vector, start, lam = None, None, jnp.ones((batch_size,), jnp.float32)
+    if spec.mode == "unclip":
+      cond = condition.condition(pipe, params, job.methods, batch["method"], k_cond, batch["image1"], batch["image2"],
+                                 config.sampler.noise_level)
+      vector, lam = cond.vector, cond.lam
+    elif spec.mode == "txt2img" and pipe.kind == "unclip":  # text only: the "no image" vector of guidance's branch
+      vector = sd.unconditional_image_vector(batch_size, 2 * pipe.image_embed_dim)
+    elif spec.mode == "img2img":
+      real = jax.image.resize(augment.to_float(batch["image1"]), (batch_size, config.resolution, config.resolution, 3),
+                              "bicubic", antialias=True)
+      real = jnp.transpose(jnp.clip(real, 0, 1) * 2 - 1, (0, 3, 1, 2))
+      start = jax.vmap(lambda k, x: sd.encode(pipe, params, x[None], k)[0])(k_vae, real)
+    latents = denoise(pipe, params, spec, noise, context, uncond, vector, start_latents=start)
+    pixels = sd.to_pixels(sd.decode(pipe, params, latents))
+    return {"image": jnp.round(pixels * 255).astype(jnp.uint8), "lam": lam}
+
+  data = mesh.batch_sharding(mesh_)
+  return jax.jit(step, in_shardings=(mesh.replicated(mesh_), data), out_shardings=data)
