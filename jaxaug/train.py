@@ -33,7 +33,7 @@ from absl import logging
 
 from jaxaug import evaluate, fsutil, interrupt, locks, mesh
 from jaxaug.config_base import TRAINING_RANGES, check_values
-from jaxaug.data import kshot, open_source
+from jaxaug.data import keep, kshot, open_source
 from jaxaug.data.sources import ImageSource, describe
 from jaxaug.data.synthetic import SyntheticSource
 from jaxaug.errors import UserError, run_with_config
@@ -52,20 +52,27 @@ class Data:
   train: ImageSource  # real training images (the k-shot subset when shots > 0)
   eval: ImageSource
   synthetic: ImageSource | None
+  keep: dict | None = None  # the keep list applied to the synthetic set: file, rule, encoder, k, kept, dropped
 
 
 def open_data(config) -> Data:
   train = open_source(config.real, config.train_split)
   if config.shots:
     train = kshot(train, config.shots, config.shots_seed)
-  synthetic = None
+  synthetic, kept = None, None
   if config.synthetic:
     synthetic = SyntheticSource(os.path.expanduser(config.synthetic))
     check_complete(synthetic, config.allow_partial_synthetic, config.synthetic)
     synthetic.check_shards()
-    if config.synthetic_method:
-      synthetic = data_lib.select_method(synthetic, config.synthetic_method, config.synthetic)
-  return Data(train=train, eval=open_source(config.real, config.eval_split), synthetic=synthetic)
+    if config.synthetic_keep:
+      mask, kept = keep.read(config.synthetic_keep, synthetic, config.synthetic)
+      kept = {**kept, "kept": int(mask.sum()), "dropped": int((~mask).sum())}
+      logging.info("keep list %s (%s by %s): training on %d of the %d synthetic images, %d dropped", kept["file"],
+                   kept["rule"], kept["encoder"], kept["kept"], len(mask), kept["dropped"])
+    if config.synthetic_method or kept:
+      synthetic = data_lib.select_synthetic(synthetic, config.synthetic_method, mask if kept else None,
+                                            config.synthetic)
+  return Data(train=train, eval=open_source(config.real, config.eval_split), synthetic=synthetic, keep=kept)
 
 
 def check_complete(synthetic: SyntheticSource, allow_partial: bool, where: str) -> None:
@@ -98,6 +105,9 @@ def check_config(config) -> None:
   if config.crop_size > config.load_size:
     raise UserError(f"crop_size {config.crop_size} is larger than load_size {config.load_size}: crops come from "
                     "the loaded squares, so make load_size >= crop_size")
+  if config.synthetic_keep and not config.synthetic:
+    raise UserError(f"--config.synthetic_keep={config.synthetic_keep} is a keep list of a synthetic set: pass the set "
+                    "as --config.synthetic, or drop --config.synthetic_keep")
   if config.linear_probe and not config.pretrained:
     raise UserError("linear_probe needs a frozen pretrained backbone: set --config.pretrained=<torchvision or "
                     "timm .safetensors file>")
@@ -446,7 +456,8 @@ def _train(config, data: Data, trainer: Trainer, workdir: Path) -> dict:
     mngr.wait_until_finished()
     mngr.close()
     stop.step = trainer.total_steps  # a signal from here on (the final evaluation) keeps the last checkpoint
-    summary = finish_run(history, workdir, trainer.total_steps, trainer.evaluate(state))
+    summary = finish_run(history, workdir, trainer.total_steps,
+                         {**trainer.evaluate(state), **({"synthetic_keep": data.keep} if data.keep else {})})
   groups = ", ".join(f"{g} {summary[g]:.4f}" for g in evaluate.GROUPS if summary[g] is not None)
   print(f"top-1 {summary['top1']:.4f} ({groups}) after {trainer.total_steps} steps; results in {workdir}",
         flush=True)
