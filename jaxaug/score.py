@@ -128,7 +128,7 @@ class Job:
   params: dict  # the image tower's only
   synthetic_units: list  # embed.Unit per generation unit of `synthetic`
   fingerprint: dict  # the set's generation fingerprint (its config.json)
-  caches: tuple[embed.Cache, embed.Cache] = None  # real, synthetic (`_caches`)
+  caches: tuple[embed.Cache, embed.Cache] | None = None  # real, synthetic (`_caches`, once per job)
 
 
 def _generation_record(synthetic: Path) -> dict:

@@ -375,12 +375,14 @@ def _abandon(workdir: Path, grace_s: float, name: str, step: int) -> None:
         file=sys.stderr, flush=True)
 
 
-def finish_run(history: _History, workdir: Path, total_steps: int, summary: dict) -> dict:
-  """The final evaluation's record, metrics.json (with the run's best top-1 and last loss) and the pictures."""
+def finish_run(history: _History, workdir: Path, total_steps: int, summary: dict, data: Data) -> dict:
+  """The final evaluation's record, metrics.json (with the run's best top-1 and last loss, and the keep list applied
+  to its synthetic set) and the pictures."""
   history.add(_eval_record(total_steps, summary))
   train_records = [r for r in history.records if "loss" in r]
   summary = {"step": total_steps, "train_loss": train_records[-1]["loss"] if train_records else None,
-             "best_top1": max(r["top1"] for r in history.records if "top1" in r), **summary}
+             "best_top1": max(r["top1"] for r in history.records if "top1" in r), **summary,
+             **({"synthetic_keep": data.keep} if data.keep else {})}
   if jax.process_index() == 0:
     evaluate.write_json(str(workdir / "metrics.json"), summary)
     evaluate.curves_png(history.records, str(workdir / "curves.png"))
@@ -456,8 +458,7 @@ def _train(config, data: Data, trainer: Trainer, workdir: Path) -> dict:
     mngr.wait_until_finished()
     mngr.close()
     stop.step = trainer.total_steps  # a signal from here on (the final evaluation) keeps the last checkpoint
-    summary = finish_run(history, workdir, trainer.total_steps,
-                         {**trainer.evaluate(state), **({"synthetic_keep": data.keep} if data.keep else {})})
+    summary = finish_run(history, workdir, trainer.total_steps, trainer.evaluate(state), data)
   groups = ", ".join(f"{g} {summary[g]:.4f}" for g in evaluate.GROUPS if summary[g] is not None)
   print(f"top-1 {summary['top1']:.4f} ({groups}) after {trainer.total_steps} steps; results in {workdir}",
         flush=True)

@@ -340,3 +340,19 @@ def test_keep_rules_by_hand():
   assert kept("drop_bottom=0.5") == [True, False, True, False, True, True, False]
   assert kept("drop_bottom=0.2") == [True] * 7  # floor(0.2 x 4) = floor(0.2 x 3) = 0: never more than asked
   assert consistency.agreement_order(votes, items).tolist() == [1, 6, 4, 5, 3, 2, 0]  # over all classes
+
+
+def test_the_real_sets_own_consistency_leaves_each_image_out():
+  """Each real image voted on by the others (k = 2). (1, 0): (1, 1) and (0, 1), class 1, not its own. (0, 1): (1, 1),
+  then (1, 0) and (-1, 0) tie at cos 90 and the lower row (1, 0) is taken; the 1-1 vote goes to the nearer (1, 1),
+  class 1, its own. (1, 1): (1, 0) and (0, 1) at cos 45, the vote tied, (1, 0) first: class 0, not its own.
+  (-1, 0): (0, 1) and (1, 1), class 1, not its own 2. k = 9 asks for more voters than the others: all of them
+  vote, never the image itself."""
+  for k in (2, 9):
+    votes = consistency.vote(REAL_VOTERS, VOTER_LABELS, REAL_VOTERS, VOTER_LABELS, k, BIG, leave_out_self=True)
+    assert np.isfinite(votes.margin).all()
+  votes = consistency.vote(REAL_VOTERS, VOTER_LABELS, REAL_VOTERS, VOTER_LABELS, 2, TINY, leave_out_self=True)
+  assert votes.nearest_class.tolist() == [1, 1, 0, 1]
+  assert votes.consistent(VOTER_LABELS).tolist() == [False, True, False, False]
+  one = consistency.vote(REAL_VOTERS[:1], VOTER_LABELS[:1], REAL_VOTERS[:1], VOTER_LABELS[:1], 2, BIG, True)
+  assert one.nearest_class.tolist() == [-1] and consistency.share(one, VOTER_LABELS[:1], np.arange(1)) == 0.0

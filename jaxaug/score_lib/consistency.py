@@ -65,25 +65,30 @@ def majority(neighbour_labels: np.ndarray) -> np.ndarray:
 
 
 def vote(synthetic: np.ndarray, labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray, k: int,
-         budget: int) -> Votes:
+         budget: int, leave_out_self: bool = False) -> Votes:
   """The k-nearest-real-image vote (cosine similarity) of every synthetic image, in blocks of synthetic rows whose
-  temporaries stay under `budget` bytes."""
+  temporaries stay under `budget` bytes. `leave_out_self`: `synthetic` is `real` itself, each row voted on by the
+  others (the real set's own consistency: how well the encoder separates the classes, the ceiling for a method)."""
   n = len(synthetic)
   nearest, own, margin = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.float32)
-  if not len(real):
-    return Votes(k, np.full(n, -1, np.int64), own, np.zeros(n, np.float32))
+  voters = min(k, len(real) - int(leave_out_self))  # a row left out is not among the k, even when k covers all
+  if voters < 1:
+    return Votes(k, np.full(n, -1, np.int64), own, np.full(n, np.nan, np.float32))
   u_real = _unit32(real)
   real_labels = np.asarray(real_labels)
   step = metrics.rows_per_block(len(real), budget // 2)  # twice the distance blocks' temporaries
   for start in range(0, n, step):
     block = _unit32(synthetic[start:start + step]) @ u_real.T
+    if leave_out_self:
+      rows = np.arange(len(block))
+      block[rows, start + rows] = -np.inf  # below every similarity: never a neighbour, never the nearest
     mine = labels[start:start + step]
-    neighbours = real_labels[top_k(block, k)]
+    neighbours = real_labels[top_k(block, voters)]
     nearest[start:start + step] = majority(neighbours)
     own[start:start + step] = (neighbours == mine[:, None]).sum(axis=1)
     same = real_labels[None, :] == mine[:, None]
-    best_own = np.where(same, block, _NONE).max(axis=1)
-    best_other = np.where(same, _NONE, block).max(axis=1)
+    best_own = np.maximum(np.where(same, block, _NONE).max(axis=1), _NONE)  # a row left out is -inf
+    best_other = np.maximum(np.where(same, _NONE, block).max(axis=1), _NONE)
     margin[start:start + step] = best_own - best_other
   return Votes(k, nearest, own, margin)
 

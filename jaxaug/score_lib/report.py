@@ -47,7 +47,8 @@ def markdown(scores: dict, max_classes: int = 30) -> str:
   rows += [[name] + _cells(row) for name, row in scores["methods"].items()]
   real = scores["real"]
   rows.append(["*real images*", f"{real['n_real']:,}"] + ["–"] * 6 + [_num(real["diversity"], "{:.3f}"),
-                                                                     _num(real["vendi"], "{:.2f}"), "–", "–"])
+                                                                     _num(real["vendi"], "{:.2f}"),
+                                                                     _num(real.get("consistency"), "{:.1%}"), "–"])
   lines += markdown_table(("method",) + _HEAD, rows)
   lines += ["", f"FD-CLIP and KID: how far the synthetic images' embeddings lie from the real ones. KID is shown ± the "
             "standard error of the whole-set estimate (ours), then (sd) the standard deviation over its subsets, the ± "
@@ -57,7 +58,8 @@ def markdown(scores: dict, max_classes: int = 30) -> str:
             "Diversity: mean pairwise cosine distance within a class, averaged over classes; Vendi: the effective "
             "number of distinct images per class (it grows with the images per class, so compare it between methods "
             "of equal size). Own class: share of synthetic images whose "
-            f"{settings.get('consistency_k', 5)} nearest real images (cosine) vote for their own class. Copies: share "
+            f"{settings.get('consistency_k', 5)} nearest real images (cosine) vote for their own class (real images: "
+            "each voted on by the others, the encoder's own class separation). Copies: share "
             "of synthetic images whose nearest real image of their class is their own source, at cosine similarity ≥ "
             f"{settings['copy_threshold']}."]
   if scores["groups"]:

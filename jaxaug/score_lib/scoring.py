@@ -304,8 +304,11 @@ def compute_scores(emb: Embeddings, settings: MetricSettings, votes: consistency
       result["groups"][g] = {"classes": int(members.size), **pooled.row(members, None, ref)}
       for m in emb.method_names:
         result["methods"][m].setdefault("groups", {})[g] = pooled.row(members, m, ref)
+  real_votes = consistency.vote(emb.real, emb.real_labels, emb.real, emb.real_labels, settings.consistency_k,
+                                settings.budget, leave_out_self=True)
   result["real"] = {"n_real": len(emb.real), "diversity": _mean(r["real_diversity"] for r in classes),
-                    "vendi": _mean(r["real_vendi"] for r in classes)}
+                    "vendi": _mean(r["real_vendi"] for r in classes),
+                    "consistency": consistency.share(real_votes, emb.real_labels, np.arange(len(emb.real)))}
   result["classes"] = classes
   result["copies"] = copy_summary(copies, emb, settings)
   result["prdc_skipped_classes"] = [r["name"] for r in skipped]
