@@ -130,6 +130,29 @@ def test_a_worst_class_strip_shows_the_source_then_its_copy(scored):
   assert len(strip.farthest) == 3 and max(s for _, s in strip.farthest) <= strip.nearest[-1][1]
 
 
+def test_the_consistency_page_orders_each_methods_images_by_class_agreement(scored, tmp_path):
+  """Per class and method: the most class-agreeing first, then the least (own votes, margin, item id), none twice; the
+  fidelity/diversity plot names the encoder it was given."""
+  _, config, scores = scored
+  emb = score.load_embeddings(score.prepare(config)).embeddings
+  votes = scoring.class_votes(emb, scoring.MetricSettings.from_config(config.metrics))
+  rows = pictures.pick_consistency_rows(emb, votes, [0, 2], 3)
+  assert [r.title.split("\n")[:2] for r in rows] == [["red circle", "copy"], ["red circle", "noise"],
+                                                      ["green checker", "copy"], ["green checker", "noise"]]
+  key = lambda r: (votes.own_votes[r], votes.margin[r], emb.item_ids[r])
+  for row in rows:
+    most, least = [r for r, _ in row.most], [r for r, _ in row.least]
+    assert [key(r) for r in most] == sorted(map(key, most), reverse=True)
+    assert [key(r) for r in least] == sorted(map(key, least)) and not set(most) & set(least)
+    assert least and min(map(key, most)) >= max(map(key, least))
+    assert row.most[0][1] == f"{votes.own_votes[most[0]]}/5  {votes.margin[most[0]]:+.2f}"
+  tile = lambda r: np.full((8, 8, 3), 200, np.uint8)
+  assert pictures.consistency_png(rows, tile, tmp_path / "c.png", 3).is_file()
+  drawn = [np.asarray(Image.open(pictures.fidelity_diversity_png(scores, tmp_path / f"{e}.png", e)))
+           for e in ("clip", "dinov2")]
+  assert drawn[0].shape == drawn[1].shape and (drawn[0] != drawn[1]).any()  # the titles name the encoder
+
+
 def test_a_keep_list_beside_the_set_trains_on_the_kept_images_only(scored, tmp_path, capsys):
   """--config.keep=drop_bottom=0.25: per class of 10 images the 2 whose nearest real images agree least with their
   class (noise: the copies are the real images) are listed as dropped; train reads the list and trains on the rest,

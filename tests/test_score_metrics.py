@@ -291,6 +291,17 @@ def test_top_k_breaks_equal_similarities_by_the_lower_real_row():
   assert consistency.top_k(sims, 9).tolist() == [[1, 0, 2, 3, 4], [0, 1, 2, 3, 4]]  # k beyond the real set: all
 
 
+def test_top_k_is_the_sorted_order_on_random_rows_full_of_ties():
+  """Against the definition (sort by value, higher first, then column): values of quarters, so ties fall across the
+  k-th place (argpartition's arbitrary choice must not show), k below, at and above the row length."""
+  rng = np.random.default_rng(15)
+  for _ in range(200):
+    rows, n, k = int(rng.integers(1, 6)), int(rng.integers(1, 30)), int(rng.integers(1, 35))
+    sims = rng.integers(0, 4, (rows, n)).astype(np.float32) / 4
+    expected = [sorted(range(n), key=lambda j: (-sims[r, j], j))[:k] for r in range(rows)]
+    assert consistency.top_k(sims, k).tolist() == expected
+
+
 def test_a_tied_class_vote_goes_to_the_class_of_the_nearer_neighbour():
   assert consistency.majority(np.array([[3, 1, 1, 3], [2, 5, 5, 1], [4, 4, 0, 0]])).tolist() == [3, 5, 4]
 

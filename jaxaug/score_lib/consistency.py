@@ -40,22 +40,32 @@ class Votes:
 
 
 def top_k(similarity: np.ndarray, k: int) -> np.ndarray:
-  """Columns of each row's k largest values, largest first, equal values by column (lower first): (rows, k)."""
+  """Columns of each row's k largest values, largest first, equal values by column (lower first): (rows, k).
+
+  One argpartition finds the k largest and the next value; only rows where the next value equals the k-th (a tie
+  across the boundary, where argpartition's choice is arbitrary) take the exact, slower path."""
   rows, n = similarity.shape
   k = min(k, n)
   if k == n:
-    chosen = np.ones(similarity.shape, bool)
+    columns = np.broadcast_to(np.arange(n), (rows, n))
   else:
-    kth = -np.partition(-similarity, k - 1, axis=1)[:, k - 1]
-    above = similarity > kth[:, None]
-    tie = similarity == kth[:, None]
-    wanted = k - above.sum(axis=1)
-    if (tie.sum(axis=1) > wanted).any():  # more equal values than places: the lower columns take them
-      tie &= np.cumsum(tie, axis=1, dtype=np.int32) <= wanted[:, None]
-    chosen = above | tie
-  columns = np.nonzero(chosen)[1].reshape(rows, k)  # ascending within each row
+    part = np.argpartition(similarity, (n - k - 1, n - k), axis=1)
+    columns = part[:, n - k:]
+    kth = np.take_along_axis(similarity, part[:, n - k:n - k + 1], axis=1)[:, 0]
+    tied = np.flatnonzero(np.take_along_axis(similarity, part[:, n - k - 1:n - k], axis=1)[:, 0] == kth)
+    if len(tied):
+      columns = columns.copy()
+      columns[tied] = _top_k_with_ties(similarity[tied], kth[tied], k)
   values = np.take_along_axis(similarity, columns, axis=1)
   return np.take_along_axis(columns, np.lexsort((columns, -values), axis=-1), axis=1)
+
+
+def _top_k_with_ties(similarity: np.ndarray, kth: np.ndarray, k: int) -> np.ndarray:
+  """The k largest of each row (any order) when values equal to the k-th lie beyond it: the lower columns win."""
+  above = similarity > kth[:, None]
+  tie = similarity == kth[:, None]
+  tie &= np.cumsum(tie, axis=1, dtype=np.int32) <= (k - above.sum(axis=1))[:, None]
+  return np.nonzero(above | tie)[1].reshape(len(similarity), k)
 
 
 def majority(neighbour_labels: np.ndarray) -> np.ndarray:
@@ -88,7 +98,8 @@ def vote(synthetic: np.ndarray, labels: np.ndarray, real: np.ndarray, real_label
     own[start:start + step] = (neighbours == mine[:, None]).sum(axis=1)
     same = real_labels[None, :] == mine[:, None]
     best_own = np.maximum(np.where(same, block, _NONE).max(axis=1), _NONE)  # a row left out is -inf
-    best_other = np.maximum(np.where(same, _NONE, block).max(axis=1), _NONE)
+    block[same] = _NONE  # the block is done with: its other classes' best, without a second copy
+    best_other = np.maximum(block.max(axis=1), _NONE)
     margin[start:start + step] = best_own - best_other
   return Votes(k, nearest, own, margin)
 
