@@ -2,7 +2,7 @@
 
 Per synthetic image, its k nearest real images by cosine similarity vote for a class (`vote`). The image is
 class-consistent when the vote picks its own class; a mixing method whose images drift to another class shows
-here, where FD and diversity do not. The same votes rank images for a keep list (`keep_rule`, `kept`), the
+here, where FD and diversity do not. The same votes rank images for a keep list (`parse_keep_rule`, `kept`), the
 filter peers run as one-off scripts (Diff-Mix drops the bottom 10% of its CLIP scores per class).
 
 Determinism (ties): neighbours are ordered by similarity, higher first, and equal similarities by real row, lower
