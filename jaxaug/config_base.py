@@ -88,6 +88,7 @@ def training_config() -> ml_collections.ConfigDict:
   c.shots_seed = 0
   c.synthetic = "out/demo"  # a `python -m jaxaug.generate` output directory; '' trains on real images only
   c.synthetic_method = ""  # keep only the images of one conditioning method ('' keeps all)
+  c.synthetic_keep = ""  # a keep list of the set (python -m jaxaug.score --config.keep=RULE): its kept images only
   c.allow_partial_synthetic = False  # train on a synthetic set whose generation has not finished (logs the share)
   c.mix = "batch"  # batch: a fixed synthetic share of every batch | swap: each sample swapped w.p. fraction
   c.synthetic_fraction = 0.5
@@ -247,8 +248,10 @@ SCORING_RANGES = {
                                     open_low=True),
     "metrics.block_mb": Range(1, None, "MiB for pairwise temporaries at a time"),
     "metrics.seed": SEED,
+    "metrics.consistency_k": Range(1, None, "nearest real images voting on a synthetic image's class"),
     "pictures.worst_classes": Range(0, None, "strips in worst_classes.png, 0 for no picture"),
     "pictures.neighbours": Range(1, None, "nearest and farthest synthetic images per strip"),
+    "pictures.consistency_classes": Range(0, None, "classes in class_consistency.png, 0 for no picture"),
     "mesh.num_processes": Range(0, None, "processes of a multi-process run, 0 for automatic"),
     "mesh.process_id": Range(-1, None, "this process's index, -1 for automatic"),
 }
@@ -289,6 +292,10 @@ def score_config() -> ml_collections.ConfigDict:
   c.reader_threads = 4  # host threads decoding images
   c.output_dir = ""  # scores.json, scores.md and pictures; '': <synthetic>/scores
   c.cache_dir = ""  # the embedding cache; '': <output_dir>/embeddings (runs may share one)
+  # A keep rule: own_class (the class vote picks the own class) | own_in_k (the own class is among the k nearest real
+  # images) | drop_bottom=F (per class, the fraction F least class-agreeing dropped). Writes the keep list
+  # <synthetic>/keep-<encoder>-<rule>.json for train's --config.synthetic_keep; '': none.
+  c.keep = ""
 
   c.metrics = ml_collections.ConfigDict()
   c.metrics.k = 5  # PRDC's k-th nearest neighbour (Naeem et al. 2020)
@@ -299,11 +306,14 @@ def score_config() -> ml_collections.ConfigDict:
   c.metrics.copy_threshold = 0.95  # cosine similarity to the own source at which a nearest-source image is a copy
   c.metrics.block_mb = 256  # memory for pairwise temporaries at a time
   c.metrics.seed = 0  # KID subsets and PRDC samples
+  c.metrics.consistency_k = 5  # real images (cosine nearest) whose vote decides a synthetic image's class
 
   c.pictures = ml_collections.ConfigDict()
   c.pictures.worst_classes = 4  # strips in worst_classes.png
   c.pictures.neighbours = 4  # nearest and farthest synthetic images per strip
-  c.pictures.rank_by = "fd"  # what makes a class worst: fd | kid (highest) | precision | coverage | diversity (lowest)
+  c.pictures.rank_by = "fd"  # what makes a class worst: fd | kid (highest) | precision | coverage | diversity |
+  #                              consistency (lowest)
+  c.pictures.consistency_classes = 4  # classes in class_consistency.png (least consistent first), 0 for no picture
 
   c.mesh = mesh_config()
   return c

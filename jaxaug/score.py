@@ -8,10 +8,16 @@ Both sets are embedded by the CLIP image tower of the checkpoint that made the s
 one jitted step sharded over every device and host. Embeddings are cached under the output directory, so a
 rerun or a new metric does not embed again, and a killed run continues where it stopped; a cached unit that
 fails its checksum (damaged on disk) is embedded again with a warning. Writes scores.json,
-scores.md (one row per method), fidelity_diversity.png and worst_classes.png to --config.output_dir
-(default <synthetic>/scores). Metrics: FD-CLIP, KID with its standard error, precision / recall / density /
-coverage (k = 5), diversity (mean pairwise cosine distance and Vendi score within each class), and a copy
-check against each image's own source (score_lib/).
+scores.md (one row per method), fidelity_diversity.png, worst_classes.png and class_consistency.png to
+--config.output_dir (default <synthetic>/scores). Metrics: FD-CLIP, KID with its subset standard deviation and
+its standard error, precision / recall / density / coverage as published (k = 5), diversity (mean pairwise
+cosine distance and Vendi score within each class), class consistency (the k nearest real images vote for
+the image's own class) and a copy check against each image's own source (score_lib/).
+
+    python -m jaxaug.score --config.keep=drop_bottom=0.1     # also a keep list for python -m jaxaug.train
+
+--config.keep=RULE writes <synthetic>/keep-<encoder>-<rule>.json (data/keep.py), which
+`python -m jaxaug.train --config.synthetic_keep=FILE` trains on.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from absl import logging
 
 from jaxaug import fsutil, mesh
 from jaxaug.config_base import SCORING_RANGES, check_values
-from jaxaug.data import kshot, open_source
+from jaxaug.data import keep, kshot, open_source
 from jaxaug.data.images import read_fit
 from jaxaug.data.sources import ImageSource
 from jaxaug.data.synthetic import SyntheticSource
@@ -37,13 +43,14 @@ from jaxaug.errors import UserError, run_with_config
 from jaxaug.models import checkpoint
 from jaxaug.models.pipeline import load
 from jaxaug.models.tiny import resolve_model
-from jaxaug.score_lib import embed, pictures, report, scoring
+from jaxaug.score_lib import consistency, embed, pictures, report, scoring
 from jaxaug.train_lib.data import check_classes
 
 _DEFAULT_CONFIG = "score"  # a shipped config (jaxaug.config_files)
 _RANK_NAMES = {"fd": "FD-CLIP", "kid": "KID", "precision": "precision", "coverage": "coverage",
-               "diversity": "diversity"}
+               "diversity": "diversity", "consistency": "own class"}
 RANK_BY = tuple(_RANK_NAMES)
+ENCODER = "clip"  # whose embeddings the scores, the class votes and a keep list use
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,19 +72,33 @@ class Settings:
   worst_classes: int
   neighbours: int
   rank_by: str
+  consistency_classes: int
+  keep: consistency.KeepRule | None
 
 
 _CHOICES = {"dtype": ("fp32", "bf16"), "pictures.rank_by": RANK_BY}
 
 
 def check_config(config) -> None:
-  """Every value checked before any work (one line, exit 2): config_base's ranges and choices, then k against
-  prdc_max (PRDC needs more than k images of each set)."""
+  """Every value checked before any work (one line, exit 2): config_base's ranges and choices, k against prdc_max
+  (PRDC needs more than k images of each set), the keep rule."""
   check_values(config, SCORING_RANGES, _CHOICES)
   k, prdc_max = config.metrics.k, config.metrics.prdc_max
   if prdc_max and prdc_max <= k:
     raise UserError(f"--config.metrics.k={k} is not below --config.metrics.prdc_max={prdc_max}: PRDC needs more than k "
                     "images of each set; raise metrics.prdc_max (0 for all images) or lower metrics.k")
+  keep_rule(config.keep)
+
+
+def keep_rule(text: str) -> consistency.KeepRule | None:
+  """--config.keep as a rule ('' for none); one line naming the rules otherwise."""
+  if not text:
+    return None
+  try:
+    return consistency.parse_keep_rule(text)
+  except ValueError as e:
+    raise UserError(f"--config.keep={text!r}: {e}; use one of {', '.join(consistency.KEEP_RULES)} (0 < F < 1), or '' "
+                    "for no keep list") from None
 
 
 def settings_from(config, generation: dict) -> Settings:
@@ -93,7 +114,8 @@ def settings_from(config, generation: dict) -> Settings:
       reader_threads=config.reader_threads, output=output,
       cache=Path(os.path.expanduser(config.cache_dir)) if config.cache_dir else output / "embeddings", metrics=m,
       worst_classes=config.pictures.worst_classes, neighbours=config.pictures.neighbours,
-      rank_by=config.pictures.rank_by)
+      rank_by=config.pictures.rank_by, consistency_classes=config.pictures.consistency_classes,
+      keep=keep_rule(config.keep))
 
 
 @dataclasses.dataclass
@@ -105,18 +127,24 @@ class Job:
   pipe: object
   params: dict  # the image tower's only
   synthetic_units: list  # embed.Unit per generation unit of `synthetic`
+  fingerprint: dict  # the set's generation fingerprint (its config.json)
+  caches: tuple[embed.Cache, embed.Cache] | None = None  # real, synthetic (`_caches`, once per job)
 
 
-def _generation_config(synthetic: Path) -> dict:
-  """The set's recorded generation config; UserError where the directory is not a finished-unit set."""
+def _generation_record(synthetic: Path) -> dict:
+  """The set's config.json ({"config", "fingerprint", ...}); UserError where the directory is not a finished-unit
+  set."""
   if not synthetic.is_dir():
     state = "is not a directory" if synthetic.exists() else "does not exist"
     raise UserError(f"synthetic set {synthetic} {state}: run `python -m jaxaug.generate` first, or point "
                     "--config.synthetic at a generated set")
   path = synthetic / "config.json"
   try:
-    return json.loads(path.read_text())["config"]
-  except (OSError, ValueError, KeyError, TypeError):
+    record = json.loads(path.read_text())
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+      raise ValueError("no generation config in it")
+    return record
+  except (OSError, ValueError):
     raise UserError(f"{synthetic} is not a jaxaug synthetic set ({path.name} missing or unreadable): point "
                     "--config.synthetic at a `python -m jaxaug.generate` output directory") from None
 
@@ -124,8 +152,8 @@ def _generation_config(synthetic: Path) -> dict:
 def prepare(config) -> Job:
   """Validates the config, the two sets and the model; raises UserError before any output exists."""
   check_config(config)
-  generation = _generation_config(Path(os.path.expanduser(config.synthetic)))
-  s = settings_from(config, generation)
+  generation = _generation_record(Path(os.path.expanduser(config.synthetic)))
+  s = settings_from(config, generation["config"])
   synthetic = SyntheticSource(s.synthetic)
   if len(synthetic) == 0:
     raise UserError(f"synthetic set {s.synthetic} has no finished units yet: let `python -m jaxaug.generate` "
@@ -145,8 +173,13 @@ def prepare(config) -> Job:
   if pipe.image_encoder is None or "image_encoder" not in params:
     raise UserError(f"model {s.model!r} has no CLIP image tower (a plain Stable Diffusion checkpoint): score with "
                     f"an unCLIP checkpoint, e.g. --config.model={checkpoint.MIRROR} or a local copy")
-  return Job(settings=s, synthetic=synthetic, real=real, pipe=pipe,
-             params={"image_encoder": params["image_encoder"]}, synthetic_units=embed.synthetic_units(synthetic))
+  if s.keep is not None and not os.access(s.synthetic, os.W_OK):
+    raise UserError(f"cannot write the keep list into {s.synthetic} (not writable): make the set's directory "
+                    "writable, or score without --config.keep")
+  job = Job(settings=s, synthetic=synthetic, real=real, pipe=pipe, params={"image_encoder": params["image_encoder"]},
+            synthetic_units=embed.synthetic_units(synthetic), fingerprint=generation.get("fingerprint", {}))
+  job.caches = _caches(job)
+  return job
 
 
 def _caches(job: Job) -> tuple[embed.Cache, embed.Cache]:
@@ -154,9 +187,8 @@ def _caches(job: Job) -> tuple[embed.Cache, embed.Cache]:
   model = {**embed.model_identity(resolve_model(s.model)), "dtype": s.dtype, "size": job.pipe.clip_image.size}
   real = embed.Cache(s.cache, "real", {**model, "real": s.real, "split": s.split, "shots": s.shots,
                                        "shots_seed": s.shots_seed, "unit_size": s.unit_size, "images": len(job.real)})
-  generated = json.loads((s.synthetic / "config.json").read_text()).get("fingerprint", {})
   return real, embed.Cache(s.cache, "synthetic", {**model, "synthetic": str(s.synthetic.resolve()),
-                                                  "generation": generated})
+                                                  "generation": job.fingerprint})
 
 
 def _make_output(out: Path):
@@ -166,7 +198,7 @@ def _make_output(out: Path):
 def embed_sets(job: Job) -> dict:
   """Embeds whatever the caches lack, on every host; returns this host's counts and time."""
   s = job.settings
-  real_cache, syn_cache = _caches(job)
+  real_cache, syn_cache = job.caches
   if jax.process_index() == 0:
     _make_output(s.output)
     real_cache.prepare()
@@ -178,17 +210,35 @@ def embed_sets(job: Job) -> dict:
                             size=job.pipe.clip_image.size, dim=job.pipe.image_embed_dim, per_device=s.per_device,
                             reader_threads=s.reader_threads)
 
-  def sources(unit: embed.Unit) -> dict:
-    return {"sources": [job.synthetic.provenance(int(p)).get("source_ids", []) for p in unit.positions]}
-
   real_stats = embed.embed_units(embedder, job.real, embed.real_units(len(job.real), s.unit_size), real_cache,
                                  desc="embedding real")
-  syn_stats = embed.embed_units(embedder, job.synthetic, job.synthetic_units, syn_cache,
-                                desc="embedding synthetic", extra=sources)
+  synthetic = _ReadOnce(job.synthetic)
+  syn_stats = embed.embed_units(embedder, synthetic, job.synthetic_units, syn_cache,
+                                desc="embedding synthetic", extra=synthetic.sources)
   mesh.barrier("score-embedded")
   return {"embedded_images": real_stats["images"] + syn_stats["images"],
           "unreadable_images": real_stats["skipped"] + syn_stats["skipped"],
           "embed_s": round(real_stats["seconds"] + syn_stats["seconds"], 3)}
+
+
+class _ReadOnce(ImageSource):
+  """The synthetic set as embedding reads it, each record decoded once: its image for the tower, and its source
+  ids held until its unit is committed (`sources`, the cache's record of what each image was conditioned on)."""
+
+  def __init__(self, synthetic: SyntheticSource):
+    self.synthetic, self.labels, self.class_names = synthetic, synthetic.labels, synthetic.class_names
+    self.source_ids = {}  # position -> source ids; filled by reader threads, emptied by the unit's commit
+
+  def read(self, index: int) -> bytes:
+    record = self.synthetic.record(index)
+    self.source_ids[int(index)] = record["provenance"].get("source_ids", [])
+    return record["image"]
+
+  def id(self, index: int) -> str:
+    return self.synthetic.id(index)
+
+  def sources(self, unit: embed.Unit) -> dict:
+    return {"sources": [self.source_ids.pop(int(p)) for p in unit.positions]}
 
 
 @dataclasses.dataclass
@@ -202,7 +252,7 @@ class Loaded:
 def load_embeddings(job: Job) -> Loaded:
   """Both sets from the cache, unreadable rows dropped, each synthetic image's sources as real rows."""
   s = job.settings
-  real_cache, syn_cache = _caches(job)
+  real_cache, syn_cache = job.caches
   real, _ = real_cache.load(embed.real_units(len(job.real), s.unit_size))
   syn_units = job.synthetic_units
   syn, done = syn_cache.load(syn_units)
@@ -232,9 +282,9 @@ def training_counts(job: Job) -> np.ndarray:
   return job.real.counts()
 
 
-def draw_pictures(job: Job, loaded: Loaded, scores: dict) -> list[Path]:
+def draw_pictures(job: Job, loaded: Loaded, scores: dict, votes: consistency.Votes) -> list[Path]:
   s, emb = job.settings, loaded.embeddings
-  written = [pictures.fidelity_diversity_png(scores, s.output / "fidelity_diversity.png")]
+  written = [pictures.fidelity_diversity_png(scores, s.output / "fidelity_diversity.png", ENCODER)]
   strips = []
   for row in scoring.worst_classes(scores, s.worst_classes, s.rank_by):
     title = (f"{row['name']}\n{_RANK_NAMES[s.rank_by]} {row[s.rank_by]:.3g}\n"
@@ -242,11 +292,31 @@ def draw_pictures(job: Job, loaded: Loaded, scores: dict) -> list[Path]:
     strip = pictures.pick_strip(emb, row["class"], s.neighbours, title)
     if strip:
       strips.append(strip)
+  synthetic_image = lambda r: read_fit(job.synthetic, loaded.synthetic_positions[r], pictures.TILE)
   written.append(pictures.worst_classes_png(
-      strips, lambda r: read_fit(job.real, loaded.real_positions[r], pictures.TILE),
-      lambda r: read_fit(job.synthetic, loaded.synthetic_positions[r], pictures.TILE), s.output / "worst_classes.png",
-      s.neighbours))
+      strips, lambda r: read_fit(job.real, loaded.real_positions[r], pictures.TILE), synthetic_image,
+      s.output / "worst_classes.png", s.neighbours))
+  least = [r["class"] for r in scoring.worst_classes(scores, s.consistency_classes, "consistency")]
+  written.append(pictures.consistency_png(pictures.pick_consistency_rows(emb, votes, least, s.neighbours),
+                                          synthetic_image, s.output / "class_consistency.png", s.neighbours, ENCODER))
   return [p for p in written if p]
+
+
+def write_keep_list(job: Job, loaded: Loaded, votes: consistency.Votes) -> dict:
+  """The keep rule's list of the set's images beside the set (data/keep.py); what scores.json records of it."""
+  s, emb = job.settings, loaded.embeddings
+  path = s.synthetic / keep.file_name(ENCODER, str(s.keep))
+  try:
+    counts = keep.write(path, synthetic_dir=s.synthetic, fingerprint=job.fingerprint,
+                        class_names=job.synthetic.class_names, item_ids=job.synthetic.item_ids,
+                        labels=job.synthetic.labels, scored=emb.item_ids,
+                        keep=consistency.kept(s.keep, votes, emb.labels, emb.item_ids), rule=str(s.keep),
+                        encoder=ENCODER, k=votes.k)
+  except OSError as e:
+    raise UserError(f"cannot write the keep list {path} ({e.strerror or e}): make {s.synthetic} writable and rerun "
+                    "(the embeddings are cached)") from None
+  return {"file": str(path), "rule": str(s.keep), "encoder": ENCODER, "k": votes.k,
+          **{k: counts[k] for k in ("images", "kept", "dropped", "unreadable")}}
 
 
 def run(config) -> dict:
@@ -264,7 +334,8 @@ def run(config) -> dict:
     return {}
   loaded = load_embeddings(job)
   emb = loaded.embeddings
-  scores = scoring.compute_scores(emb, s.metrics)
+  votes = scoring.class_votes(emb, s.metrics)
+  scores = scoring.compute_scores(emb, s.metrics, votes)
   units_done = len(job.synthetic_units)
   scores["about"] = {
       "synthetic": str(s.synthetic), "synthetic_images": len(emb.synthetic), "units_done": units_done,
@@ -274,31 +345,19 @@ def run(config) -> dict:
       "methods": emb.method_names}
   scores["settings"] = dataclasses.asdict(s.metrics)
   scores["timing"] = {**embedded, **scores["timing"]}
+  if s.keep is not None:
+    scores["keep"] = write_keep_list(job, loaded, votes)
   scores = {key: scores[key] for key in ("about", "settings", "overall", "methods", "groups", "real", "copies",
-                                         "prdc_skipped_classes", "classes", "timing")}
+                                         "prdc_skipped_classes", "classes", "keep", "timing") if key in scores}
   drawn = []
   try:
-    drawn = draw_pictures(job, loaded, scores)
+    drawn = draw_pictures(job, loaded, scores, votes)
   except Exception as e:  # noqa: BLE001 (a picture must never cost the scores)
     logging.warning("pictures not drawn: %s", e)
   scores["timing"]["total_s"] = round(time.perf_counter() - started, 3)
   json_path, md_path = report.write(s.output, scores)
-  print(summary(scores, [json_path, md_path] + drawn), flush=True)
+  print(report.summary(scores, [json_path, md_path] + drawn), flush=True)
   return scores
-
-
-def summary(scores: dict, paths: list[Path]) -> str:
-  o, about, timing = scores["overall"], scores["about"], scores["timing"]
-  kid = f"{o['kid']:.3g} ± {o['kid_se']:.2g}" if o["kid"] is not None else "–"
-  fmt = lambda v, f="{:.3f}": "–" if v is None else f.format(v)
-  lines = [f"scored {about['synthetic_images']} synthetic images ({len(about['methods'])} method(s)) against "
-           f"{about['real_images']} real images in {timing['total_s']:.1f}s (embedding {timing['embed_s']:.1f}s for "
-           f"{timing['embedded_images']} new images, metrics {timing['metrics_s']:.1f}s)",
-           f"overall: FD-CLIP {fmt(o['fd'], '{:.4g}')}, KID {kid}, precision {fmt(o['precision'])}, recall "
-           f"{fmt(o['recall'])}, density {fmt(o['density'])}, coverage {fmt(o['coverage'])}, diversity "
-           f"{fmt(o['diversity'])} (real {fmt(scores['real']['diversity'])}), copies {fmt(o['copy_share'], '{:.1%}')}",
-           f"scores: {paths[1]}  ({', '.join(p.name for p in paths if p != paths[1])})"]
-  return "\n".join(lines)
 
 
 def main():

@@ -106,6 +106,8 @@ TRAINING_ROWS = [
     ({"shots_seed": 2**32}, "--config.shots_seed=4294967296 is out of range"),
     ({"mesh.num_processes": -1}, "--config.mesh.num_processes=-1 is out of range"),
     ({"real": "demo:4", "train_split": "val"}, "data source 'demo:4' has no split 'val'"),
+    ({"synthetic_keep": "keep.json"}, "--config.synthetic_keep=keep.json is a keep list of a synthetic set: pass the "
+                                      "set as --config.synthetic"),
 ]
 
 
@@ -162,6 +164,10 @@ SCORING_ROWS = [
     ({"metrics.block_mb": 0}, "--config.metrics.block_mb=0 is out of range: it must be >= 1"),
     ({"metrics.seed": -1}, "--config.metrics.seed=-1 is out of range: it must be in [0, 4294967295]"),
     ({"pictures.neighbours": 0}, "--config.pictures.neighbours=0 is out of range: it must be >= 1"),
+    ({"metrics.consistency_k": 0}, "--config.metrics.consistency_k=0 is out of range: it must be >= 1"),
+    ({"pictures.consistency_classes": -1}, "--config.pictures.consistency_classes=-1 is out of range: it must be >= 0"),
+    ({"keep": "drop_bottom=2"}, "--config.keep='drop_bottom=2': drop_bottom's fraction must lie in (0, 1), not 2; use "
+                                "one of own_class, own_in_k, drop_bottom=F (0 < F < 1), or '' for no keep list"),
     ({"mesh.num_processes": -1}, "--config.mesh.num_processes=-1 is out of range"),
     ({"mesh.process_id": -2}, "--config.mesh.process_id=-2 is out of range"),
     ({"dtype": "fp16"}, "--config.dtype='fp16' is not one of fp32, bf16"),

@@ -86,6 +86,9 @@ def test_a_set_that_is_the_real_set_scores_as_identical(scored):
   assert copy["precision"] == copy["recall"] == copy["coverage"] == 1.0
   assert copy["diversity"] == pytest.approx(scores["real"]["diversity"], rel=1e-6)
   assert copy["copy_share"] == 1.0 and noise["copy_share"] == 0.0
+  assert copy["consistency"] == 1.0 and noise["consistency"] < 1.0  # the real images' own classes; noise has none
+  assert scores["overall"]["consistency"] == pytest.approx((24 + noise["consistency"] * 16) / 40)
+  assert copy["kid_std"] > copy["kid_se"] > 0  # 20 subsets of 12 from 24: the whole set's error is the smaller
   assert noise["fd"] > 1.0 and noise["n_synthetic"] == 4 * NOISE_PER_CLASS
   copies = scores["copies"]
   assert copies["checked"] == 40 and copies["share"] == pytest.approx(24 / 40)
@@ -109,7 +112,8 @@ def test_report_files(scored):
   assert "## Copy check" in md and "## Classes" in md
   histogram = next(line for line in md.splitlines() if line.startswith("| nearest real is the source |"))
   assert int(histogram.split("|")[-2]) >= 24  # the 24 copies are in the 0.95-1 bin
-  for name, min_width in (("fidelity_diversity.png", 1000), ("worst_classes.png", 500)):
+  assert "| own class ↑ |" in md and "(sd " in md and "Own class per method" in md
+  for name, min_width in (("fidelity_diversity.png", 1000), ("worst_classes.png", 500), ("class_consistency.png", 500)):
     with Image.open(out / name) as image:
       assert image.width > min_width and image.height > 100
   assert not list(out.glob(".*tmp*"))
@@ -124,6 +128,59 @@ def test_a_worst_class_strip_shows_the_source_then_its_copy(scored):
   row, similarity = strip.nearest[0]
   assert similarity == pytest.approx(1.0, abs=1e-5) and emb.methods[row] == "copy" and emb.sources[row, 0] == first_real
   assert len(strip.farthest) == 3 and max(s for _, s in strip.farthest) <= strip.nearest[-1][1]
+
+
+def test_the_consistency_page_orders_each_methods_images_by_class_agreement(scored, tmp_path):
+  """Per class and method: the most class-agreeing first, then the least (own votes, margin, item id), none twice; the
+  fidelity/diversity plot names the encoder it was given."""
+  _, config, scores = scored
+  emb = score.load_embeddings(score.prepare(config)).embeddings
+  votes = scoring.class_votes(emb, scoring.MetricSettings.from_config(config.metrics))
+  rows = pictures.pick_consistency_rows(emb, votes, [0, 2], 3)
+  assert [r.title.split("\n")[:2] for r in rows] == [["red circle", "copy"], ["red circle", "noise"],
+                                                      ["green checker", "copy"], ["green checker", "noise"]]
+  key = lambda r: (votes.own_votes[r], votes.margin[r], emb.item_ids[r])
+  for row in rows:
+    most, least = [r for r, _ in row.most], [r for r, _ in row.least]
+    assert [key(r) for r in most] == sorted(map(key, most), reverse=True)
+    assert [key(r) for r in least] == sorted(map(key, least)) and not set(most) & set(least)
+    assert least and min(map(key, most)) >= max(map(key, least))
+    assert row.most[0][1] == f"{votes.own_votes[most[0]]}/5  {votes.margin[most[0]]:+.2f}"
+  tile = lambda r: np.full((8, 8, 3), 200, np.uint8)
+  assert pictures.consistency_png(rows, tile, tmp_path / "c.png", 3).is_file()
+  drawn = [np.asarray(Image.open(pictures.fidelity_diversity_png(scores, tmp_path / f"{e}.png", e)))
+           for e in ("clip", "dinov2")]
+  assert drawn[0].shape == drawn[1].shape and (drawn[0] != drawn[1]).any()  # the titles name the encoder
+
+
+def test_a_keep_list_beside_the_set_trains_on_the_kept_images_only(scored, tmp_path, capsys):
+  """--config.keep=drop_bottom=0.25: per class of 10 images the 2 whose nearest real images agree least with their
+  class (noise: the copies are the real images) are listed as dropped; train reads the list and trains on the rest,
+  and its metrics.json records how many it dropped."""
+  from jaxaug.train_lib import loop
+  root, config, _ = scored
+  config = score_config(root / "set", tmp_path / "scores", keep="drop_bottom=0.25",
+                        cache_dir=str(root / "scores" / "embeddings"))
+  scores = score.run(config)
+  path = root / "set" / "keep-clip-drop_bottom-0.25.json"
+  assert scores["keep"] == {"file": str(path), "rule": "drop_bottom=0.25", "encoder": "clip", "k": 5, "images": 40,
+                            "kept": 32, "dropped": 8, "unreadable": 0}
+  listed = json.loads(path.read_text())
+  assert listed["counts"]["classes"] == {name: {"kept": 8, "dropped": 2} for name in open_source("demo:6").class_names}
+  assert set(listed["dropped"]) <= set(range(24, 40)) and sorted(listed["kept"] + listed["dropped"]) == list(range(40))
+  assert f"keep list: {path} (drop_bottom=0.25, clip votes of k = 5): kept 32 of 40" in capsys.readouterr().out
+  assert "## Keep list" in (tmp_path / "scores" / "scores.md").read_text()
+
+  run = config_base.training_config()
+  run.update(real="demo:6", synthetic=str(root / "set"), synthetic_keep=str(path), workdir=str(tmp_path / "run"),
+             model="resnet_tiny", load_size=16, crop_size=16, batch_size=8, eval_batch_size=8, epochs=1,
+             steps_per_epoch=2, log_every=1, checkpoint_every=2, eval_every=0, num_workers=0)
+  data = loop.open_data(run)
+  assert sorted(data.synthetic.ids()) == sorted(f"item-{i}" for i in listed["kept"])
+  metrics = loop.train_and_evaluate(run, data)
+  assert metrics["synthetic_keep"] == {"file": str(path), "rule": "drop_bottom=0.25", "encoder": "clip", "k": 5,
+                                       "kept": 32, "dropped": 8}
+  assert json.loads((tmp_path / "run" / "metrics.json").read_text())["synthetic_keep"]["dropped"] == 8
 
 
 def test_rerun_embeds_nothing_and_scores_the_same(scored):
@@ -288,6 +345,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(scored, tmp_path, capsy
   line = _call(score_config(root / "set", out, model="tiny-sd"), capsys)
   assert "has no CLIP image tower (a plain Stable Diffusion checkpoint)" in line
   assert "copy_threshold" in _call(score_config(root / "set", out, **{"metrics.copy_threshold": 1.5}), capsys)
+  for rule in ("drop_bottom=1.5", "drop_bottom=x", "own", "drop_bottom"):
+    assert f"--config.keep={rule!r}: " in _call(score_config(root / "set", out, keep=rule), capsys)
   assert not out.exists()
 
 

@@ -1,9 +1,11 @@
 """The score metrics against known answers: closed forms, hand-worked examples, brute force."""
 
+import re
+
 import numpy as np
 import pytest
 
-from jaxaug.score_lib import metrics
+from jaxaug.score_lib import consistency, metrics
 
 BIG = 256 * metrics.MIB  # one block
 TINY = 1  # one row per block: the blocked loops must give the same answers
@@ -85,9 +87,9 @@ def test_mmd2_matches_a_direct_computation_with_sklearns_kernel():
 def test_kid_is_zero_for_one_distribution_and_positive_for_two():
   rng = np.random.default_rng(5)
   x, y = rng.normal(size=(600, 8)), rng.normal(size=(600, 8))
-  value, se = metrics.kid(x, y, subset_size=100, subsets=50)
+  value, _, se = metrics.kid(x, y, subset_size=100, subsets=50)
   assert abs(value) < 3 * se and se > 0
-  shifted, se_shifted = metrics.kid(x, y + 0.5, subset_size=100, subsets=50)
+  shifted, _, se_shifted = metrics.kid(x, y + 0.5, subset_size=100, subsets=50)
   assert shifted > 5 * se_shifted
 
 
@@ -97,11 +99,26 @@ def test_kid_standard_error_matches_the_spread_over_independent_draws():
   values, errors = [], []
   for _ in range(30):
     x, y = rng.normal(size=(300, 6)), rng.normal(size=(300, 6)) + 0.3
-    value, se = metrics.kid(x, y, subset_size=1000, subsets=40, seed=int(rng.integers(1 << 30)))
+    value, _, se = metrics.kid(x, y, subset_size=1000, subsets=40, seed=int(rng.integers(1 << 30)))
     values.append(value)
     errors.append(se)
   ratio = np.mean(errors) / np.std(values, ddof=1)
   assert 0.6 < ratio < 1.6, ratio
+
+
+def test_kid_reports_the_subsets_standard_deviation_as_torch_fidelity_and_its_standard_error():
+  """subset_std is np.std (ddof 0) of the subsets' MMD^2, as torch-fidelity and torchmetrics print; the standard error
+  is the ddof-1 spread scaled by sqrt(m / n), so it shrinks with more data while the subsets' spread does not."""
+  rng = np.random.default_rng(13)
+  x, y = rng.normal(size=(400, 6)), rng.normal(size=(400, 6)) + 0.2
+  result = metrics.kid(x, y, subset_size=50, subsets=30, seed=3)
+  draw = np.random.default_rng(3)
+  subsets = [metrics.mmd2_unbiased(x[draw.choice(400, 50, replace=False)], y[draw.choice(400, 50, replace=False)])
+             for _ in range(30)]
+  assert result.value == pytest.approx(np.mean(subsets), rel=1e-12)
+  assert result.subset_std == pytest.approx(np.std(subsets), rel=1e-12)
+  assert result.standard_error == pytest.approx(np.std(subsets, ddof=1) * np.sqrt(50 / 400), rel=1e-12)
+  assert result.standard_error < result.subset_std / 2
 
 
 def test_kid_needs_four_rows():
@@ -133,12 +150,80 @@ def test_prdc_on_a_hand_made_2d_example():
   assert metrics.knn_radii(FAKE_2D, 1, TINY) == pytest.approx([1, 1, 1, 1, np.sqrt(16 + 18.8**2)], rel=1e-6)
 
 
-def test_identical_sets_have_precision_recall_and_coverage_one():
+def test_identical_sets_have_precision_recall_coverage_and_density_one():
+  """Open balls: each ball holds its centre and k - 1 neighbours, not the k-th, so density is exactly 1 (closed
+  balls gave (k + 1) / k = 1.2)."""
   rng = np.random.default_rng(7)
   x = rng.normal(size=(300, 16)).astype(np.float32)
-  result = metrics.prdc(x, x.copy(), k=5, budget=BIG)
-  assert result["precision"] == result["recall"] == result["coverage"] == 1.0
-  assert 0.8 < result["density"] < 1.3
+  for budget in (BIG, TINY):
+    assert metrics.prdc(x, x.copy(), k=5, budget=budget) == {"precision": 1.0, "recall": 1.0, "density": 1.0,
+                                                               "coverage": 1.0}
+
+
+LINE_REAL = np.array([[0, 0], [2, 0], [4, 0], [6, 0], [12, 0]], np.float32)  # on a line: every distance exact
+LINE_FAKE = np.array([[1, 0], [6, 0], [9, 0]], np.float32)
+
+
+def test_prdc_ties_on_a_hand_made_line():
+  """k = 1, distances are whole numbers, so ties are exact. Real radii: 0, 2, 4, 6 -> 2; 12 -> 6.
+  Fake radii: 1 -> 5 (to 6), 6 -> 3 (to 9), 9 -> 3 (to 6).
+
+  precision: fake 1 in the balls of 0 and 2 (1 < 2); fake 6 in 6's (0 < 2) but not 4's (2, a tie) nor 12's (6, a
+    tie); fake 9 in 12's (3 < 6): 3/3, density (2 + 1 + 1) / 3.
+  recall: real 0, 2, 4 in fake 1's ball (1, 1, 3 < 5), 6 in fake 6's (0 < 3); 12 is at 3 from fake 9, whose radius is
+    3 (a tie): 4/5.
+  coverage: real 4's nearest fake is at 2, its radius (a tie); the others' are inside: 4/5.
+  Closed balls (the old <=) gave 1, 1, 2, 1.
+  """
+  for budget in (BIG, TINY):
+    result = metrics.prdc(LINE_REAL, LINE_FAKE, k=1, budget=budget)
+    assert result == pytest.approx({"precision": 1.0, "recall": 0.8, "density": 4 / 3, "coverage": 0.8}, abs=1e-12)
+
+
+def test_prdc_of_duplicated_rows_by_hand():
+  """Three copies each of A = (0, 0) and B = (10, 0) against three copies of A and C = (7, 0), k = 2: every real ball
+  has radius 0 (two copies at distance 0) and holds nothing, so precision, density and coverage are 0; the fake A
+  balls (radius 0) hold nothing, C's (radius 7, to the A copies) holds the B copies (3 < 7) but not the A copies
+  (7, a tie): recall 1/2. Closed balls gave 3/4, 1, 1.125, 1/2."""
+  a, b, c = [0, 0], [10, 0], [7, 0]
+  real = np.array([a, a, a, b, b, b], np.float32)
+  fake = np.array([a, a, a, c], np.float32)
+  for budget in (BIG, TINY):
+    assert metrics.prdc(real, fake, k=2, budget=budget) == {"precision": 0.0, "recall": 0.5, "density": 0.0,
+                                                            "coverage": 0.0}
+
+
+def _issue_19_duplicates():
+  rng = np.random.default_rng(0)
+  base = rng.standard_normal((20, 64))
+  return base[rng.integers(0, 20, 500)], base[rng.integers(0, 20, 500)]
+
+
+def test_prdc_of_the_issues_duplicated_sets_is_zero_as_prdc_0_2_computes():
+  """Issue 19's repro: 20 points, each repeated about 25 times in both sets, k = 5. prdc 0.2's compute_prdc gives
+  0 / 0 / 0 / 0 (every ball has radius 0); the old closed balls gave 1 / 1 / 5.0 / 1. Equal rows are at distance
+  exactly 0 here (`equal_row_ids`), where the matrix product leaves ~3e-3 of rounding noise."""
+  x, y = _issue_19_duplicates()
+  for budget in (BIG, TINY):
+    assert metrics.prdc(x, y, 5, budget) == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+  ids = metrics.equal_row_ids(x, y)
+  assert len(np.unique(np.concatenate(ids))) == 20 and metrics.equal_row_ids(x[:1], y[:0]) is None
+  assert metrics.equal_row_ids(np.array([[0.0, 1.0]]), np.array([[-0.0, 1.0]])) is not None  # -0.0 == 0.0
+
+
+def test_prdc_agrees_with_the_reference_prdc_package():
+  """Where prdc (the authors' package, 0.2) is installed: random sets, a collapsed generator, the issue's duplicates,
+  the line. (Not random sets sharing rows: a fake row equal to real row i ties with the ball of the real row whose
+  k-th neighbour is i, and both implementations decide such a tie by float rounding; the line decides it exactly.)"""
+  reference = pytest.importorskip("prdc")
+  rng = np.random.default_rng(14)
+  real = rng.normal(size=(200, 8))
+  collapsed = rng.normal(size=(3, 8))[rng.integers(0, 3, 100)]
+  cases = [(real, rng.normal(size=(150, 8)) + 0.3, 5), (real, collapsed, 3), (*_issue_19_duplicates(), 5),
+           (LINE_REAL, LINE_FAKE, 1)]
+  for x, y, k in cases:
+    expected = reference.compute_prdc(np.asarray(x, np.float32), np.asarray(y, np.float32), k)
+    assert metrics.prdc(x, y, k, BIG) == pytest.approx({key: float(v) for key, v in expected.items()}, abs=1e-12)
 
 
 def test_a_collapsed_set_has_no_diversity_low_recall_and_low_coverage():
@@ -193,3 +278,92 @@ def test_nearest_cosine_blocks_agree():
   index, sim = metrics.nearest_cosine(a, b, TINY)
   assert index.tolist() == np.argmax(a @ b.T, axis=1).tolist()
   assert sim == pytest.approx(np.max(a @ b.T, axis=1), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Class consistency
+
+
+def test_top_k_breaks_equal_similarities_by_the_lower_real_row():
+  sims = np.array([[0.5, 0.9, 0.5, 0.5, 0.1], [0.2, 0.2, 0.2, 0.2, 0.2]], np.float32)
+  assert consistency.top_k(sims, 3).tolist() == [[1, 0, 2], [0, 1, 2]]
+  assert consistency.top_k(sims, 1).tolist() == [[1], [0]]
+  assert consistency.top_k(sims, 9).tolist() == [[1, 0, 2, 3, 4], [0, 1, 2, 3, 4]]  # k beyond the real set: all
+
+
+def test_top_k_is_the_sorted_order_on_random_rows_full_of_ties():
+  """Against the definition (sort by value, higher first, then column): values of quarters, so ties fall across the
+  k-th place (argpartition's arbitrary choice must not show), k below, at and above the row length."""
+  rng = np.random.default_rng(15)
+  for _ in range(200):
+    rows, n, k = int(rng.integers(1, 6)), int(rng.integers(1, 30)), int(rng.integers(1, 35))
+    sims = rng.integers(0, 4, (rows, n)).astype(np.float32) / 4
+    expected = [sorted(range(n), key=lambda j: (-sims[r, j], j))[:k] for r in range(rows)]
+    assert consistency.top_k(sims, k).tolist() == expected
+
+
+def test_a_tied_class_vote_goes_to_the_class_of_the_nearer_neighbour():
+  assert consistency.majority(np.array([[3, 1, 1, 3], [2, 5, 5, 1], [4, 4, 0, 0]])).tolist() == [3, 5, 4]
+
+
+REAL_VOTERS = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]], np.float32)  # classes 0, 1, 1, 2
+VOTER_LABELS = np.array([0, 1, 1, 2])
+
+
+def test_class_votes_by_hand():
+  """k = 2. (1, 0), class 0: nearest (1, 0) and (1, 1), one vote each: the nearer, class 0, wins; margin 1 - cos 45.
+  (1, 1), class 0: (1, 1) then (1, 0) and (0, 1) tie at cos 45, the lower row (1, 0) is taken: class 1 wins the tied
+  vote by the nearer (1, 1); margin cos 45 - 1. (0, 1), class 2: two votes for class 1; margin 0 (to (-1, 0)) - 1.
+  k = 3 adds (0, 1) to (1, 0)'s neighbours: class 1 then outvotes class 0."""
+  synthetic = np.array([[1, 0], [1, 1], [0, 1]], np.float32)
+  labels = np.array([0, 0, 2])
+  for budget in (BIG, TINY):
+    votes = consistency.vote(synthetic, labels, REAL_VOTERS, VOTER_LABELS, 2, budget)
+    assert votes.nearest_class.tolist() == [0, 1, 1] and votes.own_votes.tolist() == [1, 1, 0]
+    assert votes.margin == pytest.approx([1 - np.sqrt(0.5), np.sqrt(0.5) - 1, -1.0], abs=1e-6)
+    assert votes.consistent(labels).tolist() == [True, False, False]
+    assert consistency.share(votes, labels, np.arange(3)) == pytest.approx(1 / 3)
+  assert consistency.vote(synthetic, labels, REAL_VOTERS, VOTER_LABELS, 3, BIG).nearest_class.tolist()[0] == 1
+
+
+def test_keep_rules_parse_or_say_why():
+  assert consistency.parse_keep_rule(" own_in_k ") == consistency.KeepRule("own_in_k")
+  rule = consistency.parse_keep_rule("drop_bottom=0.1")
+  assert rule == consistency.KeepRule("drop_bottom", 0.1) and str(rule) == "drop_bottom=0.1"
+  assert consistency.parse_keep_rule(str(rule)) == rule
+  for bad, says in (("drop_bottom=1", "must lie in (0, 1)"), ("drop_bottom=0", "must lie in (0, 1)"),
+                    ("drop_bottom=nan", "must lie in (0, 1)"), ("drop_bottom=x", "takes a fraction"),
+                    ("drop_bottom", "unknown rule"), ("own", "unknown rule")):
+    with pytest.raises(ValueError, match=re.escape(says)):
+      consistency.parse_keep_rule(bad)
+
+
+def test_keep_rules_by_hand():
+  """Class 0 ranks (own votes, margin, item id) 11 (0, -.2), 13 (3, .02), 12 (3, .05), 10 (5, .1); class 1 ranks
+  16 (0), 14 (1), 15 (2). drop_bottom=0.5 drops floor(0.5 n) of each: 11 and 13, then 16."""
+  votes = consistency.Votes(k=5, nearest_class=np.array([0, 1, 0, 0, 1, 2, 2]),
+                            own_votes=np.array([5, 0, 3, 3, 1, 2, 0]),
+                            margin=np.array([0.1, -0.2, 0.05, 0.02, 0.0, 0.0, 0.0], np.float32))
+  labels, items = np.array([0, 0, 0, 0, 1, 1, 1]), np.arange(10, 17)
+  kept = lambda rule: consistency.kept(consistency.parse_keep_rule(rule), votes, labels, items).tolist()
+  assert kept("own_class") == [True, False, True, True, True, False, False]
+  assert kept("own_in_k") == [True, False, True, True, True, True, False]
+  assert kept("drop_bottom=0.5") == [True, False, True, False, True, True, False]
+  assert kept("drop_bottom=0.2") == [True] * 7  # floor(0.2 x 4) = floor(0.2 x 3) = 0: never more than asked
+  assert consistency.agreement_order(votes, items).tolist() == [1, 6, 4, 5, 3, 2, 0]  # over all classes
+
+
+def test_the_real_sets_own_consistency_leaves_each_image_out():
+  """Each real image voted on by the others (k = 2). (1, 0): (1, 1) and (0, 1), class 1, not its own. (0, 1): (1, 1),
+  then (1, 0) and (-1, 0) tie at cos 90 and the lower row (1, 0) is taken; the 1-1 vote goes to the nearer (1, 1),
+  class 1, its own. (1, 1): (1, 0) and (0, 1) at cos 45, the vote tied, (1, 0) first: class 0, not its own.
+  (-1, 0): (0, 1) and (1, 1), class 1, not its own 2. k = 9 asks for more voters than the others: all of them
+  vote, never the image itself."""
+  for k in (2, 9):
+    votes = consistency.vote(REAL_VOTERS, VOTER_LABELS, REAL_VOTERS, VOTER_LABELS, k, BIG, leave_out_self=True)
+    assert np.isfinite(votes.margin).all()
+  votes = consistency.vote(REAL_VOTERS, VOTER_LABELS, REAL_VOTERS, VOTER_LABELS, 2, TINY, leave_out_self=True)
+  assert votes.nearest_class.tolist() == [1, 1, 0, 1]
+  assert votes.consistent(VOTER_LABELS).tolist() == [False, True, False, False]
+  one = consistency.vote(REAL_VOTERS[:1], VOTER_LABELS[:1], REAL_VOTERS[:1], VOTER_LABELS[:1], 2, BIG, True)
+  assert one.nearest_class.tolist() == [-1] and consistency.share(one, VOTER_LABELS[:1], np.arange(1)) == 0.0

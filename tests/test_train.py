@@ -4,6 +4,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from PIL import Image
 
 from jaxaug import evaluate, train
-from jaxaug.data import open_source, synthetic
+from jaxaug.data import keep, open_source, synthetic
 from jaxaug.errors import UserError
 from jaxaug.models import resnet
 from jaxaug.train_lib import data as data_lib, loop, step as step_lib
@@ -353,6 +354,50 @@ def test_damaged_synthetic_set_is_one_line(tmp_path, damage, expect):
   message = str(error.value)
   assert expect in message and "\n" not in message
   assert message.endswith(("and makes them again", "keeps the finished units"))
+
+
+def _keep_list(path, syn, kept_ids, fingerprint=None):
+  """A keep list of `syn` as python -m jaxaug.score writes it (data/keep.py), keeping `kept_ids`."""
+  keep.write(path, synthetic_dir=syn.out, fingerprint=fingerprint, class_names=syn.class_names, item_ids=syn.item_ids,
+             labels=syn.labels, scored=syn.item_ids, keep=np.isin(syn.item_ids, kept_ids), rule="own_class",
+             encoder="clip", k=5)
+  return path
+
+
+def test_a_keep_list_selects_images_with_the_method_and_names_what_does_not_belong(tmp_path, caplog):
+  """The kept ids only (and of them the chosen method's), logged with the count dropped; a list of another set, of
+  the set before it grew, or unreadable, is one line naming the fix."""
+  demo = open_source("demo:4", "train")
+  syn = make_synthetic(str(tmp_path / "syn"), demo, 2, methods=("mixup", "cutmix"))  # 16 images, 2 units
+  kept_ids = syn.item_ids[::3]
+  listed = _keep_list(tmp_path / "keep.json", syn, kept_ids)
+  config = demo_config(tmp_path / "run", real="demo:4", synthetic=str(syn.out), synthetic_keep=str(listed))
+  with caplog.at_level("INFO"):
+    data = loop.open_data(config)
+  assert sorted(data.synthetic.ids()) == sorted(f"item-{i}" for i in kept_ids)
+  assert data.keep == {"file": str(listed), "rule": "own_class", "encoder": "clip", "k": 5, "kept": 6, "dropped": 10}
+  assert "training on 6 of the 16 synthetic images, 10 dropped" in caplog.text
+  config.synthetic_method = "cutmix"
+  cutmix = loop.open_data(config).synthetic
+  assert sorted(cutmix.ids()) == sorted(f"item-{i}" for i in kept_ids if syn.methods[i] == "cutmix")
+
+  config.synthetic_method = ""
+  for name, bad, says in [
+      ("other.json", lambda p: _keep_list(p, syn, kept_ids, fingerprint={"seed": 1}), "for another synthetic set"),
+      ("broken.json", lambda p: (p.write_text("{"), p)[1], "is unreadable (JSONDecodeError"),
+      ("missing.json", lambda p: p, "does not exist"),
+      ("renamed.json", lambda p: _keep_list(p, make_synthetic(str(tmp_path / "renamed"), demo, 2,
+                                                              class_names=list("abcd")), kept_ids),
+       "a set with other classes")]:
+    config.synthetic_keep = str(bad(tmp_path / name))
+    with pytest.raises(UserError, match=f"^keep list {tmp_path / name} .*{re.escape(says)}.*--config.synthetic_keep$"):
+      loop.open_data(config)
+  before = _keep_list(tmp_path / "before.json", syn, kept_ids)
+  more = make_synthetic(str(tmp_path / "more"), demo, 3, methods=("mixup", "cutmix"))  # the same set, grown by 8
+  config.synthetic, config.synthetic_keep = str(more.out), str(before)
+  with pytest.raises(UserError, match=r"lists 16 images but .* holds 24 \(8 of them not in the list, 0 listed ones not "
+                                      r"in the set\): the set changed since it was scored"):
+    loop.open_data(config)
 
 
 def test_workdir_that_is_a_file_is_one_line(tmp_path):

@@ -5,8 +5,9 @@ float64. Pairwise work (distances, similarities) multiplies float32 blocks whose
 block's temporaries stay under `budget` bytes: memory is bounded whatever the set sizes (`rows_per_block`).
 
   frechet_distance      FD between Gaussians fitted to two sets (FD-CLIP on CLIP embeddings)
-  kid                   kernel inception distance (Binkowski et al. 2018) with a standard error
-  prdc                  precision, recall, density, coverage (Naeem et al. 2020)
+  kid                   kernel inception distance (Binkowski et al. 2018): the subsets' standard deviation and
+                        a standard error of the whole-set estimate
+  prdc                  precision, recall, density, coverage (Naeem et al. 2020), the reference definition
   mean_pairwise_cosine_distance, vendi_score     diversity within a set
   nearest_cosine        each row's most similar row of another set (the copy check)
 """
@@ -14,6 +15,7 @@ block's temporaries stay under `budget` bytes: memory is bounded whatever the se
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -126,14 +128,23 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
   return float(within_x + within_y - 2.0 * polynomial_kernel(x, y).mean())
 
 
-def kid(x: np.ndarray, y: np.ndarray, subset_size: int, subsets: int, seed: int = 0) -> tuple[float, float] | None:
-  """(KID, its standard error) for two sets; None if either has fewer than 4 rows.
+class KID(NamedTuple):
+  """KID and its two spreads, each named: papers' tools print `subset_std`, and `standard_error` is ours."""
+  value: float  # the mean of the unbiased MMD^2 over the subsets
+  subset_std: float  # the standard deviation over the subsets (ddof 0), the ± torch-fidelity and torchmetrics print
+  standard_error: float  # of `value` as an estimate from the whole sets
+
+
+def kid(x: np.ndarray, y: np.ndarray, subset_size: int, subsets: int, seed: int = 0) -> KID | None:
+  """KID of two sets with its subset standard deviation and standard error; None if either has fewer than 4 rows.
 
   KID is the mean of the unbiased MMD^2 over `subsets` random subset pairs of m rows each, as clean-fid and
   torch-fidelity compute it, with m = min(subset_size, n // 2) for n the smaller set, so that subsets
-  differ. The standard error is for the whole set: the subsets' spread scaled by sqrt(m / n), because the
-  U-statistic's variance falls as 1/n (Binkowski et al. 2018, sec. 4). It approximates the spread of KID
-  between independent draws of the data (tests/test_score_metrics.py checks it within a factor of 0.6-1.6).
+  differ. `subset_std` is the subsets' spread as torch-fidelity (np.std) and torchmetrics (std(unbiased=False))
+  report it: the spread of one m-row subset's value, which does not shrink with more data. The standard error
+  is for the whole set: the subsets' spread (ddof 1) scaled by sqrt(m / n), because the U-statistic's variance
+  falls as 1/n (Binkowski et al. 2018, sec. 4). It approximates the spread of KID between independent draws of
+  the data (tests/test_score_metrics.py checks it within a factor of 0.6-1.6).
   """
   n = min(len(x), len(y))
   if n < 4:
@@ -142,7 +153,7 @@ def kid(x: np.ndarray, y: np.ndarray, subset_size: int, subsets: int, seed: int 
   rng = np.random.default_rng(seed)
   values = np.array([mmd2_unbiased(x[rng.choice(len(x), m, replace=False)], y[rng.choice(len(y), m, replace=False)])
                      for _ in range(max(int(subsets), 2))])
-  return float(values.mean()), float(values.std(ddof=1) * math.sqrt(m / n))
+  return KID(float(values.mean()), float(values.std()), float(values.std(ddof=1) * math.sqrt(m / n)))
 
 
 # ---------------------------------------------------------------------------
@@ -154,30 +165,55 @@ def squared_norms(x: np.ndarray) -> np.ndarray:
   return np.einsum("ij,ij->i", x, x)
 
 
-def distances(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None) -> np.ndarray:
-  """Euclidean distances (len(a), len(b)) in float32 from |a|^2 + |b|^2 - 2 a.b (one matrix product)."""
+def equal_row_ids(*sets) -> list[np.ndarray] | None:
+  """Per set, an id per row that two rows (of any of `sets`) share exactly when they are equal; None when all differ.
+
+  The matrix-product distance of two equal rows is rounding noise (about 1e-3 of their norm in float32) whose
+  value depends on the BLAS and on where the rows sit in a block, so PRDC's strict inequality would decide
+  duplicates (copies, a collapsed generator) by that noise. With these ids equal rows are at distance exactly 0,
+  as a row and itself are. -0.0 and 0.0 count as equal.
+  """
+  arrays = [np.asarray(s, np.float32) for s in sets]
+  stacked = np.ascontiguousarray(np.concatenate(arrays) + np.float32(0))  # + 0: -0.0 becomes 0.0
+  rows = stacked.view(np.dtype((np.void, stacked.dtype.itemsize * stacked.shape[1]))).ravel()
+  unique, inverse = np.unique(rows, return_inverse=True)
+  if len(unique) == len(rows):
+    return None
+  return np.split(inverse.ravel(), np.cumsum([len(a) for a in arrays])[:-1])
+
+
+def distances(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None, a_ids: np.ndarray | None = None,
+              b_ids: np.ndarray | None = None) -> np.ndarray:
+  """Euclidean distances (len(a), len(b)) in float32 from |a|^2 + |b|^2 - 2 a.b (one matrix product); rows with
+  the same `equal_row_ids` id (when given) are at distance exactly 0."""
   a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
   b_sq = squared_norms(b) if b_sq is None else b_sq
   d2 = a @ b.T
   d2 *= -2.0
   d2 += squared_norms(a)[:, None]
   d2 += b_sq[None, :]
+  if a_ids is not None:
+    d2[a_ids[:, None] == b_ids[None, :]] = 0.0
   return np.sqrt(np.maximum(d2, 0.0, out=d2), out=d2)
 
 
-def knn_radii(x: np.ndarray, k: int, budget: int) -> np.ndarray:
+def knn_radii(x: np.ndarray, k: int, budget: int, ids: np.ndarray | None = None) -> np.ndarray:
   """Each row's distance to its k-th nearest other row: the radius of its k-NN ball (Naeem et al. 2020).
 
   A row's distance to itself is set to exactly 0, so it is the smallest and the k-th other neighbour is
-  the (k+1)-th smallest; an exact duplicate counts as a neighbour at distance 0, as in the reference code.
+  the (k+1)-th smallest; an exact duplicate counts as a neighbour at distance exactly 0 (`ids`: the rows'
+  `equal_row_ids`, found here when not given), as in the reference code.
   """
   n = len(x)
   if n < k + 1:
     raise ValueError(f"k-NN radii with k={k} need at least {k + 1} rows, not {n}")
+  if ids is None:
+    ids = (equal_row_ids(x) or [None])[0]
   x_sq, out = squared_norms(x), np.empty(n, np.float32)
   step = rows_per_block(n, budget)
   for start in range(0, n, step):
-    block = distances(x[start:start + step], x, x_sq)
+    block_ids = None if ids is None else ids[start:start + step]
+    block = distances(x[start:start + step], x, x_sq, block_ids, ids)
     rows = np.arange(len(block))
     block[rows, start + rows] = 0.0
     out[start:start + step] = np.partition(block, k, axis=1)[:, k]
@@ -185,31 +221,37 @@ def knn_radii(x: np.ndarray, k: int, budget: int) -> np.ndarray:
 
 
 def prdc(real: np.ndarray, fake: np.ndarray, k: int, budget: int, real_radii: np.ndarray | None = None) -> dict:
-  """Precision, recall, density and coverage of `fake` against `real` (Naeem et al. 2020), with k-NN balls.
+  """Precision, recall, density and coverage of `fake` against `real` as published (Naeem et al. 2020) and as the
+  reference `prdc` package computes them: the reference definition, k-NN balls open (inside: distance < radius).
 
   precision: share of fake rows inside at least one real row's ball (fidelity);
   recall: share of real rows inside at least one fake row's ball (diversity, with the fake balls);
-  density: fake rows' count of real balls holding them, over k times the fake rows (about 1 when the
-    sets match; robust to real outliers, which inflate precision);
+  density: fake rows' count of real balls holding them, over k times the fake rows (1 when the sets are the
+    same; robust to real outliers, which inflate precision);
   coverage: share of real rows whose own ball holds a fake row (diversity, with the real balls only).
-  Balls are closed (distance <= radius; the reference code's open balls differ only on exact ties). One
-  pass over fake row blocks against all real rows; `real_radii` lets callers reuse the real side.
+  Open balls matter on ties: a ball holds its centre and k - 1 neighbours, not its k-th, so identical sets have
+  density 1, and a row repeated more than k times has a ball of radius 0 that holds nothing (duplicated sets,
+  a collapsed generator score 0, not 1). Equal rows are at distance exactly 0 (`equal_row_ids`). One pass over
+  fake row blocks against all real rows; `real_radii` lets callers reuse the real side.
   """
-  real_radii = knn_radii(real, k, budget) if real_radii is None else real_radii
-  fake_radii = knn_radii(fake, k, budget)
+  ids = equal_row_ids(real, fake)
+  real_ids, fake_ids = (None, None) if ids is None else ids
+  real_radii = knn_radii(real, k, budget, real_ids) if real_radii is None else real_radii
+  fake_radii = knn_radii(fake, k, budget, fake_ids)
   real_sq = squared_norms(real)
   inside_count = np.zeros(len(fake), np.int64)
   nearest_fake = np.full(len(real), np.inf, np.float32)
   recalled = np.zeros(len(real), bool)
   step = rows_per_block(len(real), budget)
   for start in range(0, len(fake), step):
-    block = distances(fake[start:start + step], real, real_sq)  # (fake rows, real rows)
-    inside_count[start:start + step] = (block <= real_radii[None, :]).sum(axis=1)
-    recalled |= (block <= fake_radii[start:start + step, None]).any(axis=0)
+    block_ids = None if fake_ids is None else fake_ids[start:start + step]
+    block = distances(fake[start:start + step], real, real_sq, block_ids, real_ids)  # (fake rows, real rows)
+    inside_count[start:start + step] = (block < real_radii[None, :]).sum(axis=1)
+    recalled |= (block < fake_radii[start:start + step, None]).any(axis=0)
     np.minimum(nearest_fake, block.min(axis=0), out=nearest_fake)
   return {"precision": float(np.mean(inside_count > 0)), "recall": float(np.mean(recalled)),
           "density": float(inside_count.sum() / (k * len(fake))),
-          "coverage": float(np.mean(nearest_fake <= real_radii))}
+          "coverage": float(np.mean(nearest_fake < real_radii))}
 
 
 # ---------------------------------------------------------------------------

@@ -1,9 +1,13 @@
-"""The score pictures: fidelity against diversity per method, and strips of the worst classes' images.
+"""The score pictures: fidelity against diversity per method, strips of the worst classes' images, and each
+method's most and least class-consistent images.
 
-fidelity_diversity.png: one dot per method (the ring: all methods together), coverage and FD-CLIP against
-diversity, with the real images' own diversity as a dashed line: good methods sit high on coverage, low on
-FD and near or right of the line. worst_classes.png: per worst class, a real source image, the synthetic
-images closest to it and those farthest from it (cosine similarity of embeddings under each).
+fidelity_diversity.png: one dot per method (the ring: all methods together), coverage and FD against
+diversity in one encoder's space (named in the titles), with the real images' own diversity as a dashed
+line: good methods sit high on coverage, low on FD and near or right of the line. worst_classes.png: per
+worst class, a real source image, the synthetic images closest to it and those farthest from it (cosine
+similarity of embeddings under each). class_consistency.png: per class and method, the images whose nearest
+real images agree most with their class, then those that agree least (own-class votes of k and the margin
+under each, `consistency.agreement_order`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from jaxaug import fsutil
-from jaxaug.score_lib import metrics
+from jaxaug.score_lib import consistency, metrics
 from jaxaug.score_lib.scoring import Embeddings
 from jaxaug.train_lib import plots
 
@@ -24,6 +28,7 @@ PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 TILE = 96
 CAPTION = 16
+ENCODER_NAMES = {"clip": "CLIP", "dinov2": "DINOv2", "inception": "Inception"}  # as figures name them
 
 
 def _colour(i: int) -> tuple[int, int, int]:
@@ -71,8 +76,10 @@ def _legend(entries: list[tuple[str, tuple]], height: int) -> Image.Image:
   return image
 
 
-def fidelity_diversity_png(scores: dict, path: Path) -> Path | None:
-  """Coverage and FD-CLIP against diversity, one dot per method; None when no method has a diversity."""
+def fidelity_diversity_png(scores: dict, path: Path, encoder: str = "clip") -> Path | None:
+  """Coverage and FD against diversity, one dot per method, from `scores` computed on `encoder`'s embeddings (its
+  name is in the titles); None when no method has a diversity."""
+  name = ENCODER_NAMES.get(encoder, encoder)
   rows = [("all methods", scores["overall"], None)]
   rows += [(m, r, _colour(i)) for i, (m, r) in enumerate(scores["methods"].items())]
   rows = [(name, r, c) for name, r, c in rows if r.get("diversity") is not None]
@@ -83,10 +90,10 @@ def fidelity_diversity_png(scores: dict, path: Path) -> Path | None:
   fd = [(n, r["diversity"], r["fd"], c) for n, r, c in rows if r.get("fd") is not None]
   panels = []
   if coverage:
-    panels.append(_scatter(coverage, reference, title="Coverage against diversity",
+    panels.append(_scatter(coverage, reference, title=f"Coverage against diversity ({name})",
                            ylabel="coverage (higher: more of the real set)", yrange=plots.nice_ticks(0.0, 1.0)))
   if fd:
-    panels.append(_scatter(fd, reference, title="FD-CLIP against diversity", ylabel="FD-CLIP (lower: closer to real)",
+    panels.append(_scatter(fd, reference, title=f"FD-{name} against diversity", ylabel=f"FD-{name} (lower: closer to real)",
                            yrange=_range([v for _, _, v, _ in fd], lo=0.0)))
   if not panels:
     return None
@@ -126,38 +133,84 @@ def worst_classes_png(strips: list[Strip], real_image, synthetic_image, path: Pa
   """One strip per class; `real_image(row)` / `synthetic_image(row)` give uint8 images (None if unreadable)."""
   if not strips:
     return None
-  label_w, gap = 190, 16
-  width = label_w + TILE + gap + 2 * count * TILE + gap
-  head = 26
-  height = head + len(strips) * (TILE + CAPTION + 8)
-  sheet = Image.new("RGB", (width, height), "white")
+  groups = (("source (real)", 1), ("nearest synthetic (cosine similarity)", count), ("farthest synthetic", count))
+  rows = [(strip.title, [[(real_image(strip.source), None)],
+                         [(synthetic_image(r), f"{sim:.3f}") for r, sim in strip.nearest],
+                         [(synthetic_image(r), f"{sim:.3f}") for r, sim in strip.farthest]]) for strip in strips]
+  return _save(_tile_sheet(groups, rows), path)
+
+
+@dataclasses.dataclass
+class ConsistencyRow:
+  """One class and method: its most and least class-consistent synthetic images (rows, captions)."""
+  title: str
+  most: list[tuple[int, str]]
+  least: list[tuple[int, str]]
+
+
+def pick_consistency_rows(emb: Embeddings, votes: consistency.Votes, classes: list[int], count: int
+                          ) -> list[ConsistencyRow]:
+  """Per class of `classes` and per method, the `count` images that agree most with their class (most first) and
+  the `count` that agree least (least first), none twice."""
+  order = consistency.agreement_order(votes, emb.item_ids)
+  rows = []
+  for c in classes:
+    for m in emb.method_names:
+      mine = order[(emb.labels[order] == c) & (emb.methods[order] == m)]
+      if not len(mine):
+        continue
+      most = mine[::-1][:count].tolist()
+      least = [r for r in mine[:count].tolist() if r not in most]
+      share = consistency.share(votes, emb.labels, mine)
+      caption = lambda r: f"{votes.own_votes[r]}/{votes.k}  {votes.margin[r]:+.2f}"
+      rows.append(ConsistencyRow(f"{emb.class_names[c]}\n{m}\n{share:.0%} own class", [(r, caption(r)) for r in most],
+                                 [(r, caption(r)) for r in least]))
+  return rows
+
+
+def consistency_png(rows: list[ConsistencyRow], synthetic_image, path: Path, count: int, encoder: str = "clip"
+                    ) -> Path | None:
+  """One strip per class and method; `synthetic_image(row)` gives a uint8 image (None if unreadable)."""
+  if not rows:
+    return None
+  name = ENCODER_NAMES.get(encoder, encoder)
+  groups = ((f"most class-consistent ({name}: own-class votes, margin)", count), ("least class-consistent", count))
+  strips = [(row.title, [[(synthetic_image(r), text) for r, text in part] for part in (row.most, row.least)])
+            for row in rows]
+  return _save(_tile_sheet(groups, strips), path)
+
+
+def _tile_sheet(groups, strips) -> Image.Image:
+  """A title column, then per group (header, tiles wide) a run of captioned tiles: one strip per (title, per group
+  a list of (uint8 image or None, caption or None))."""
+  label_w, gap, head = 190, 16, 26
+  starts, x = [], label_w
+  for _, tiles in groups:
+    starts.append(x)
+    x += tiles * TILE + gap
+  sheet = Image.new("RGB", (x, head + len(strips) * (TILE + CAPTION + 8)), "white")
   draw = ImageDraw.Draw(sheet)
   font = plots.text_font(12)
-  x_near = label_w + TILE + gap
-  x_far = x_near + count * TILE + gap
-  draw.text((label_w, 6), "source (real)", fill="black", font=font)
-  draw.text((x_near, 6), "nearest synthetic (cosine similarity)", fill="black", font=font)
-  draw.text((x_far, 6), "farthest synthetic", fill="black", font=font)
-  for s, strip in enumerate(strips):
+  for (header, _), start in zip(groups, starts):
+    draw.text((start, 6), header, fill="black", font=font)
+  for s, (title, parts) in enumerate(strips):
     y = head + s * (TILE + CAPTION + 8)
-    for line, text in enumerate(strip.title.split("\n")):
+    for line, text in enumerate(title.split("\n")):
       draw.text((6, y + 4 + 16 * line), text[:28], fill="black", font=font)
-    _tile(sheet, draw, real_image(strip.source), label_w, y, None)
-    for i, (row, sim) in enumerate(strip.nearest):
-      _tile(sheet, draw, synthetic_image(row), x_near + i * TILE, y, sim)
-    for i, (row, sim) in enumerate(strip.farthest):
-      _tile(sheet, draw, synthetic_image(row), x_far + i * TILE, y, sim)
-  return _save(sheet, path)
+    for start, tiles in zip(starts, parts):
+      for i, (image, caption) in enumerate(tiles):
+        _tile(sheet, draw, image, start + i * TILE, y, caption)
+  return sheet
 
 
-def _tile(sheet, draw, image, x: int, y: int, similarity: float | None):
+def _tile(sheet, draw, image, x: int, y: int, caption: str | None):
   if image is None:
     draw.rectangle([x + 2, y + 2, x + TILE - 3, y + TILE - 3], outline=(200, 0, 0))
     draw.text((x + TILE // 2, y + TILE // 2), "unreadable", fill=(200, 0, 0), font=plots.text_font(11), anchor="mm")
   else:
     sheet.paste(Image.fromarray(image).resize((TILE - 4, TILE - 4), Image.Resampling.BICUBIC), (x + 2, y + 2))
-  if similarity is not None:
-    draw.text((x + TILE // 2, y + TILE + 2), f"{similarity:.3f}", fill="black", font=plots.text_font(11), anchor="mt")
+  if caption is not None:
+    draw.text((x + TILE // 2, y + TILE + 2), caption, fill="black", font=plots.text_font(11), anchor="mt")
 
 
 def _save(image: Image.Image, path: Path) -> Path:

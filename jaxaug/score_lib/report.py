@@ -1,4 +1,5 @@
-"""scores.json and scores.md: every figure in JSON, and the tables a person reads (one row per method)."""
+"""scores.json and scores.md: every figure in JSON, and the tables a person reads (one row per method); the
+terminal summary from the same cells."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from jaxaug import evaluate, fsutil
 from jaxaug.evaluate import GROUPS, markdown_table
 
 _HEAD = ("images", "FD-CLIP ↓", "KID ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
-         "diversity ↑", "Vendi ↑", "copies ↓")
+         "diversity ↑", "Vendi ↑", "own class ↑", "copies ↓")
 
 
 def _num(value, fmt: str = "{:.3g}") -> str:
@@ -16,9 +17,10 @@ def _num(value, fmt: str = "{:.3g}") -> str:
 
 
 def _kid(row: dict) -> str:
+  """KID ± its standard error (ours), then the subsets' standard deviation (torch-fidelity's and torchmetrics' ±)."""
   if row.get("kid") is None:
     return "–"
-  return f"{row['kid']:.3g} ± {row['kid_se']:.2g}"
+  return f"{row['kid']:.3g} ± {row['kid_se']:.2g} (sd {row['kid_std']:.2g})"
 
 
 def _prdc(row: dict) -> list[str]:
@@ -30,7 +32,7 @@ def _prdc(row: dict) -> list[str]:
 def _cells(row: dict) -> list[str]:
   return ([f"{row['n_synthetic']:,}", _num(row.get("fd")), _kid(row)] + _prdc(row)
           + [_num(row.get("diversity"), "{:.3f}"), _num(row.get("vendi"), "{:.2f}"),
-             _num(row.get("copy_share"), "{:.1%}")])
+             _num(row.get("consistency"), "{:.1%}"), _num(row.get("copy_share"), "{:.1%}")])
 
 
 def markdown(scores: dict, max_classes: int = 30) -> str:
@@ -45,15 +47,21 @@ def markdown(scores: dict, max_classes: int = 30) -> str:
   rows += [[name] + _cells(row) for name, row in scores["methods"].items()]
   real = scores["real"]
   rows.append(["*real images*", f"{real['n_real']:,}"] + ["–"] * 6 + [_num(real["diversity"], "{:.3f}"),
-                                                                     _num(real["vendi"], "{:.2f}"), "–"])
+                                                                     _num(real["vendi"], "{:.2f}"),
+                                                                     _num(real.get("consistency"), "{:.1%}"), "–"])
   lines += markdown_table(("method",) + _HEAD, rows)
-  lines += ["", f"FD-CLIP and KID (± its standard error): how far the synthetic images' embeddings lie from the real "
-            f"ones. Precision and density: fidelity; recall and coverage: how much of the real set is covered "
-            f"(Naeem et al. 2020, k = {k}; pooled rows use at most {settings['prdc_max']:,} images of each set). "
+  lines += ["", f"FD-CLIP and KID: how far the synthetic images' embeddings lie from the real ones. KID is shown ± the "
+            "standard error of the whole-set estimate (ours), then (sd) the standard deviation over its subsets, the ± "
+            "that torch-fidelity and torchmetrics print. Precision and density: fidelity; recall and coverage: how "
+            f"much of the real set is covered (Naeem et al. 2020 as its reference code computes them, k = {k}; pooled "
+            f"rows use at most {settings['prdc_max']:,} images of each set). "
             "Diversity: mean pairwise cosine distance within a class, averaged over classes; Vendi: the effective "
             "number of distinct images per class (it grows with the images per class, so compare it between methods "
-            "of equal size). Copies: share of synthetic images whose nearest real image of their class is their own "
-            f"source, at cosine similarity ≥ {settings['copy_threshold']}."]
+            "of equal size). Own class: share of synthetic images whose "
+            f"{settings.get('consistency_k', 5)} nearest real images (cosine) vote for their own class (real images: "
+            "each voted on by the others, the encoder's own class separation). Copies: share "
+            "of synthetic images whose nearest real image of their class is their own source, at cosine similarity ≥ "
+            f"{settings['copy_threshold']}."]
   if scores["groups"]:
     lines += ["", "## Many / medium / few", "",
               "Classes by their real images: many > 100, medium 20-100, few < 20.", ""]
@@ -64,6 +72,12 @@ def markdown(scores: dict, max_classes: int = 30) -> str:
       group_rows.append([f"**{g}** ({scores['groups'][g]['classes']} classes)", "all"] + _cells(scores["groups"][g]))
       group_rows += [[g, name] + _cells(row["groups"][g]) for name, row in scores["methods"].items()]
     lines += markdown_table(("group", "method") + _HEAD, group_rows, text_columns=2)
+  if "keep" in scores:
+    kept = scores["keep"]
+    lines += ["", "## Keep list", "", f"`{kept['file']}`: rule {kept['rule']} on {kept['encoder']} votes of the "
+              f"{kept['k']} nearest real images; kept {kept['kept']:,} of {kept['images']:,} images, dropped "
+              f"{kept['dropped']:,} ({kept['unreadable']:,} of them unreadable). Train on it with "
+              f"`python -m jaxaug.train --config.synthetic_keep={kept['file']}`."]
   lines += ["", "## Copy check", ""] + _copy_lines(scores["copies"])
   lines += ["", "## Classes", ""] + _class_lines(scores, max_classes)
   timing = scores.get("timing", {})
@@ -116,17 +130,46 @@ def _class_lines(scores: dict, max_classes: int) -> list[str]:
     lines += [f"The {max_classes} of {len(classes)} classes with the highest FD-CLIP (every class is in "
               "scores.json).", ""]
   head = ("class", "real", "synthetic", "FD-CLIP", "KID", "precision", "recall", "density", "coverage",
-          "diversity", "real diversity", "copies")
+          "diversity", "real diversity", "own class", "copies")
   rows = [[r["name"], f"{r['n_real']:,}", f"{r['n_synthetic']:,}", _num(r["fd"]), _kid(r)] + _prdc(r)
-          + [_num(r["diversity"], "{:.3f}"), _num(r["real_diversity"], "{:.3f}"), _num(r["copy_share"], "{:.1%}")]
+          + [_num(r["diversity"], "{:.3f}"), _num(r["real_diversity"], "{:.3f}"), _num(r.get("consistency"), "{:.1%}"),
+             _num(r["copy_share"], "{:.1%}")]
           for r in shown]
   lines += markdown_table(head, rows)
+  methods = list(scores["methods"])
+  if len(methods) > 1:
+    lines += ["", "Own class per method (share of a class's images of that method whose nearest real images vote for "
+              "their own class):", ""]
+    lines += markdown_table(("class",) + tuple(methods),
+                            [[r["name"]] + [_num(r["methods"][m].get("consistency"), "{:.1%}") for m in methods]
+                             for r in shown])
   skipped = scores["prdc_skipped_classes"]
   if skipped:
     names = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
     lines += ["", f"skip: PRDC needs k+1 = {k + 1} real and {k + 1} synthetic images in a class; skipped for "
               f"{len(skipped)} class(es): {names}."]
   return lines
+
+
+def summary(scores: dict, paths: list[Path]) -> str:
+  """The terminal's lines: what was scored and how long it took, the overall row, where the report is."""
+  o, about, timing = scores["overall"], scores["about"], scores["timing"]
+  kid = "–" if o["kid"] is None else (f"{_num(o['kid'])} (standard error {o['kid_se']:.2g}; subset sd {o['kid_std']:.2g}, "
+                                      "as torch-fidelity prints)")
+  lines = [f"scored {about['synthetic_images']} synthetic images ({len(about['methods'])} method(s)) against "
+           f"{about['real_images']} real images in {timing['total_s']:.1f}s (embedding {timing['embed_s']:.1f}s for "
+           f"{timing['embedded_images']} new images, metrics {timing['metrics_s']:.1f}s)",
+           f"overall: FD-CLIP {_num(o['fd'], '{:.4g}')}, KID {kid}, precision {_num(o['precision'], '{:.3f}')}, recall "
+           f"{_num(o['recall'], '{:.3f}')}, density {_num(o['density'], '{:.3f}')}, coverage "
+           f"{_num(o['coverage'], '{:.3f}')}, diversity {_num(o['diversity'], '{:.3f}')} (real "
+           f"{_num(scores['real']['diversity'], '{:.3f}')}), own class {_num(o.get('consistency'), '{:.1%}')}, copies "
+           f"{_num(o['copy_share'], '{:.1%}')}",
+           f"scores: {paths[1]}  ({', '.join(p.name for p in paths if p != paths[1])})"]
+  if "keep" in scores:
+    kept = scores["keep"]
+    lines.append(f"keep list: {kept['file']} ({kept['rule']}, {kept['encoder']} votes of k = {kept['k']}): kept "
+                 f"{kept['kept']} of {kept['images']} images, dropped {kept['dropped']}")
+  return "\n".join(lines)
 
 
 def write(out: Path, scores: dict) -> tuple[Path, Path]:

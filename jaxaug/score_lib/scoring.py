@@ -6,8 +6,10 @@ content of scores.json. Two kinds of row:
   pooled rows (overall, each method, each group, each method x group): FD-CLIP, KID and PRDC between all
     real and all synthetic images of the row's classes (PRDC on at most `prdc_max` of each, drawn with the
     seed, as Naeem et al. 2020 used 10,000); diversity and Vendi as the mean over the row's classes;
-    the share of copies.
-  class rows: the same for one class (all methods together), and diversity, Vendi and copies per method.
+    the share of copies; class consistency (the share whose k nearest real images vote for their own class,
+    `consistency.vote` over the whole real set).
+  class rows: the same for one class (all methods together), and diversity, Vendi, copies and class
+    consistency per method.
 
 Diversity is measured within a class: a set spread over many classes is not diverse for that reason alone.
 Groups come from the real images per class (`data.sources.class_groups`: many > 100, medium 20-100,
@@ -24,9 +26,9 @@ import numpy as np
 from absl import logging
 
 from jaxaug.data.sources import class_groups
-from jaxaug.score_lib import metrics
+from jaxaug.score_lib import consistency, metrics
 
-FIDELITY_KEYS = ("fd", "kid", "kid_se", "precision", "recall", "density", "coverage")
+FIDELITY_KEYS = ("fd", "kid", "kid_std", "kid_se", "precision", "recall", "density", "coverage")
 HISTOGRAM_EDGES = tuple(round(0.05 * i, 2) for i in range(21))  # cosine similarity to the own source, 0..1
 
 
@@ -41,6 +43,7 @@ class MetricSettings:
   copy_threshold: float
   block_mb: int
   seed: int
+  consistency_k: int
 
   @classmethod
   def from_config(cls, metrics_config) -> "MetricSettings":
@@ -109,7 +112,8 @@ class _Reference:
 
 
 def fidelity(ref: _Reference, synthetic, settings: MetricSettings, kid_subsets: int) -> dict:
-  """FD-CLIP, KID (with its standard error) and PRDC of a synthetic set against a real reference."""
+  """FD-CLIP, KID (with its subset standard deviation and its standard error) and PRDC of a synthetic set against a
+  real reference."""
   k = settings.k
   row = {"n_real": len(ref.x), "n_synthetic": len(synthetic), **dict.fromkeys(FIDELITY_KEYS), "prdc_skipped": None}
   if ref.stats is not None and len(synthetic) >= 2:
@@ -120,7 +124,7 @@ def fidelity(ref: _Reference, synthetic, settings: MetricSettings, kid_subsets: 
     row["fd"] = metrics.frechet_distance(*ref.stats, *metrics.covariance_factor(synthetic, 8 * d if small else None))
   kid = metrics.kid(ref.x, synthetic, settings.kid_subset_size, kid_subsets, settings.seed)
   if kid is not None:
-    row["kid"], row["kid_se"] = kid
+    row["kid"], row["kid_std"], row["kid_se"] = kid
   sample = _sample(synthetic, settings.prdc_max, settings.seed + 1)
   if ref.radii is None or len(sample) < k + 1:
     row["prdc_skipped"] = f"{len(ref.sample)} real, {len(sample)} synthetic: fewer than k+1 = {k + 1}"
@@ -205,8 +209,9 @@ def _progress(total: int):
 
 
 def _class_row(emb: Embeddings, c: int, real_rows: np.ndarray, syn_rows: np.ndarray, copies: _Copies,
-               settings: MetricSettings) -> dict:
-  """One class's row (fidelity, diversity, copies, and per method diversity and copies); fills `copies` for it."""
+               votes: consistency.Votes, settings: MetricSettings) -> dict:
+  """One class's row (fidelity, diversity, copies, consistency, and those but fidelity per method); fills `copies`
+  for it."""
   ref = _Reference(emb.real[real_rows], settings)
   row = {"class": c, "name": emb.class_names[c], "real_images": int(emb.real_counts[c]),
          **fidelity(ref, emb.synthetic[syn_rows], settings, settings.kid_class_subsets)}
@@ -220,13 +225,15 @@ def _class_row(emb: Embeddings, c: int, real_rows: np.ndarray, syn_rows: np.ndar
    copies.nearest_is_source[syn_rows], copies.flagged[syn_rows]) = found
   copies.checked[syn_rows] = ~np.isnan(copies.source_similarity[syn_rows])
   row["copy_share"] = _share(copies, syn_rows)
+  row["consistency"] = consistency.share(votes, emb.labels, syn_rows)
   row["methods"] = {}
   for m in emb.method_names:
     mine = emb.methods[syn_rows] == m
     same = mine.all()  # one method in the class: its figures are the class's
     diversity = row["diversity"] if same else metrics.mean_pairwise_cosine_distance(u_syn[mine])
     row["methods"][m] = {"n_synthetic": int(mine.sum()), "copy_share": _share(copies, syn_rows[mine]),
-                         "diversity": diversity, "vendi": row["vendi"] if same else metrics.vendi_score(u_syn[mine])}
+                         "diversity": diversity, "vendi": row["vendi"] if same else metrics.vendi_score(u_syn[mine]),
+                         "consistency": consistency.share(votes, emb.labels, syn_rows[mine])}
   return row
 
 
@@ -235,8 +242,9 @@ class _Pooled:
   diversity, the copy share. A row over the same images against the same reference is computed once."""
 
   def __init__(self, emb: Embeddings, classes: list[dict], syn_by_class: list[np.ndarray], copies: _Copies,
-               settings: MetricSettings):
+               votes: consistency.Votes, settings: MetricSettings):
     self.emb, self.classes, self.syn_by_class, self.copies, self.settings = emb, classes, syn_by_class, copies, settings
+    self.votes = votes
     self.done = {}
 
   def row(self, class_set: np.ndarray, method: str | None, ref: _Reference) -> dict:
@@ -251,13 +259,22 @@ class _Pooled:
       out["diversity"] = _mean(r["diversity"] for r in per_class)
       out["vendi"] = _mean(r["vendi"] for r in per_class)
       out["copy_share"] = _share(self.copies, rows)
+      out["consistency"] = consistency.share(self.votes, self.emb.labels, rows)
       self.done[key] = out
     return dict(self.done[key])
 
 
-def compute_scores(emb: Embeddings, settings: MetricSettings) -> dict:
-  """Every row of scores.json (module docstring) from the two sets' embeddings."""
+def class_votes(emb: Embeddings, settings: MetricSettings) -> consistency.Votes:
+  """Each synthetic image's k-nearest-real-image class vote (class consistency and keep lists)."""
+  return consistency.vote(emb.synthetic, emb.labels, emb.real, emb.real_labels, settings.consistency_k,
+                          settings.budget)
+
+
+def compute_scores(emb: Embeddings, settings: MetricSettings, votes: consistency.Votes | None = None) -> dict:
+  """Every row of scores.json (module docstring) from the two sets' embeddings (`votes`: `class_votes(emb)`, when
+  the caller has them already)."""
   started = time.perf_counter()
+  votes = class_votes(emb, settings) if votes is None else votes
   num_classes = len(emb.class_names)
   real_by_class = [np.flatnonzero(emb.real_labels == c) for c in range(num_classes)]
   syn_by_class = [np.flatnonzero(emb.labels == c) for c in range(num_classes)]
@@ -266,7 +283,7 @@ def compute_scores(emb: Embeddings, settings: MetricSettings) -> dict:
                    np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
   classes, bar = [], _progress(num_classes)
   for c in range(num_classes):
-    classes.append(_class_row(emb, c, real_by_class[c], syn_by_class[c], copies, settings))
+    classes.append(_class_row(emb, c, real_by_class[c], syn_by_class[c], copies, votes, settings))
     bar.update()
   bar.close()
   class_seconds = time.perf_counter() - started
@@ -276,7 +293,7 @@ def compute_scores(emb: Embeddings, settings: MetricSettings) -> dict:
                     len(skipped), settings.k + 1, ", ".join(f"{r['name']} ({r['prdc_skipped'].split(':')[0]})"
                                                            for r in skipped[:10]))
 
-  pooled = _Pooled(emb, classes, syn_by_class, copies, settings)
+  pooled = _Pooled(emb, classes, syn_by_class, copies, votes, settings)
   everything, overall_ref = np.arange(num_classes), _Reference(emb.real, settings)
   result = {"overall": pooled.row(everything, None, overall_ref),
             "methods": {m: pooled.row(everything, m, overall_ref) for m in emb.method_names}, "groups": {}}
@@ -287,8 +304,11 @@ def compute_scores(emb: Embeddings, settings: MetricSettings) -> dict:
       result["groups"][g] = {"classes": int(members.size), **pooled.row(members, None, ref)}
       for m in emb.method_names:
         result["methods"][m].setdefault("groups", {})[g] = pooled.row(members, m, ref)
+  real_votes = consistency.vote(emb.real, emb.real_labels, emb.real, emb.real_labels, settings.consistency_k,
+                                settings.budget, leave_out_self=True)
   result["real"] = {"n_real": len(emb.real), "diversity": _mean(r["real_diversity"] for r in classes),
-                    "vendi": _mean(r["real_vendi"] for r in classes)}
+                    "vendi": _mean(r["real_vendi"] for r in classes),
+                    "consistency": consistency.share(real_votes, emb.real_labels, np.arange(len(emb.real)))}
   result["classes"] = classes
   result["copies"] = copy_summary(copies, emb, settings)
   result["prdc_skipped_classes"] = [r["name"] for r in skipped]

@@ -63,13 +63,17 @@ def check_no_empty_class(source: ImageSource, where: str) -> None:
                     f"({empty.size} empty classes): add images or use a source without empty classes")
 
 
-def select_method(synthetic, method: str, where: str) -> ImageSource:
-  """The synthetic images made with one conditioning method (from the done record's index, no shard read)."""
-  keep = np.flatnonzero(synthetic.methods == method).tolist()
-  if not keep:
-    raise UserError(f"synthetic set {where} has no images made with method {method!r}: "
-                    "set --config.synthetic_method to one it holds, or '' for all")
-  return Subset(synthetic, keep)
+def select_synthetic(synthetic, method: str, keep: np.ndarray | None, where: str) -> ImageSource:
+  """The synthetic images to train on: those made with one conditioning method ('' for all) that a keep list keeps
+  (`keep`: bool per image, None for all), from the done record's index (no shard read)."""
+  chosen = np.ones(len(synthetic), bool) if keep is None else np.asarray(keep, bool)
+  if method:
+    made = synthetic.methods == method
+    if not made.any():
+      raise UserError(f"synthetic set {where} has no images made with method {method!r}: "
+                      "set --config.synthetic_method to one it holds, or '' for all")
+    chosen = chosen & made
+  return synthetic if chosen.all() else Subset(synthetic, np.flatnonzero(chosen))
 
 
 class SwapStream(ImageSource):

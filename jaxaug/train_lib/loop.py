@@ -29,7 +29,7 @@ from absl import logging
 
 from jaxaug import evaluate, fsutil, interrupt, locks, mesh
 from jaxaug.config_base import TRAINING_RANGES, check_values
-from jaxaug.data import kshot, open_source
+from jaxaug.data import keep, kshot, open_source
 from jaxaug.data.sources import ImageSource, describe
 from jaxaug.data.synthetic import SyntheticSource
 from jaxaug.errors import UserError
@@ -46,6 +46,7 @@ class Data:
   train: ImageSource  # real training images (the k-shot subset when shots > 0)
   eval: ImageSource
   synthetic: ImageSource | None
+  keep: dict | None = None  # the keep list applied to the synthetic set: file, rule, encoder, k, kept, dropped
 
 
 class Opened:
@@ -69,13 +70,19 @@ def open_data(config, opened: Opened | None = None) -> Data:
   if config.shots:
     train = opened.get(("kshot", config.real, config.train_split, config.shots, config.shots_seed),
                        lambda: training_split(config, train))
-  synthetic = None
+  synthetic, kept = None, None
   if config.synthetic:
     synthetic = opened.get(("synthetic", config.synthetic, config.allow_partial_synthetic),
                            lambda: open_synthetic(config))
-    if config.synthetic_method:
-      synthetic = data_lib.select_method(synthetic, config.synthetic_method, config.synthetic)
-  return Data(train=train, eval=real(config.eval_split), synthetic=synthetic)
+    mask = None
+    if config.synthetic_keep:
+      mask, kept = keep.read(config.synthetic_keep, synthetic, config.synthetic)
+      kept = {**kept, "kept": int(mask.sum()), "dropped": int((~mask).sum())}
+      logging.info("keep list %s (%s by %s): training on %d of the %d synthetic images, %d dropped", kept["file"],
+                   kept["rule"], kept["encoder"], kept["kept"], len(mask), kept["dropped"])
+    if config.synthetic_method or mask is not None:
+      synthetic = data_lib.select_synthetic(synthetic, config.synthetic_method, mask, config.synthetic)
+  return Data(train=train, eval=real(config.eval_split), synthetic=synthetic, keep=kept)
 
 
 def training_split(config, source: ImageSource) -> ImageSource:
@@ -121,6 +128,9 @@ def check_config(config) -> None:
   if config.crop_size > config.load_size:
     raise UserError(f"crop_size {config.crop_size} is larger than load_size {config.load_size}: crops come from "
                     "the loaded squares, so make load_size >= crop_size")
+  if config.synthetic_keep and not config.synthetic:
+    raise UserError(f"--config.synthetic_keep={config.synthetic_keep} is a keep list of a synthetic set: pass the set "
+                    "as --config.synthetic, or drop --config.synthetic_keep")
   if config.linear_probe and not config.pretrained:
     raise UserError("linear_probe needs a frozen pretrained backbone: set --config.pretrained=<torchvision or "
                     "timm .safetensors file>")
@@ -384,12 +394,14 @@ def _abandon(workdir: Path, grace_s: float, name: str, step: int) -> None:
         file=sys.stderr, flush=True)
 
 
-def finish_run(history: History, workdir: Path, total_steps: int, summary: dict) -> dict:
-  """The final evaluation's record, metrics.json (with the run's best top-1 and last loss) and the pictures."""
+def finish_run(history: History, workdir: Path, total_steps: int, summary: dict, data: Data) -> dict:
+  """The final evaluation's record, metrics.json (with the run's best top-1 and last loss, and the keep list applied
+  to its synthetic set) and the pictures."""
   history.add(eval_record(total_steps, summary))
   train_records = [r for r in history.records if "loss" in r]
   summary = {"step": total_steps, "train_loss": train_records[-1]["loss"] if train_records else None,
-             "best_top1": max(r["top1"] for r in history.records if "top1" in r), **summary}
+             "best_top1": max(r["top1"] for r in history.records if "top1" in r), **summary,
+             **({"synthetic_keep": data.keep} if data.keep else {})}
   if jax.process_index() == 0:
     evaluate.write_json(str(workdir / "metrics.json"), summary)
     evaluate.curves_png(history.records, str(workdir / "curves.png"))
@@ -470,7 +482,7 @@ def _train(config, data: Data, trainer: Trainer, workdir: Path) -> dict:
     mngr.wait_until_finished()
     mngr.close()
     stop.step = trainer.total_steps  # a signal from here on (the final evaluation) keeps the last checkpoint
-    summary = finish_run(history, workdir, trainer.total_steps, trainer.evaluate(state))
+    summary = finish_run(history, workdir, trainer.total_steps, trainer.evaluate(state), data)
   groups = ", ".join(f"{g} {summary[g]:.4f}" for g in evaluate.GROUPS if summary[g] is not None)
   print(f"top-1 {summary['top1']:.4f} ({groups}) after {trainer.total_steps} steps; results in {workdir}",
         flush=True)

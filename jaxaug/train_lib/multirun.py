@@ -279,8 +279,8 @@ def _train_group(runs: list[Run], compiled: Compiled, spec: ProgramSpec, group_d
   mngr.wait_until_finished()
   mngr.close()
 
-  return [loop.finish_run(h, w, spec.total_steps, summary)
-          for h, w, summary in zip(histories, workdirs, evaluate_all(states))]
+  return [loop.finish_run(h, w, spec.total_steps, summary, r.data)
+          for h, w, summary, r in zip(histories, workdirs, evaluate_all(states), runs)]
 
 
 def _progress(total: int, initial: int, runs: int, disable: bool):
