@@ -4,12 +4,14 @@
     python -m jaxaug.score --config.synthetic=/data/synthetic/imagenet_lt \
         --config.real='imagenet_lt:/data/ImageNet_LT?root=/data/imagenet'
 
-Both sets are embedded by the CLIP image tower of the checkpoint that made the set (or --config.model), in
-one jitted step sharded over every device and host. Embeddings are cached under the output directory, so a
+Both sets are embedded by each encoder of --config.encoders (default: the CLIP image tower of the checkpoint
+that made the set, or --config.model; also `inception`, clean-fid's FID network, and `dinov2`; see
+score_lib/encoders.py), in one jitted step sharded over every device and host, and scored in each encoder's
+space side by side (FD-CLIP, FD-Inception, FD-DINOv2). Embeddings are cached per encoder under the output directory, so a
 rerun or a new metric does not embed again, and a killed run continues where it stopped; a cached unit that
 fails its checksum (damaged on disk) is embedded again with a warning. Writes scores.json,
 scores.md (one row per method), fidelity_diversity.png and worst_classes.png to --config.output_dir
-(default <synthetic>/scores). Metrics: FD-CLIP, KID with its standard error, precision / recall / density /
+(default <synthetic>/scores). Metrics, per encoder: FD, KID with its standard error, precision / recall / density /
 coverage (k = 5), diversity (mean pairwise cosine distance and Vendi score within each class), and a copy
 check against each image's own source (score_lib/).
 """
@@ -37,11 +39,11 @@ from jaxaug.errors import UserError, run_with_config
 from jaxaug.models import checkpoint
 from jaxaug.models.pipeline import load
 from jaxaug.models.tiny import resolve_model
-from jaxaug.score_lib import embed, pictures, report, scoring
+from jaxaug.score_lib import embed, encoders, pictures, report, scoring
 from jaxaug.train_lib.data import check_classes
 
 _DEFAULT_CONFIG = "score"  # a shipped config (jaxaug.config_files)
-_RANK_NAMES = {"fd": "FD-CLIP", "kid": "KID", "precision": "precision", "coverage": "coverage",
+_RANK_NAMES = {"fd": "FD", "kid": "KID", "precision": "precision", "coverage": "coverage",
                "diversity": "diversity"}
 RANK_BY = tuple(_RANK_NAMES)
 
@@ -65,6 +67,9 @@ class Settings:
   worst_classes: int
   neighbours: int
   rank_by: str
+  encoders: tuple[str, ...]  # the first one's scores are the report's main rows
+  inception_weights: str
+  dinov2: str
 
 
 _CHOICES = {"dtype": ("fp32", "bf16"), "pictures.rank_by": RANK_BY}
@@ -74,6 +79,9 @@ def check_config(config) -> None:
   """Every value checked before any work (one line, exit 2): config_base's ranges and choices, then k against
   prdc_max (PRDC needs more than k images of each set)."""
   check_values(config, SCORING_RANGES, _CHOICES)
+  for name in encoders.parse(config.encoders):
+    if name in encoders.WEIGHT_FIELDS:
+      encoders.check_weights(name, config[encoders.WEIGHT_FIELDS[name]])
   k, prdc_max = config.metrics.k, config.metrics.prdc_max
   if prdc_max and prdc_max <= k:
     raise UserError(f"--config.metrics.k={k} is not below --config.metrics.prdc_max={prdc_max}: PRDC needs more than k "
@@ -93,7 +101,8 @@ def settings_from(config, generation: dict) -> Settings:
       reader_threads=config.reader_threads, output=output,
       cache=Path(os.path.expanduser(config.cache_dir)) if config.cache_dir else output / "embeddings", metrics=m,
       worst_classes=config.pictures.worst_classes, neighbours=config.pictures.neighbours,
-      rank_by=config.pictures.rank_by)
+      rank_by=config.pictures.rank_by, encoders=encoders.parse(config.encoders),
+      inception_weights=os.path.expanduser(config.inception_weights), dinov2=os.path.expanduser(config.dinov2))
 
 
 @dataclasses.dataclass
@@ -102,8 +111,7 @@ class Job:
   settings: Settings
   synthetic: SyntheticSource
   real: ImageSource
-  pipe: object
-  params: dict  # the image tower's only
+  encoders: list  # encoders.Encoder, in the order of --config.encoders
   synthetic_units: list  # embed.Unit per generation unit of `synthetic`
 
 
@@ -139,23 +147,32 @@ def prepare(config) -> Job:
     raise UserError(f"real source {s.real!r} has no images in split {s.split!r}: pass --config.real / --config.split "
                     "of the images the set should resemble")
   check_classes(real, synthetic, str(s.synthetic))
+  chosen = [encoders.build(name, clip_encoder=lambda: _clip_encoder(s), inception_weights=s.inception_weights,
+                           dinov2_weights=s.dinov2) for name in s.encoders]
+  return Job(settings=s, synthetic=synthetic, real=real, encoders=chosen,
+             synthetic_units=embed.synthetic_units(synthetic))
+
+
+def _clip_encoder(s: Settings) -> encoders.Encoder:
+  """The unCLIP checkpoint's image tower; its cache key is what score used before there were other encoders."""
   if not s.model:
     raise UserError(f"{s.synthetic}/config.json names no model: pass --config.model=<unCLIP checkpoint>")
   pipe, params = load(resolve_model(s.model), {"fp32": jnp.float32, "bf16": jnp.bfloat16}[s.dtype])
   if pipe.image_encoder is None or "image_encoder" not in params:
     raise UserError(f"model {s.model!r} has no CLIP image tower (a plain Stable Diffusion checkpoint): score with "
                     f"an unCLIP checkpoint, e.g. --config.model={checkpoint.MIRROR} or a local copy")
-  return Job(settings=s, synthetic=synthetic, real=real, pipe=pipe,
-             params={"image_encoder": params["image_encoder"]}, synthetic_units=embed.synthetic_units(synthetic))
+  identity = {**embed.model_identity(resolve_model(s.model)), "dtype": s.dtype, "size": pipe.clip_image.size}
+  return encoders.clip(pipe, {"image_encoder": params["image_encoder"]}, identity)
 
 
-def _caches(job: Job) -> tuple[embed.Cache, embed.Cache]:
+def _caches(job: Job, encoder: encoders.Encoder) -> tuple[embed.Cache, embed.Cache]:
+  """The encoder's caches of both sets (CLIP's named real-* / synthetic-* as before there were other encoders)."""
   s = job.settings
-  model = {**embed.model_identity(resolve_model(s.model)), "dtype": s.dtype, "size": job.pipe.clip_image.size}
-  real = embed.Cache(s.cache, "real", {**model, "real": s.real, "split": s.split, "shots": s.shots,
+  model, prefix = encoder.identity, "" if encoder.name == "clip" else f"{encoder.name}-"
+  real = embed.Cache(s.cache, f"{prefix}real", {**model, "real": s.real, "split": s.split, "shots": s.shots,
                                        "shots_seed": s.shots_seed, "unit_size": s.unit_size, "images": len(job.real)})
   generated = json.loads((s.synthetic / "config.json").read_text()).get("fingerprint", {})
-  return real, embed.Cache(s.cache, "synthetic", {**model, "synthetic": str(s.synthetic.resolve()),
+  return real, embed.Cache(s.cache, f"{prefix}synthetic", {**model, "synthetic": str(s.synthetic.resolve()),
                                                   "generation": generated})
 
 
@@ -164,31 +181,31 @@ def _make_output(out: Path):
 
 
 def embed_sets(job: Job) -> dict:
-  """Embeds whatever the caches lack, on every host; returns this host's counts and time."""
+  """Embeds whatever each encoder's caches lack, on every host; returns this host's counts and time."""
   s = job.settings
-  real_cache, syn_cache = _caches(job)
+  caches = [_caches(job, encoder) for encoder in job.encoders]
   if jax.process_index() == 0:
     _make_output(s.output)
-    real_cache.prepare()
-    syn_cache.prepare()
+    for cache in (c for pair in caches for c in pair):
+      cache.prepare()
   mesh.barrier("score-caches")
   mesh_ = mesh.data_mesh()
-  embedder = embed.Embedder(step=embed.make_step(job.pipe, mesh_),
-                            params=jax.device_put(job.params, mesh.replicated(mesh_)), mesh=mesh_,
-                            size=job.pipe.clip_image.size, dim=job.pipe.image_embed_dim, per_device=s.per_device,
-                            reader_threads=s.reader_threads)
 
   def sources(unit: embed.Unit) -> dict:
     return {"sources": [job.synthetic.provenance(int(p)).get("source_ids", []) for p in unit.positions]}
 
-  real_stats = embed.embed_units(embedder, job.real, embed.real_units(len(job.real), s.unit_size), real_cache,
-                                 desc="embedding real")
-  syn_stats = embed.embed_units(embedder, job.synthetic, job.synthetic_units, syn_cache,
-                                desc="embedding synthetic", extra=sources)
+  stats = []
+  for encoder, (real_cache, syn_cache) in zip(job.encoders, caches):
+    embedder = embed.embedder_for(encoder, mesh_, s.per_device, s.reader_threads)
+    tag = "" if len(job.encoders) == 1 else f" ({encoder.name})"
+    stats.append(embed.embed_units(embedder, job.real, embed.real_units(len(job.real), s.unit_size), real_cache,
+                                   desc=f"embedding real{tag}"))
+    stats.append(embed.embed_units(embedder, job.synthetic, job.synthetic_units, syn_cache,
+                                   desc=f"embedding synthetic{tag}", extra=sources))
   mesh.barrier("score-embedded")
-  return {"embedded_images": real_stats["images"] + syn_stats["images"],
-          "unreadable_images": real_stats["skipped"] + syn_stats["skipped"],
-          "embed_s": round(real_stats["seconds"] + syn_stats["seconds"], 3)}
+  return {"embedded_images": sum(st["images"] for st in stats),
+          "unreadable_images": sum(st["skipped"] for st in stats),
+          "embed_s": round(sum(st["seconds"] for st in stats), 3)}
 
 
 @dataclasses.dataclass
@@ -199,10 +216,11 @@ class Loaded:
   synthetic_positions: np.ndarray
 
 
-def load_embeddings(job: Job) -> Loaded:
-  """Both sets from the cache, unreadable rows dropped, each synthetic image's sources as real rows."""
+def load_embeddings(job: Job, encoder: encoders.Encoder | None = None) -> Loaded:
+  """Both sets from `encoder`'s cache (default: the first), unreadable rows dropped, each synthetic image's sources
+  as real rows."""
   s = job.settings
-  real_cache, syn_cache = _caches(job)
+  real_cache, syn_cache = _caches(job, encoder or job.encoders[0])
   real, _ = real_cache.load(embed.real_units(len(job.real), s.unit_size))
   syn_units = job.synthetic_units
   syn, done = syn_cache.load(syn_units)
@@ -237,7 +255,8 @@ def draw_pictures(job: Job, loaded: Loaded, scores: dict) -> list[Path]:
   written = [pictures.fidelity_diversity_png(scores, s.output / "fidelity_diversity.png")]
   strips = []
   for row in scoring.worst_classes(scores, s.worst_classes, s.rank_by):
-    title = (f"{row['name']}\n{_RANK_NAMES[s.rank_by]} {row[s.rank_by]:.3g}\n"
+    rank_name = f"FD-{job.encoders[0].label}" if s.rank_by == "fd" else _RANK_NAMES[s.rank_by]
+    title = (f"{row['name']}\n{rank_name} {row[s.rank_by]:.3g}\n"
              f"{row['n_real']} real, {row['n_synthetic']} synthetic")
     strip = pictures.pick_strip(emb, row["class"], s.neighbours, title)
     if strip:
@@ -271,11 +290,17 @@ def run(config) -> dict:
       "units": units or units_done,
       "real": s.real, "split": s.split, "shots": s.shots, "real_images": len(emb.real), "model": s.model,
       "dtype": s.dtype, "dim": int(emb.real.shape[1]), "class_names": list(emb.class_names),
-      "methods": emb.method_names}
+      "methods": emb.method_names, "encoder": job.encoders[0].name,
+      "encoders": [{"name": e.name, "label": e.label, "dim": e.dim} for e in job.encoders]}
+  by_encoder = {e.name: _encoder_scores(job, e, s.metrics) for e in job.encoders[1:]}
   scores["settings"] = dataclasses.asdict(s.metrics)
   scores["timing"] = {**embedded, **scores["timing"]}
   scores = {key: scores[key] for key in ("about", "settings", "overall", "methods", "groups", "real", "copies",
                                          "prdc_skipped_classes", "classes", "timing")}
+  if by_encoder:
+    scores["by_encoder"] = by_encoder
+    scores["timing"]["metrics_s"] = round(scores["timing"]["metrics_s"] + sum(
+        b.pop("metrics_s") for b in by_encoder.values()), 3)
   drawn = []
   try:
     drawn = draw_pictures(job, loaded, scores)
@@ -287,18 +312,33 @@ def run(config) -> dict:
   return scores
 
 
+def _encoder_scores(job: Job, encoder: encoders.Encoder, settings: scoring.MetricSettings) -> dict:
+  """Every row of the scores in a further encoder's space, as scores.json's `by_encoder` holds them."""
+  scores = scoring.compute_scores(load_embeddings(job, encoder).embeddings, settings)
+  rows = {key: scores[key] for key in ("overall", "methods", "groups", "real", "copies", "prdc_skipped_classes",
+                                       "classes")}
+  return {"label": encoder.label, "dim": encoder.dim, **rows, "metrics_s": scores["timing"]["metrics_s"]}
+
+
 def summary(scores: dict, paths: list[Path]) -> str:
-  o, about, timing = scores["overall"], scores["about"], scores["timing"]
-  kid = f"{o['kid']:.3g} ± {o['kid_se']:.2g}" if o["kid"] is not None else "–"
-  fmt = lambda v, f="{:.3f}": "–" if v is None else f.format(v)
+  about, timing = scores["about"], scores["timing"]
   lines = [f"scored {about['synthetic_images']} synthetic images ({len(about['methods'])} method(s)) against "
            f"{about['real_images']} real images in {timing['total_s']:.1f}s (embedding {timing['embed_s']:.1f}s for "
            f"{timing['embedded_images']} new images, metrics {timing['metrics_s']:.1f}s)",
-           f"overall: FD-CLIP {fmt(o['fd'], '{:.4g}')}, KID {kid}, precision {fmt(o['precision'])}, recall "
-           f"{fmt(o['recall'])}, density {fmt(o['density'])}, coverage {fmt(o['coverage'])}, diversity "
-           f"{fmt(o['diversity'])} (real {fmt(scores['real']['diversity'])}), copies {fmt(o['copy_share'], '{:.1%}')}",
-           f"scores: {paths[1]}  ({', '.join(p.name for p in paths if p != paths[1])})"]
+           "overall: " + _overall(scores, report.label(scores))]
+  lines += [f"  in {other['label']}: " + _overall(other, other["label"]) for other in scores.get("by_encoder", {}).values()]
+  lines.append(f"scores: {paths[1]}  ({', '.join(p.name for p in paths if p != paths[1])})")
   return "\n".join(lines)
+
+
+def _overall(scores: dict, label: str) -> str:
+  """One encoder's overall row in words: FD-<label>, KID, PRDC, diversity against the real images', copies."""
+  o = scores["overall"]
+  kid = f"{o['kid']:.3g} ± {o['kid_se']:.2g}" if o["kid"] is not None else "–"
+  fmt = lambda v, f="{:.3f}": "–" if v is None else f.format(v)
+  return (f"FD-{label} {fmt(o['fd'], '{:.4g}')}, KID {kid}, precision {fmt(o['precision'])}, recall "
+          f"{fmt(o['recall'])}, density {fmt(o['density'])}, coverage {fmt(o['coverage'])}, diversity "
+          f"{fmt(o['diversity'])} (real {fmt(scores['real']['diversity'])}), copies {fmt(o['copy_share'], '{:.1%}')}")
 
 
 def main():
