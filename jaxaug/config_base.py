@@ -285,7 +285,7 @@ def score_config() -> ml_collections.ConfigDict:
   # clip (the unCLIP checkpoint's own image tower: FD-CLIP, circular for unCLIP generations), inception (clean-fid's
   # FID network: FD-Inception, the FID papers report), dinov2 (FD-DINOv2, Stein et al. 2023). A cache per encoder.
   c.encoders = "clip"
-  c.inception_weights = ""  # encoders=inception: pytorch-fid's pt_inception-2015-12-05 weights as .safetensors
+  c.inception_weights = ""  # encoders=inception: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or .safetensors
   c.dinov2 = ""  # encoders=dinov2: a transformers Dinov2Model directory or .safetensors file (e.g. dinov2-large)
   c.model = ""  # whose CLIP image tower embeds the images (unCLIP); '': the model in the set's config.json
   c.dtype = "fp32"  # the CLIP tower's: fp32 | bf16 (a cache per dtype); Inception and DINOv2 run in fp32

@@ -57,3 +57,13 @@ def write_folders(root: str | Path) -> dict[str, Path]:
       Image.fromarray(image(side, 100 * f + i)).save(folder / f"{i:03d}.png")
     out[name] = folder
   return out
+
+
+def torch_file_sample() -> dict[str, np.ndarray]:
+  """What tests/golden/state_{zip,legacy}.pth hold (tests of models/torch_file.py): tensors of several dtypes
+  and shapes, one a transposed (non-contiguous) view and one a slice at an offset into another's storage."""
+  rng = np.random.default_rng(SEED)
+  base = rng.standard_normal((6, 5)).astype(np.float32)
+  return {"conv.weight": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "base": base,
+          "base_t": base.T, "base_rows": base[2:5], "bn.num_batches_tracked": np.array(7, np.int64),
+          "half": rng.standard_normal(5).astype(np.float16), "mask": np.array([True, False, True])}

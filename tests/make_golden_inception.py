@@ -12,7 +12,9 @@ The network is pytorch-fid's `InceptionV3(output_blocks=[3], use_fid_inception=T
 clean-fid's `compute_fid(dir_a, dir_b, mode="clean", custom_feat_extractor=...)` then runs its own folder
 listing, reading, "clean" resize (PIL bicubic on float channels to 299) and FID on the two folders, with the
 extractor doing what clean-fid's own network does to the resized [0, 255] batch: (x - 128) / 128, then pool3.
-Stored: the features clean-fid computed for each folder and its FID; about 60 KiB.
+Stored: the features clean-fid computed for each folder and its FID; about 60 KiB. Also state_zip.pth and
+state_legacy.pth: a small state dict (fid_inputs.torch_file_sample) as torch.save writes it now and as torch
+before 1.6 did (pytorch-fid's weights are in that format), for models/torch_file.py.
 """
 
 from __future__ import annotations
@@ -45,8 +47,25 @@ def network():
   return net.eval(), state
 
 
+def torch_files():
+  """The sample state dict in both of torch.save's formats, views kept as views (shared storages, offsets)."""
+  sample = fid_inputs.torch_file_sample()
+  base = torch.from_numpy(sample["base"])
+  state = {k: torch.from_numpy(v) for k, v in sample.items()}
+  state.update(base=base, base_t=base.t(), base_rows=base[2:5])
+  if state["base_t"].is_contiguous() or state["base_rows"].storage_offset() == 0:
+    sys.exit("the sample lost its views; update this script")
+  for name, zip_format in (("state_zip.pth", True), ("state_legacy.pth", False)):
+    torch.save(state, OUT.parent / name, _use_new_zipfile_serialization=zip_format)
+    back = torch.load(OUT.parent / name, weights_only=True)
+    assert all(np.array_equal(back[k].numpy(), v) for k, v in sample.items())
+    print(f"wrote {OUT.parent / name} ({(OUT.parent / name).stat().st_size} bytes)")
+
+
 def main():
   from cleanfid import fid
+
+  torch_files()
 
   torch.manual_seed(0)
   net, state = network()

@@ -73,10 +73,14 @@ def test_loader_errors_are_one_line(fid, tmp_path):
   with pytest.raises(UserError) as e:
     inception.load(tmp_path / "absent.safetensors")
   assert "does not exist" in _one_line(e) and "--config.inception_weights" in _one_line(e)
-  (tmp_path / "w.pth").write_bytes(b"PK")
+  (tmp_path / "w.ckpt").write_bytes(b"PK")
+  with pytest.raises(UserError) as e:
+    inception.load(tmp_path / "w.ckpt")
+  assert "neither .safetensors nor .pth" in _one_line(e) and "pt_inception-2015-12-05" in _one_line(e)
+  (tmp_path / "w.pth").write_bytes(b"PK\x03\x04 not really a zip")
   with pytest.raises(UserError) as e:
     inception.load(tmp_path / "w.pth")
-  assert "not a .safetensors file" in _one_line(e) and "one-liner" in _one_line(e)
+  assert "as a PyTorch state dict" in _one_line(e)
   (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00garbage!")
   with pytest.raises(UserError) as e:
     inception.load(tmp_path / "bad.safetensors")

@@ -12,13 +12,13 @@ Images go in as clean-fid's `mode="clean"` prepares them (`clean_resize`): each 
 [0, 255] to the graph's input, (x - 128) / 128, as the graph itself (and clean-fid's network) does.
 
 Weights: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (a state dict; its layer names are the module
-names here) as a `.safetensors` file. Convert it once, wherever torch is installed:
+names here; https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/), read as it is (without
+torch: models/torch_file.py) or as a `.safetensors` file converted once, wherever torch is installed:
 
     python -c "import torch, safetensors.torch as s; s.save_file({k: v.contiguous() for k, v in \
 torch.load('pt_inception-2015-12-05-6726825d.pth', map_location='cpu').items()}, 'pt_inception-2015-12-05.safetensors')"
 
-(the .pth is at https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/). `load` reads that file;
-the fc layer and batch norm counters it holds are not needed and are ignored.
+The fc layer and the batch norm counters the file holds are not needed and are ignored.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from jaxaug.errors import UserError
 
 SIZE = 299
 DIM = 2048
-_CONVERT = "convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth with the one-liner in jaxaug/models/inception.py"
+_WANTED = ("--config.inception_weights takes pytorch-fid's pt_inception-2015-12-05-6726825d.pth or a .safetensors "
+           "converted from it (jaxaug/models/inception.py)")
 
 
 class BasicConv(nn.Module):
@@ -218,19 +219,27 @@ def to_flax(value: np.ndarray) -> np.ndarray:
 
 
 def read_state(path: str | Path) -> dict[str, np.ndarray]:
-  """The tensors of a .safetensors file; one line where it is missing, unreadable or of another format."""
+  """The tensors of a .safetensors file or of pytorch-fid's .pth itself (models/torch_file.py, no torch); one line
+  where the file is missing, unreadable or of another format."""
   from safetensors.numpy import load_file
+
+  from jaxaug.models import torch_file
 
   path = Path(path).expanduser()
   if not path.is_file():
     state = "is a directory" if path.is_dir() else "does not exist"
-    raise UserError(f"Inception weights {path} {state}: {_CONVERT}, then pass --config.inception_weights=FILE")
+    raise UserError(f"Inception weights {path} {state}: {_WANTED}")
+  if path.suffix in (".pth", ".pt"):
+    try:
+      return torch_file.read_state_dict(path)
+    except (OSError, torch_file.NotAStateDict) as e:
+      raise UserError(f"cannot read Inception weights {path} as a PyTorch state dict ({e}): {_WANTED}") from None
   if path.suffix != ".safetensors":
-    raise UserError(f"Inception weights {path} are not a .safetensors file: {_CONVERT}")
+    raise UserError(f"Inception weights {path} are neither .safetensors nor .pth: {_WANTED}")
   try:
     return load_file(str(path))
   except Exception as e:  # safetensors raises its own error type for bad headers
-    raise UserError(f"cannot read Inception weights {path} ({e}): {_CONVERT}") from None
+    raise UserError(f"cannot read Inception weights {path} ({e}): {_WANTED}") from None
 
 
 def load(path: str | Path) -> dict:
@@ -244,11 +253,11 @@ def load(path: str | Path) -> dict:
       key = torch_name(name, names)
       if key not in state:
         raise UserError(f"Inception weights {path} have no tensor {key!r}: not pytorch-fid's FID Inception state "
-                        f"dict; {_CONVERT}")
+                        f"dict; {_WANTED}")
       value = to_flax(np.asarray(state[key], np.float32))
       if value.shape != shape.shape:
         raise UserError(f"tensor {key!r} in Inception weights {path} has shape {tuple(state[key].shape)}, the FID "
-                        f"Inception needs {_torch_shape(shape.shape)}: another network's weights; {_CONVERT}")
+                        f"Inception needs {_torch_shape(shape.shape)}: another network's weights; {_WANTED}")
       return jnp.asarray(value)
 
     return jax.tree_util.tree_map_with_path(leaf, tree)

@@ -33,8 +33,8 @@ from jaxaug.errors import UserError
 NAMES = ("clip", "inception", "dinov2")
 LABELS = {"clip": "CLIP", "inception": "Inception", "dinov2": "DINOv2"}
 WEIGHT_FIELDS = {"inception": "inception_weights", "dinov2": "dinov2"}  # score config fields
-_GET = {"inception": "pytorch-fid's pt_inception-2015-12-05 weights as .safetensors, converted with the one-liner in "
-                     "jaxaug/models/inception.py",
+_GET = {"inception": "pytorch-fid's pt_inception-2015-12-05-6726825d.pth, or a .safetensors converted from it "
+                     "(jaxaug/models/inception.py)",
         "dinov2": "a transformers Dinov2Model directory or .safetensors file, e.g. facebook/dinov2-large"}
 
 
@@ -91,7 +91,7 @@ def clip(pipe, params: dict, identity: dict) -> Encoder:
 
 
 def inception(weights: str) -> Encoder:
-  """The FID Inception from pytorch-fid's weights as .safetensors (models/inception.py says how to convert)."""
+  """The FID Inception from pytorch-fid's weights: its .pth, or a .safetensors converted from it."""
   from jaxaug.models import inception as net
 
   return inception_from(net.load(weights), {"encoder": "inception", "weights": file_identity(weights),

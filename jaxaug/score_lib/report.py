@@ -12,8 +12,13 @@ from jaxaug.evaluate import GROUPS, markdown_table
 
 _HEAD = ("images", "FD ↓", "KID ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
          "diversity ↑", "Vendi ↑", "copies ↓")
-_EMBEDDED_BY = {"clip": "the CLIP image tower of `{model}`", "inception": "the FID Inception-v3 (pool3, as clean-fid)",
-                "dinov2": "DINOv2 (CLS token)"}
+_EMBEDDED_BY = {"clip": "the CLIP image tower of `{model}`",
+                "inception": "the FID Inception-v3's pool3 features, resized as clean-fid's clean mode",
+                "dinov2": "DINOv2's CLS token, resized and normalised as dgm-eval"}
+_WHAT_FD_IS = {"inception": "FD-Inception is the FID papers report (clean-fid's network and resize)",
+               "dinov2": "FD-DINOv2 the modern one (Stein et al. 2023)",
+               "clip": "FD-CLIP is measured in the space the unCLIP generator was conditioned to match, so it "
+                       "flatters conditioned generation"}
 
 
 def label(scores: dict) -> str:
@@ -109,10 +114,10 @@ def _encoder_lines(scores: dict) -> list[str]:
 
   table = [["**all**"] + cells([sp["overall"] for _, sp in spaces])]
   table += [[m] + cells([sp["methods"][m] for _, sp in spaces]) for m in scores["methods"]]
+  present = [scores["about"].get("encoder", "clip")] + list(others)
   lines = ["", "## Encoders side by side", "",
-           "The same images in each encoder's space. FD-Inception is the FID papers report (clean-fid's network and "
-           "resize); FD-DINOv2 the modern one (Stein et al. 2023); FD-CLIP is measured in the space the unCLIP "
-           "generator was conditioned to match, so it flatters conditioned generation.", ""]
+           "The same images in each encoder's space. " + "; ".join(_WHAT_FD_IS[n] for n in _WHAT_FD_IS if n in present)
+           + ".", ""]
   lines += markdown_table(head, table)
   for name, other in others.items():
     lines += ["", f"### {other['label']} (d = {other['dim']})", ""] + _methods_table(other, other["label"])
