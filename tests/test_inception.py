@@ -102,14 +102,14 @@ def test_score_with_clip_then_inception_embeds_only_the_new_encoder(fid, tmp_pat
   """A clip run, then clip,inception on the same output: only Inception embeds, FD-Inception is reported beside
   FD-CLIP; then inception,clip embeds nothing and leads the report. A copy's Inception embedding equals its
   source's (the real and synthetic images go through the same clean resize)."""
-  make_set(tmp_path / "set", unit_size=8, units=1)  # 8 "copy" images: real images of demo:6, unchanged
+  make_set(tmp_path / "set", unit_size=4, units=1)  # 4 "copy" images: real images of demo:6, unchanged
   weights = str(fid["root"] / "weights.safetensors")
-  fields = dict(shots=2, **{"batch.per_device": 8, "metrics.k": 2, "metrics.kid_subset_size": 4,
+  fields = dict(shots=1, **{"batch.per_device": 4, "metrics.k": 2, "metrics.kid_subset_size": 4,
                             "metrics.prdc_max": 0, "inception_weights": weights})
   first = score.run(score_config(tmp_path / "set", tmp_path / "out", **fields))
-  assert first["timing"]["embedded_images"] == 8 + 8 and "by_encoder" not in first
+  assert first["timing"]["embedded_images"] == 4 + 4 and "by_encoder" not in first
   both = score.run(score_config(tmp_path / "set", tmp_path / "out", encoders="clip,inception", **fields))
-  assert both["timing"]["embedded_images"] == 16  # Inception's only: CLIP's caches are whole
+  assert both["timing"]["embedded_images"] == 8  # Inception's only: CLIP's caches are whole
   assert both["about"]["encoder"] == "clip" and [e["name"] for e in both["about"]["encoders"]] == ["clip", "inception"]
   assert both["overall"] == first["overall"]
   ours = both["by_encoder"]["inception"]
@@ -123,9 +123,9 @@ def test_score_with_clip_then_inception_embeds_only_the_new_encoder(fid, tmp_pat
   job = score.prepare(score_config(tmp_path / "set", tmp_path / "out", encoders="clip,inception", **fields))
   loaded = score.load_embeddings(job, job.encoders[1])
   emb = loaded.embeddings
-  assert emb.real.shape == (8, 2048) and emb.synthetic.shape == (8, 2048)
+  assert emb.real.shape == (4, 2048) and emb.synthetic.shape == (4, 2048)
   paired = [(row, src) for row, src in enumerate(emb.sources[:, 0]) if src >= 0]
-  assert paired  # some copies' sources are among the 2 shots per class
+  assert paired  # a copy's source is among the 1 shot per class
   for row, src in paired:
     np.testing.assert_allclose(emb.synthetic[row], emb.real[src], rtol=1e-5, atol=1e-4)
   assert sorted(p.name.split("-")[0] for p in (tmp_path / "out" / "embeddings").iterdir()) == [
