@@ -29,6 +29,7 @@ import numpy as np
 from jaxaug import augment, condition
 from jaxaug.data.images import decode_image, load_fit
 from jaxaug.errors import UserError
+from jaxaug.models import sd
 
 NAMES = ("clip", "inception", "dinov2")
 LABELS = {"clip": "CLIP", "inception": "Inception", "dinov2": "DINOv2"}
@@ -81,8 +82,6 @@ def clip(pipe, params: dict, identity: dict) -> Encoder:
   size = pipe.clip_image.size
 
   def apply(tower, images):
-    from jaxaug.models import sd
-
     pixels = condition.clip_normalize(pipe, condition.clip_resize(pipe, augment.to_float(images)))
     return sd.encode_image(pipe, tower, pixels)
 

@@ -72,7 +72,8 @@ def _legend(entries: list[tuple[str, tuple]], height: int) -> Image.Image:
 
 
 def fidelity_diversity_png(scores: dict, path: Path) -> Path | None:
-  """Coverage and FD-CLIP against diversity, one dot per method; None when no method has a diversity."""
+  """Coverage and FD (of the first encoder) against diversity, one dot per method; None when no method has a
+  diversity."""
   rows = [("all methods", scores["overall"], None)]
   rows += [(m, r, _colour(i)) for i, (m, r) in enumerate(scores["methods"].items())]
   rows = [(name, r, c) for name, r, c in rows if r.get("diversity") is not None]
@@ -86,7 +87,8 @@ def fidelity_diversity_png(scores: dict, path: Path) -> Path | None:
     panels.append(_scatter(coverage, reference, title="Coverage against diversity",
                            ylabel="coverage (higher: more of the real set)", yrange=plots.nice_ticks(0.0, 1.0)))
   if fd:
-    panels.append(_scatter(fd, reference, title="FD-CLIP against diversity", ylabel="FD-CLIP (lower: closer to real)",
+    name = "FD-" + scores["about"].get("encoders", [{"label": "CLIP"}])[0]["label"]  # the encoder of the rows
+    panels.append(_scatter(fd, reference, title=f"{name} against diversity", ylabel=f"{name} (lower: closer to real)",
                            yrange=_range([v for _, _, v, _ in fd], lo=0.0)))
   if not panels:
     return None
