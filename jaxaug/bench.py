@@ -356,31 +356,68 @@ def _traced_scores(emb, settings) -> dict:
           "classes_s": scores["timing"]["classes_s"]}
 
 
-def bench_score(args) -> dict:
-  """Embedding images/s; metric time for N x N random embeddings; memory and time at 3 sizes of
-  ImageNet-LT's class shape, extrapolated to its 1,164,154 synthetic images."""
-  from jaxaug import mesh
+def _score_encoder(name: str, args) -> object:
+  """An encoder of `python -m jaxaug.score` for the bench: CLIP from --model; Inception from --inception-weights or,
+  without, random weights (the rate does not depend on them); DINOv2 from --dinov2."""
   from jaxaug.models.pipeline import load
   from jaxaug.models.tiny import resolve_model
+  from jaxaug.score_lib import encoders
+
+  if name == "clip":
+    pipe, params = load(resolve_model(args.model), jnp.float32 if args.score_dtype == "fp32" else jnp.bfloat16)
+    if pipe.image_encoder is None:
+      raise UserError(f"model {args.model!r} has no CLIP image tower: pass an unCLIP checkpoint")
+    return encoders.clip(pipe, {"image_encoder": params["image_encoder"]}, {"model": args.model})
+  if name == "inception" and not args.inception_weights:
+    from jaxaug.models import inception
+
+    return encoders.inception_from(inception.init_variables(0), {"encoder": "inception", "weights": "random"})
+  if name == "dinov2" and not args.dinov2:
+    raise UserError("--score-encoders names dinov2: pass --dinov2=<transformers Dinov2Model directory or .safetensors>")
+  return encoders.build(name, clip_encoder=None, inception_weights=args.inception_weights, dinov2_weights=args.dinov2)
+
+
+def _embedding_rate(encoder, args, batch: int, mesh_) -> dict:
+  """The encoder's device step in images/s over all devices, and its host fit (decode + resize) per core on
+  ImageNet-sized JPEGs: the cores a device needs to be kept fed is the first over the second."""
+  from jaxaug import mesh
+  from jaxaug.data.pipeline import make_bench_images
   from jaxaug.score_lib import embed
 
-  batch = _one(_sizes(args.batch), "--batch")
-  pipe, params = load(resolve_model(args.model), jnp.float32 if args.score_dtype == "fp32" else jnp.bfloat16)
-  if pipe.image_encoder is None:
-    raise UserError(f"model {args.model!r} has no CLIP image tower: pass an unCLIP checkpoint")
-  mesh_ = mesh.data_mesh()
-  step = embed.make_step(pipe, mesh_)
-  size = pipe.clip_image.size
-  images = mesh.to_global(mesh_, np.random.default_rng(0).integers(
-      0, 256, (batch * jax.local_device_count(), size, size, 3), dtype=np.uint8))
-  tower = jax.device_put({"image_encoder": params["image_encoder"]}, mesh.replicated(mesh_))
+  step = embed.make_step(encoder.apply, mesh_)
+  images = np.random.default_rng(0).integers(0, 256, (batch * jax.local_device_count(), encoder.size, encoder.size, 3))
+  images = mesh.to_global(mesh_, images.astype(encoder.host_dtype))
+  params = jax.device_put(encoder.params, mesh.replicated(mesh_))
   start = time.perf_counter()
-  compiled = step.lower(tower, images).compile()
+  compiled = step.lower(params, images).compile()
   compile_s = time.perf_counter() - start
-  seconds = _timed(compiled, tower, images, repeats=args.repeats)
-  embedding = {"model": args.model, "dtype": args.score_dtype, "image_size": size, "dim": pipe.image_embed_dim,
-               "batch_per_device": batch, "images_per_s": batch * jax.device_count() / seconds,
-               "compile_s": compile_s}
+  seconds = _timed(compiled, params, images, repeats=args.repeats)
+  with tempfile.TemporaryDirectory() as tmp:
+    source = make_bench_images(tmp, 8, 375, 500)
+    data = [source.read(i) for i in range(len(source))]
+    start = time.perf_counter()
+    for item in data:
+      encoder.fit(item)
+    host = len(data) / (time.perf_counter() - start)
+  return {"encoder": encoder.name, "image_size": encoder.size, "dim": encoder.dim, "batch_per_device": batch,
+          "images_per_s": batch * jax.device_count() / seconds, "host_images_per_s_per_core": host,
+          "compile_s": compile_s}
+
+
+def bench_score(args) -> dict:
+  """Embedding images/s per encoder (--score-encoders); metric time for N x N random embeddings; memory and time
+  at 3 sizes of ImageNet-LT's class shape, extrapolated to its 1,164,154 synthetic images."""
+  from jaxaug import mesh
+  from jaxaug.score_lib import encoders
+
+  batch = _one(_sizes(args.batch), "--batch")
+  mesh_ = mesh.data_mesh()
+  rates = {}
+  for name in encoders.parse(args.score_encoders):
+    rate = _embedding_rate(_score_encoder(name, args), args, batch, mesh_)
+    if name == "clip":
+      rate.update(model=args.model, dtype=args.score_dtype)
+    rates["embedding" if not rates else f"embedding_{name}"] = rate
 
   rng = np.random.default_rng(0)
   settings = _score_settings(args.score_block_mb)
@@ -408,7 +445,7 @@ def bench_score(args) -> dict:
                   "embeddings_gib": inputs / 2**30, "working_gib": working / 2**30,
                   "peak_gib": (inputs + working) / 2**30, "class_rows_hours": per_class_s * LT_CLASSES / 3600,
                   "block_mb": args.score_block_mb}
-  return {"embedding": embedding, "metrics": metrics, "scaling": scaling, "imagenet_lt_extrapolated": extrapolated}
+  return {**rates, "metrics": metrics, "scaling": scaling, "imagenet_lt_extrapolated": extrapolated}
 
 
 BENCHES = {"sampler": bench_sampler, "condition": bench_condition, "flops": bench_flops, "input": bench_input,
@@ -493,7 +530,10 @@ def main(argv=None):
   parser.add_argument("--score-scaling", default="40,80,160",
                       help="score: class counts at ImageNet-LT's class shape for the memory scaling (three)")
   parser.add_argument("--score-block-mb", type=int, default=256, help="score: memory for pairwise blocks")
-  parser.add_argument("--score-dtype", default="fp32", choices=("fp32", "bf16"), help="score: the tower's dtype")
+  parser.add_argument("--score-dtype", default="fp32", choices=("fp32", "bf16"), help="score: the CLIP tower's dtype")
+  parser.add_argument("--score-encoders", default="clip", help="score: encoders to time, e.g. clip,inception,dinov2")
+  parser.add_argument("--inception-weights", default="", help="score: FID Inception .safetensors (default: random)")
+  parser.add_argument("--dinov2", default="", help="score: DINOv2 weights (transformers directory or .safetensors)")
   parser.add_argument("--json", default="", help="also write the result here")
   args = parser.parse_args(argv)
   if args.vs_torch and args.bench != "sampler":

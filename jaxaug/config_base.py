@@ -284,8 +284,14 @@ def score_config() -> ml_collections.ConfigDict:
   c.split = ""  # '': the split the set was generated from
   c.shots = 0  # k real images per class (0: every image of the split), chosen by shots_seed
   c.shots_seed = 0
+  # Embedding spaces, comma-separated, each scored side by side (the first one's are the main tables):
+  # clip (the unCLIP checkpoint's own image tower: FD-CLIP, circular for unCLIP generations), inception (clean-fid's
+  # FID network: FD-Inception, the FID papers report), dinov2 (FD-DINOv2, Stein et al. 2023). A cache per encoder.
+  c.encoders = "clip"
+  c.inception_weights = ""  # encoders=inception: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or .safetensors
+  c.dinov2 = ""  # encoders=dinov2: a transformers Dinov2Model directory or .safetensors file (e.g. dinov2-large)
   c.model = ""  # whose CLIP image tower embeds the images (unCLIP); '': the model in the set's config.json
-  c.dtype = "fp32"  # the tower's: fp32 | bf16 (a cache per dtype)
+  c.dtype = "fp32"  # the CLIP tower's: fp32 | bf16 (a cache per dtype); Inception and DINOv2 run in fp32
   c.batch = ml_collections.ConfigDict()
   c.batch.per_device = 32
   c.unit_size = 1024  # real images per cached embedding unit (synthetic units are the set's own)

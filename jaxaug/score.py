@@ -4,12 +4,15 @@
     python -m jaxaug.score --config.synthetic=/data/synthetic/imagenet_lt \
         --config.real='imagenet_lt:/data/ImageNet_LT?root=/data/imagenet'
 
-Both sets are embedded by the CLIP image tower of the checkpoint that made the set (or --config.model), in
-one jitted step sharded over every device and host. Embeddings are cached under the output directory, so a
+Both sets are embedded by each encoder of --config.encoders (default: the CLIP image tower of the checkpoint
+that made the set, or --config.model; also `inception`, clean-fid's FID network, and `dinov2`; see
+score_lib/encoders.py), in one jitted step sharded over every device and host, and scored in each encoder's
+space side by side (FD-CLIP, FD-Inception, FD-DINOv2); the first encoder's scores are the main tables, its class
+votes make the keep list. Embeddings are cached per encoder under the output directory, so a
 rerun or a new metric does not embed again, and a killed run continues where it stopped; a cached unit that
 fails its checksum (damaged on disk) is embedded again with a warning. Writes scores.json,
 scores.md (one row per method), fidelity_diversity.png, worst_classes.png and class_consistency.png to
---config.output_dir (default <synthetic>/scores). Metrics: FD-CLIP, KID with its subset standard deviation and
+--config.output_dir (default <synthetic>/scores). Metrics, per encoder: FD, KID with its subset standard deviation and
 its standard error, precision / recall / density / coverage as published (k = 5), diversity (mean pairwise
 cosine distance and Vendi score within each class), class consistency (the k nearest real images vote for
 the image's own class) and a copy check against each image's own source (score_lib/).
@@ -43,14 +46,13 @@ from jaxaug.errors import UserError, run_with_config
 from jaxaug.models import checkpoint
 from jaxaug.models.pipeline import load
 from jaxaug.models.tiny import resolve_model
-from jaxaug.score_lib import consistency, embed, pictures, report, scoring
+from jaxaug.score_lib import consistency, embed, encoders, pictures, report, scoring
 from jaxaug.train_lib.data import check_classes
 
 _DEFAULT_CONFIG = "score"  # a shipped config (jaxaug.config_files)
-_RANK_NAMES = {"fd": "FD-CLIP", "kid": "KID", "precision": "precision", "coverage": "coverage",
+_RANK_NAMES = {"fd": "FD", "kid": "KID", "precision": "precision", "coverage": "coverage",
                "diversity": "diversity", "consistency": "own class"}
 RANK_BY = tuple(_RANK_NAMES)
-ENCODER = "clip"  # whose embeddings the scores, the class votes and a keep list use
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +76,9 @@ class Settings:
   rank_by: str
   consistency_classes: int
   keep: consistency.KeepRule | None
+  encoders: tuple[str, ...]  # the first one's scores are the report's main rows and its votes the keep list's
+  inception_weights: str
+  dinov2: str
 
 
 _CHOICES = {"dtype": ("fp32", "bf16"), "pictures.rank_by": RANK_BY}
@@ -83,6 +88,9 @@ def check_config(config) -> None:
   """Every value checked before any work (one line, exit 2): config_base's ranges and choices, k against prdc_max
   (PRDC needs more than k images of each set), the keep rule."""
   check_values(config, SCORING_RANGES, _CHOICES)
+  for name in encoders.parse(config.encoders):
+    if name in encoders.WEIGHT_FIELDS:
+      encoders.check_weights(name, config[encoders.WEIGHT_FIELDS[name]])
   k, prdc_max = config.metrics.k, config.metrics.prdc_max
   if prdc_max and prdc_max <= k:
     raise UserError(f"--config.metrics.k={k} is not below --config.metrics.prdc_max={prdc_max}: PRDC needs more than k "
@@ -115,7 +123,8 @@ def settings_from(config, generation: dict) -> Settings:
       cache=Path(os.path.expanduser(config.cache_dir)) if config.cache_dir else output / "embeddings", metrics=m,
       worst_classes=config.pictures.worst_classes, neighbours=config.pictures.neighbours,
       rank_by=config.pictures.rank_by, consistency_classes=config.pictures.consistency_classes,
-      keep=keep_rule(config.keep))
+      keep=keep_rule(config.keep), encoders=encoders.parse(config.encoders),
+      inception_weights=os.path.expanduser(config.inception_weights), dinov2=os.path.expanduser(config.dinov2))
 
 
 @dataclasses.dataclass
@@ -124,11 +133,10 @@ class Job:
   settings: Settings
   synthetic: SyntheticSource
   real: ImageSource
-  pipe: object
-  params: dict  # the image tower's only
+  encoders: list  # encoders.Encoder, in the order of --config.encoders
   synthetic_units: list  # embed.Unit per generation unit of `synthetic`
   fingerprint: dict  # the set's generation fingerprint (its config.json)
-  caches: tuple[embed.Cache, embed.Cache] | None = None  # real, synthetic (`_caches`, once per job)
+  caches: list = dataclasses.field(default_factory=list)  # (real, synthetic) embed.Cache per encoder, made once
 
 
 def _generation_record(synthetic: Path) -> dict:
@@ -167,28 +175,38 @@ def prepare(config) -> Job:
     raise UserError(f"real source {s.real!r} has no images in split {s.split!r}: pass --config.real / --config.split "
                     "of the images the set should resemble")
   check_classes(real, synthetic, str(s.synthetic))
+  if s.keep is not None and not os.access(s.synthetic, os.W_OK):
+    raise UserError(f"cannot write the keep list into {s.synthetic} (not writable): make the set's directory "
+                    "writable, or score without --config.keep")
+  chosen = [encoders.build(name, clip_encoder=lambda: _clip_encoder(s), inception_weights=s.inception_weights,
+                           dinov2_weights=s.dinov2) for name in s.encoders]
+  job = Job(settings=s, synthetic=synthetic, real=real, encoders=chosen,
+            synthetic_units=embed.synthetic_units(synthetic), fingerprint=generation.get("fingerprint", {}))
+  job.caches = [_caches(job, encoder) for encoder in chosen]
+  return job
+
+
+def _clip_encoder(s: Settings) -> encoders.Encoder:
+  """The unCLIP checkpoint's image tower; its cache key is what score used before there were other encoders."""
   if not s.model:
     raise UserError(f"{s.synthetic}/config.json names no model: pass --config.model=<unCLIP checkpoint>")
   pipe, params = load(resolve_model(s.model), {"fp32": jnp.float32, "bf16": jnp.bfloat16}[s.dtype])
   if pipe.image_encoder is None or "image_encoder" not in params:
     raise UserError(f"model {s.model!r} has no CLIP image tower (a plain Stable Diffusion checkpoint): score with "
                     f"an unCLIP checkpoint, e.g. --config.model={checkpoint.MIRROR} or a local copy")
-  if s.keep is not None and not os.access(s.synthetic, os.W_OK):
-    raise UserError(f"cannot write the keep list into {s.synthetic} (not writable): make the set's directory "
-                    "writable, or score without --config.keep")
-  job = Job(settings=s, synthetic=synthetic, real=real, pipe=pipe, params={"image_encoder": params["image_encoder"]},
-            synthetic_units=embed.synthetic_units(synthetic), fingerprint=generation.get("fingerprint", {}))
-  job.caches = _caches(job)
-  return job
+  identity = {**embed.model_identity(resolve_model(s.model)), "dtype": s.dtype, "size": pipe.clip_image.size}
+  return encoders.clip(pipe, {"image_encoder": params["image_encoder"]}, identity)
 
 
-def _caches(job: Job) -> tuple[embed.Cache, embed.Cache]:
+def _caches(job: Job, encoder: encoders.Encoder) -> tuple[embed.Cache, embed.Cache]:
+  """The encoder's caches of both sets (CLIP's named real-* / synthetic-* as before there were other encoders)."""
   s = job.settings
-  model = {**embed.model_identity(resolve_model(s.model)), "dtype": s.dtype, "size": job.pipe.clip_image.size}
-  real = embed.Cache(s.cache, "real", {**model, "real": s.real, "split": s.split, "shots": s.shots,
-                                       "shots_seed": s.shots_seed, "unit_size": s.unit_size, "images": len(job.real)})
-  return real, embed.Cache(s.cache, "synthetic", {**model, "synthetic": str(s.synthetic.resolve()),
-                                                  "generation": job.fingerprint})
+  model, prefix = encoder.identity, "" if encoder.name == "clip" else f"{encoder.name}-"
+  real = embed.Cache(s.cache, f"{prefix}real", {**model, "real": s.real, "split": s.split, "shots": s.shots,
+                                                "shots_seed": s.shots_seed, "unit_size": s.unit_size,
+                                                "images": len(job.real)})
+  return real, embed.Cache(s.cache, f"{prefix}synthetic", {**model, "synthetic": str(s.synthetic.resolve()),
+                                                           "generation": job.fingerprint})
 
 
 def _make_output(out: Path):
@@ -196,29 +214,27 @@ def _make_output(out: Path):
 
 
 def embed_sets(job: Job) -> dict:
-  """Embeds whatever the caches lack, on every host; returns this host's counts and time."""
+  """Embeds whatever each encoder's caches lack, on every host; returns this host's counts and time."""
   s = job.settings
-  real_cache, syn_cache = job.caches
   if jax.process_index() == 0:
     _make_output(s.output)
-    real_cache.prepare()
-    syn_cache.prepare()
+    for cache in (c for pair in job.caches for c in pair):
+      cache.prepare()
   mesh.barrier("score-caches")
   mesh_ = mesh.data_mesh()
-  embedder = embed.Embedder(step=embed.make_step(job.pipe, mesh_),
-                            params=jax.device_put(job.params, mesh.replicated(mesh_)), mesh=mesh_,
-                            size=job.pipe.clip_image.size, dim=job.pipe.image_embed_dim, per_device=s.per_device,
-                            reader_threads=s.reader_threads)
-
-  real_stats = embed.embed_units(embedder, job.real, embed.real_units(len(job.real), s.unit_size), real_cache,
-                                 desc="embedding real")
-  synthetic = _ReadOnce(job.synthetic)
-  syn_stats = embed.embed_units(embedder, synthetic, job.synthetic_units, syn_cache,
-                                desc="embedding synthetic", extra=synthetic.sources)
+  stats = []
+  for encoder, (real_cache, syn_cache) in zip(job.encoders, job.caches):
+    embedder = embed.embedder_for(encoder, mesh_, s.per_device, s.reader_threads)
+    tag = "" if len(job.encoders) == 1 else f" ({encoder.name})"
+    stats.append(embed.embed_units(embedder, job.real, embed.real_units(len(job.real), s.unit_size), real_cache,
+                                   desc=f"embedding real{tag}"))
+    synthetic = _ReadOnce(job.synthetic)
+    stats.append(embed.embed_units(embedder, synthetic, job.synthetic_units, syn_cache,
+                                   desc=f"embedding synthetic{tag}", extra=synthetic.sources))
   mesh.barrier("score-embedded")
-  return {"embedded_images": real_stats["images"] + syn_stats["images"],
-          "unreadable_images": real_stats["skipped"] + syn_stats["skipped"],
-          "embed_s": round(real_stats["seconds"] + syn_stats["seconds"], 3)}
+  return {"embedded_images": sum(st["images"] for st in stats),
+          "unreadable_images": sum(st["skipped"] for st in stats),
+          "embed_s": round(sum(st["seconds"] for st in stats), 3)}
 
 
 class _ReadOnce(ImageSource):
@@ -249,10 +265,11 @@ class Loaded:
   synthetic_positions: np.ndarray
 
 
-def load_embeddings(job: Job) -> Loaded:
-  """Both sets from the cache, unreadable rows dropped, each synthetic image's sources as real rows."""
+def load_embeddings(job: Job, encoder: int = 0) -> Loaded:
+  """Both sets from the cache of the `encoder`-th encoder, unreadable rows dropped, each synthetic image's sources as
+  real rows."""
   s = job.settings
-  real_cache, syn_cache = job.caches
+  real_cache, syn_cache = job.caches[encoder]
   real, _ = real_cache.load(embed.real_units(len(job.real), s.unit_size))
   syn_units = job.synthetic_units
   syn, done = syn_cache.load(syn_units)
@@ -284,10 +301,12 @@ def training_counts(job: Job) -> np.ndarray:
 
 def draw_pictures(job: Job, loaded: Loaded, scores: dict, votes: consistency.Votes) -> list[Path]:
   s, emb = job.settings, loaded.embeddings
-  written = [pictures.fidelity_diversity_png(scores, s.output / "fidelity_diversity.png", ENCODER)]
+  encoder = job.encoders[0]
+  written = [pictures.fidelity_diversity_png(scores, s.output / "fidelity_diversity.png", encoder.name)]
   strips = []
   for row in scoring.worst_classes(scores, s.worst_classes, s.rank_by):
-    title = (f"{row['name']}\n{_RANK_NAMES[s.rank_by]} {row[s.rank_by]:.3g}\n"
+    rank_name = f"FD-{encoder.label}" if s.rank_by == "fd" else _RANK_NAMES[s.rank_by]
+    title = (f"{row['name']}\n{rank_name} {row[s.rank_by]:.3g}\n"
              f"{row['n_real']} real, {row['n_synthetic']} synthetic")
     strip = pictures.pick_strip(emb, row["class"], s.neighbours, title)
     if strip:
@@ -298,24 +317,24 @@ def draw_pictures(job: Job, loaded: Loaded, scores: dict, votes: consistency.Vot
       s.output / "worst_classes.png", s.neighbours))
   least = [r["class"] for r in scoring.worst_classes(scores, s.consistency_classes, "consistency")]
   written.append(pictures.consistency_png(pictures.pick_consistency_rows(emb, votes, least, s.neighbours),
-                                          synthetic_image, s.output / "class_consistency.png", s.neighbours, ENCODER))
+                                          synthetic_image, s.output / "class_consistency.png", s.neighbours, encoder.name))
   return [p for p in written if p]
 
 
 def write_keep_list(job: Job, loaded: Loaded, votes: consistency.Votes) -> dict:
   """The keep rule's list of the set's images beside the set (data/keep.py); what scores.json records of it."""
-  s, emb = job.settings, loaded.embeddings
-  path = s.synthetic / keep.file_name(ENCODER, str(s.keep))
+  s, emb, encoder = job.settings, loaded.embeddings, job.encoders[0].name
+  path = s.synthetic / keep.file_name(encoder, str(s.keep))
   try:
     counts = keep.write(path, synthetic_dir=s.synthetic, fingerprint=job.fingerprint,
                         class_names=job.synthetic.class_names, item_ids=job.synthetic.item_ids,
                         labels=job.synthetic.labels, scored=emb.item_ids,
                         keep=consistency.kept(s.keep, votes, emb.labels, emb.item_ids), rule=str(s.keep),
-                        encoder=ENCODER, k=votes.k)
+                        encoder=encoder, k=votes.k)
   except OSError as e:
     raise UserError(f"cannot write the keep list {path} ({e.strerror or e}): make {s.synthetic} writable and rerun "
                     "(the embeddings are cached)") from None
-  return {"file": str(path), "rule": str(s.keep), "encoder": ENCODER, "k": votes.k,
+  return {"file": str(path), "rule": str(s.keep), "encoder": encoder, "k": votes.k,
           **{k: counts[k] for k in ("images", "kept", "dropped", "unreadable")}}
 
 
@@ -342,13 +361,19 @@ def run(config) -> dict:
       "units": units or units_done,
       "real": s.real, "split": s.split, "shots": s.shots, "real_images": len(emb.real), "model": s.model,
       "dtype": s.dtype, "dim": int(emb.real.shape[1]), "class_names": list(emb.class_names),
-      "methods": emb.method_names}
+      "methods": emb.method_names, "encoder": job.encoders[0].name,
+      "encoders": [{"name": e.name, "label": e.label, "dim": e.dim} for e in job.encoders]}
+  by_encoder = {e.name: _encoder_scores(job, i, s.metrics) for i, e in enumerate(job.encoders) if i}
   scores["settings"] = dataclasses.asdict(s.metrics)
   scores["timing"] = {**embedded, **scores["timing"]}
   if s.keep is not None:
     scores["keep"] = write_keep_list(job, loaded, votes)
   scores = {key: scores[key] for key in ("about", "settings", "overall", "methods", "groups", "real", "copies",
                                          "prdc_skipped_classes", "classes", "keep", "timing") if key in scores}
+  if by_encoder:
+    scores["by_encoder"] = by_encoder
+    scores["timing"]["metrics_s"] = round(scores["timing"]["metrics_s"] + sum(
+        b.pop("metrics_s") for b in by_encoder.values()), 3)
   drawn = []
   try:
     drawn = draw_pictures(job, loaded, scores, votes)
@@ -358,6 +383,16 @@ def run(config) -> dict:
   json_path, md_path = report.write(s.output, scores)
   print(report.summary(scores, [json_path, md_path] + drawn), flush=True)
   return scores
+
+
+def _encoder_scores(job: Job, index: int, settings: scoring.MetricSettings) -> dict:
+  """Every row of the scores in a further encoder's space (its own class votes too), as scores.json's `by_encoder`
+  holds them."""
+  encoder, emb = job.encoders[index], load_embeddings(job, index).embeddings
+  scores = scoring.compute_scores(emb, settings, scoring.class_votes(emb, settings))
+  rows = {key: scores[key] for key in ("overall", "methods", "groups", "real", "copies", "prdc_skipped_classes",
+                                       "classes")}
+  return {"label": encoder.label, "dim": encoder.dim, **rows, "metrics_s": scores["timing"]["metrics_s"]}
 
 
 def main():

@@ -199,6 +199,7 @@ def test_methods_none_is_a_grid_of_baselines_only():
     ({"generation.sampler.steps": 0}, r"--config.generation.sampler.steps=0 is out of range"),
     ({"training.crop_size": 99}, r"crop_size 99 is larger than load_size"),
     ({"score.settings.metrics.k": 0}, r"--config.score.settings.metrics.k=0 is out of range"),
+    ({"score.settings.encoders": "clip,inception"}, r"--config.score.settings.inception_weights is empty"),
 ])
 def test_bad_grids_are_one_line_before_any_stage(tmp_path, fields, message):
   config = _demo(**{"output.dir": str(tmp_path / "out"), **fields})

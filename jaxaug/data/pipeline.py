@@ -28,7 +28,7 @@ import functools
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import grain
@@ -47,11 +47,12 @@ class Skipped(NamedTuple):
   reason: str
 
 
-def load_example(source: ImageSource, size: int, index) -> dict | Skipped:
-  """One source index -> {'image', 'label', 'index'}, or Skipped if the image is bad."""
+def load_example(source: ImageSource, size: int, index, fit: Callable | None = None) -> dict | Skipped:
+  """One source index -> {'image', 'label', 'index'}, or Skipped if the image is bad. `fit` (encoded bytes or
+  pixels -> the image array; default: `load_fit` to `size`) lets a scoring encoder prepare images its own way."""
   index = int(index)
   try:
-    image = load_fit(source.read(index), size)
+    image = fit(source.read(index)) if fit else load_fit(source.read(index), size)
   except BadImage as e:
     return Skipped(index, source.id(index), str(e))
   return {"image": image, "label": np.int32(source.labels[index]), "index": np.int64(index)}
@@ -200,13 +201,14 @@ def eval_batches(source: ImageSource, *, batch_size: int, size: int, num_threads
 # Generation sources
 
 
-def read_unit(source: ImageSource, size: int, indices: Sequence[int]) -> dict:
-  """Source images for one generation unit: image [n, size, size, 3], ok [n], index [n]."""
+def read_unit(source: ImageSource, size: int, indices: Sequence[int], fit: Callable | None = None,
+              dtype=np.uint8) -> dict:
+  """Source images for one generation unit: image [n, size, size, 3] of `dtype`, ok [n], index [n]."""
   indices = np.asarray(indices, np.int64)
-  images = np.zeros((len(indices), size, size, 3), np.uint8)
+  images = np.zeros((len(indices), size, size, 3), dtype)
   ok = np.ones(len(indices), bool)
   for k, index in enumerate(indices):
-    example = load_example(source, size, index)
+    example = load_example(source, size, index, fit)
     if isinstance(example, Skipped):
       logging.warning("skipped unreadable source image %s: %s", example.id, example.reason)
       ok[k] = False
@@ -216,10 +218,10 @@ def read_unit(source: ImageSource, size: int, indices: Sequence[int]) -> dict:
 
 
 def read_units(source: ImageSource, units: Iterable[Sequence[int]], size: int, *,
-               num_threads: int = 4, prefetch: int = 4) -> Iterator[dict]:
+               num_threads: int = 4, prefetch: int = 4, fit: Callable | None = None, dtype=np.uint8) -> Iterator[dict]:
   """`read_unit` for each unit in order, `prefetch` units ahead in `num_threads` threads."""
   ds = grain.MapDataset.source([np.asarray(u, np.int64) for u in units])
-  ds = ds.map(functools.partial(read_unit, source, size))
+  ds = ds.map(functools.partial(read_unit, source, size, fit=fit, dtype=dtype))
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)))
 
 

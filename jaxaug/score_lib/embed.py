@@ -1,14 +1,17 @@
-"""Images -> CLIP image embeddings with the checkpoint's own image tower, cached in units a killed run resumes.
+"""Images -> embeddings by an encoder (score_lib/encoders.py: CLIP, Inception, DINOv2), cached in units a
+killed run resumes.
 
-One jitted step, sharded over every device of every host, embeds a batch: uint8 squares at the tower's
-input size (shorter side, centre crop, bicubic: the `data.images.fit_square` rule, as CLIPImageProcessor
-does) -> `condition`'s CLIP normalisation -> `models.sd.encode_image` (the projected image embedding,
-float32). The host side is `data.pipeline.read_units`: grain threads decoding ahead of the device.
+One jitted step, sharded over every device of every host, embeds a batch: the host fits each image as its
+encoder wants it (CLIP: uint8 squares at the tower's input size, shorter side, centre crop, bicubic, the
+`data.images.fit_square` rule, as CLIPImageProcessor does; Inception: clean-fid's float resize to 299), then
+the device runs the encoder's `apply` (CLIP: `condition`'s normalisation -> `models.sd.encode_image`, the
+projected image embedding), float32 out. The host side is `data.pipeline.read_units`: grain threads decoding
+ahead of the device. Each encoder has its own caches.
 
 The cache keeps generation's discipline (design.md contract 2): a unit's .npy is written under a
 temporary name, fsynced and renamed, then recorded in the done file of its process; a rerun embeds only
 the units not recorded, so a kill costs at most the units in flight. A set's directory name carries a
-hash of everything its embeddings depend on, so another model, dtype or real set never mixes with it:
+hash of everything its embeddings depend on, so another encoder, model, dtype or real set never mixes with it:
 
   <cache>/real-<hash>/unit-00000003.npy       float32 (rows, d) in source order; NaN rows: unreadable images
   <cache>/synthetic-<hash>/unit-00000012.npy  one per generation unit, rows in the shard's order
@@ -40,12 +43,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from jaxaug import augment, condition, fsutil, mesh
+from jaxaug import fsutil, mesh
 from jaxaug.data import synthetic
 from jaxaug.data.pipeline import read_units
 from jaxaug.data.sources import ImageSource
 from jaxaug.errors import UserError
-from jaxaug.models import sd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,14 +215,9 @@ def check_unit(directory: Path, entry: dict, rows: int) -> tuple[np.ndarray | No
   return array, "", found
 
 
-def make_step(pipe, mesh_):
-  """The jitted, sharded step: uint8 (B, S, S, 3) at the tower's size -> image embeddings (B, d) float32."""
-
-  def step(params, images):
-    pixels = condition.clip_normalize(pipe, condition.clip_resize(pipe, augment.to_float(images)))
-    return sd.encode_image(pipe, params, pixels)
-
-  return jax.jit(step, in_shardings=(mesh.replicated(mesh_), mesh.batch_sharding(mesh_)),
+def make_step(apply: Callable, mesh_):
+  """The jitted, sharded step: an encoder's apply(params, (B, S, S, 3) host batch) -> (B, d) float32."""
+  return jax.jit(apply, in_shardings=(mesh.replicated(mesh_), mesh.batch_sharding(mesh_)),
                  out_shardings=mesh.batch_sharding(mesh_))
 
 
@@ -230,10 +227,19 @@ class Embedder:
   step: Callable
   params: object
   mesh: object
-  size: int  # the tower's input side
+  size: int  # the side of the host batch
   dim: int  # the embedding's
   per_device: int
   reader_threads: int
+  fit: Callable | None = None  # one image -> the host array (None: `data.images.load_fit` to `size`, uint8)
+  dtype: object = np.uint8  # the host batch's
+
+
+def embedder_for(encoder, mesh_, per_device: int, reader_threads: int) -> Embedder:
+  """An `encoders.Encoder` as the embedding step: compiled, its parameters replicated over `mesh_`."""
+  return Embedder(step=make_step(encoder.apply, mesh_), params=jax.device_put(encoder.params, mesh.replicated(mesh_)),
+                  mesh=mesh_, size=encoder.size, dim=encoder.dim, per_device=per_device,
+                  reader_threads=reader_threads, fit=encoder.fit, dtype=encoder.host_dtype)
 
 
 def embed_units(embedder: Embedder, source: ImageSource, units: Sequence[Unit], cache: Cache, *, desc: str,
@@ -276,8 +282,9 @@ def embed_units(embedder: Embedder, source: ImageSource, units: Sequence[Unit], 
     bar.update(len(chunk) * processes)
 
   reads = iter(()) if not len(rows) else read_units(source, [rows[c] for c in chunks if len(c)], embedder.size,
-                                                    num_threads=embedder.reader_threads)
-  blank = np.zeros((local, embedder.size, embedder.size, 3), np.uint8)
+                                                    num_threads=embedder.reader_threads, fit=embedder.fit,
+                                                    dtype=embedder.dtype)
+  blank = np.zeros((local, embedder.size, embedder.size, 3), embedder.dtype)
   previous = None
   try:
     for chunk in chunks:
@@ -311,12 +318,6 @@ def _commit(cache: Cache, unit: Unit, array: np.ndarray, extra, process: int, ve
   except OSError as e:
     raise UserError(f"writing embedding unit {unit.number} to {cache.dir} failed ({e.strerror or e}); free space "
                     "or fix the directory and rerun the same command to continue") from None
-
-
-
-
-
-
 
 
 def _progress(total: int, desc: str):

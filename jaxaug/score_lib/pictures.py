@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from jaxaug import fsutil
 from jaxaug.score_lib import consistency, metrics
+from jaxaug.score_lib.encoders import LABELS as ENCODER_NAMES  # as figures name them
 from jaxaug.score_lib.scoring import Embeddings
 from jaxaug.train_lib import plots
 
@@ -28,7 +29,6 @@ PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 TILE = 96
 CAPTION = 16
-ENCODER_NAMES = {"clip": "CLIP", "dinov2": "DINOv2", "inception": "Inception"}  # as figures name them
 
 
 def _colour(i: int) -> tuple[int, int, int]:

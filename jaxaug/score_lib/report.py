@@ -1,5 +1,8 @@
 """scores.json and scores.md: every figure in JSON, and the tables a person reads (one row per method); the
-terminal summary from the same cells."""
+terminal summary from the same cells.
+
+Every FD is named by the encoder whose space it was measured in (FD-CLIP, FD-Inception = the FID of papers,
+FD-DINOv2); the main tables are the first encoder's, further encoders get a side-by-side table and their own."""
 
 from __future__ import annotations
 
@@ -8,8 +11,24 @@ from pathlib import Path
 from jaxaug import evaluate, fsutil
 from jaxaug.evaluate import GROUPS, markdown_table
 
-_HEAD = ("images", "FD-CLIP ↓", "KID ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
+_HEAD = ("images", "FD ↓", "KID ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
          "diversity ↑", "Vendi ↑", "own class ↑", "copies ↓")
+_EMBEDDED_BY = {"clip": "the CLIP image tower of `{model}`",
+                "inception": "the FID Inception-v3's pool3 features, resized as clean-fid's clean mode",
+                "dinov2": "DINOv2's CLS token, resized and normalised as dgm-eval"}
+_WHAT_FD_IS = {"inception": "FD-Inception is the FID papers report (clean-fid's network and resize)",
+               "dinov2": "FD-DINOv2 the modern one (Stein et al. 2023)",
+               "clip": "FD-CLIP is measured in the space the unCLIP generator was conditioned to match, so it "
+                       "flatters conditioned generation"}
+
+
+def label(scores: dict) -> str:
+  """The first encoder's label (CLIP for a report written before there were other encoders)."""
+  return scores["about"].get("encoders", [{"label": "CLIP"}])[0]["label"]
+
+
+def _head(name: str) -> tuple[str, ...]:
+  return (_HEAD[0], f"FD-{name} ↓") + _HEAD[2:]
 
 
 def _num(value, fmt: str = "{:.3g}") -> str:
@@ -38,19 +57,14 @@ def _cells(row: dict) -> list[str]:
 def markdown(scores: dict, max_classes: int = 30) -> str:
   """The report: methods table, groups (long-tail sets), copy check, the classes (worst first when many)."""
   about, settings = scores["about"], scores["settings"]
-  k = settings["k"]
+  k, fd = settings["k"], f"FD-{label(scores)}"
+  encoder = about.get("encoder", "clip")
   lines = [f"# Scores of `{about['synthetic']}`", "",
            f"{about['synthetic_images']:,} synthetic images ({about['units_done']} of {about['units']} units) against "
-           f"{about['real_images']:,} real images of `{about['real']}` ({about['split']}), embedded by the CLIP image "
-           f"tower of `{about['model']}` (d = {about['dim']}).", ""]
-  rows = [["**all**"] + _cells(scores["overall"])]
-  rows += [[name] + _cells(row) for name, row in scores["methods"].items()]
-  real = scores["real"]
-  rows.append(["*real images*", f"{real['n_real']:,}"] + ["–"] * 6 + [_num(real["diversity"], "{:.3f}"),
-                                                                     _num(real["vendi"], "{:.2f}"),
-                                                                     _num(real.get("consistency"), "{:.1%}"), "–"])
-  lines += markdown_table(("method",) + _HEAD, rows)
-  lines += ["", f"FD-CLIP and KID: how far the synthetic images' embeddings lie from the real ones. KID is shown ± the "
+           f"{about['real_images']:,} real images of `{about['real']}` ({about['split']}), embedded by "
+           f"{_EMBEDDED_BY[encoder].format(model=about['model'])} (d = {about['dim']}).", ""]
+  lines += _methods_table(scores, label(scores))
+  lines += ["", f"{fd} and KID: how far the synthetic images' embeddings lie from the real ones. KID is shown ± the "
             "standard error of the whole-set estimate (ours), then (sd) the standard deviation over its subsets, the ± "
             "that torch-fidelity and torchmetrics print. Precision and density: fidelity; recall and coverage: how "
             f"much of the real set is covered (Naeem et al. 2020 as its reference code computes them, k = {k}; pooled "
@@ -62,6 +76,7 @@ def markdown(scores: dict, max_classes: int = 30) -> str:
             "each voted on by the others, the encoder's own class separation). Copies: share "
             "of synthetic images whose nearest real image of their class is their own source, at cosine similarity ≥ "
             f"{settings['copy_threshold']}."]
+  lines += _encoder_lines(scores)
   if scores["groups"]:
     lines += ["", "## Many / medium / few", "",
               "Classes by their real images: many > 100, medium 20-100, few < 20.", ""]
@@ -71,7 +86,7 @@ def markdown(scores: dict, max_classes: int = 30) -> str:
         continue
       group_rows.append([f"**{g}** ({scores['groups'][g]['classes']} classes)", "all"] + _cells(scores["groups"][g]))
       group_rows += [[g, name] + _cells(row["groups"][g]) for name, row in scores["methods"].items()]
-    lines += markdown_table(("group", "method") + _HEAD, group_rows, text_columns=2)
+    lines += markdown_table(("group", "method") + _head(label(scores)), group_rows, text_columns=2)
   if "keep" in scores:
     kept = scores["keep"]
     lines += ["", "## Keep list", "", f"`{kept['file']}`: rule {kept['rule']} on {kept['encoder']} votes of the "
@@ -85,6 +100,42 @@ def markdown(scores: dict, max_classes: int = 30) -> str:
     lines += ["", f"Embedding {timing.get('embed_s', 0):.1f} s ({timing.get('embedded_images', 0):,} images newly "
               f"embedded), metrics {timing['metrics_s']:.1f} s ({timing['per_class_s'] * 1e3:.1f} ms per class)."]
   return "\n".join(lines) + "\n"
+
+
+def _methods_table(scores: dict, name: str) -> list[str]:
+  """One row per method, all methods first, the real images' own diversity last; FD named by the encoder."""
+  rows = [["**all**"] + _cells(scores["overall"])]
+  rows += [[method] + _cells(row) for method, row in scores["methods"].items()]
+  real = scores["real"]
+  rows.append(["*real images*", f"{real['n_real']:,}"] + ["–"] * 6 + [_num(real["diversity"], "{:.3f}"),
+                                                                     _num(real["vendi"], "{:.2f}"),
+                                                                     _num(real.get("consistency"), "{:.1%}"), "–"])
+  return markdown_table(("method",) + _head(name), rows)
+
+
+def _encoder_lines(scores: dict) -> list[str]:
+  """With more than one encoder: FD, KID, precision and coverage of each side by side, then each further
+  encoder's own methods table."""
+  others = scores.get("by_encoder", {})
+  if not others:
+    return []
+  spaces = [(label(scores), scores)] + [(o["label"], o) for o in others.values()]
+  head = ("method",) + tuple(f"{metric}-{name}" for name, _ in spaces
+                             for metric in ("FD", "KID", "precision", "coverage"))
+
+  def cells(rows: list[dict]) -> list[str]:
+    return [c for row in rows for c in (_num(row.get("fd")), _kid(row), *_prdc(row)[::3])]
+
+  table = [["**all**"] + cells([sp["overall"] for _, sp in spaces])]
+  table += [[m] + cells([sp["methods"][m] for _, sp in spaces]) for m in scores["methods"]]
+  present = [scores["about"].get("encoder", "clip")] + list(others)
+  lines = ["", "## Encoders side by side", "",
+           "The same images in each encoder's space. " + "; ".join(_WHAT_FD_IS[n] for n in _WHAT_FD_IS if n in present)
+           + ".", ""]
+  lines += markdown_table(head, table)
+  for name, other in others.items():
+    lines += ["", f"### {other['label']} (d = {other['dim']})", ""] + _methods_table(other, other["label"])
+  return lines
 
 
 def _copy_lines(copies: dict) -> list[str]:
@@ -127,9 +178,9 @@ def _class_lines(scores: dict, max_classes: int) -> list[str]:
   if len(classes) > max_classes:
     ranked = sorted(classes, key=lambda r: (r["fd"] is None, -(r["fd"] or 0)))
     shown = ranked[:max_classes]
-    lines += [f"The {max_classes} of {len(classes)} classes with the highest FD-CLIP (every class is in "
-              "scores.json).", ""]
-  head = ("class", "real", "synthetic", "FD-CLIP", "KID", "precision", "recall", "density", "coverage",
+    lines += [f"The {max_classes} of {len(classes)} classes with the highest FD-{label(scores)} (every class is "
+              "in scores.json).", ""]
+  head = ("class", "real", "synthetic", f"FD-{label(scores)}", "KID", "precision", "recall", "density", "coverage",
           "diversity", "real diversity", "own class", "copies")
   rows = [[r["name"], f"{r['n_real']:,}", f"{r['n_synthetic']:,}", _num(r["fd"]), _kid(r)] + _prdc(r)
           + [_num(r["diversity"], "{:.3f}"), _num(r["real_diversity"], "{:.3f}"), _num(r.get("consistency"), "{:.1%}"),
@@ -152,24 +203,33 @@ def _class_lines(scores: dict, max_classes: int) -> list[str]:
 
 
 def summary(scores: dict, paths: list[Path]) -> str:
-  """The terminal's lines: what was scored and how long it took, the overall row, where the report is."""
-  o, about, timing = scores["overall"], scores["about"], scores["timing"]
-  kid = "–" if o["kid"] is None else (f"{_num(o['kid'])} (standard error {o['kid_se']:.2g}; subset sd {o['kid_std']:.2g}, "
-                                      "as torch-fidelity prints)")
+  """The terminal's lines: what was scored and how long it took, the overall row of each encoder, where the report
+  and the keep list are."""
+  about, timing = scores["about"], scores["timing"]
   lines = [f"scored {about['synthetic_images']} synthetic images ({len(about['methods'])} method(s)) against "
            f"{about['real_images']} real images in {timing['total_s']:.1f}s (embedding {timing['embed_s']:.1f}s for "
            f"{timing['embedded_images']} new images, metrics {timing['metrics_s']:.1f}s)",
-           f"overall: FD-CLIP {_num(o['fd'], '{:.4g}')}, KID {kid}, precision {_num(o['precision'], '{:.3f}')}, recall "
-           f"{_num(o['recall'], '{:.3f}')}, density {_num(o['density'], '{:.3f}')}, coverage "
-           f"{_num(o['coverage'], '{:.3f}')}, diversity {_num(o['diversity'], '{:.3f}')} (real "
-           f"{_num(scores['real']['diversity'], '{:.3f}')}), own class {_num(o.get('consistency'), '{:.1%}')}, copies "
-           f"{_num(o['copy_share'], '{:.1%}')}",
-           f"scores: {paths[1]}  ({', '.join(p.name for p in paths if p != paths[1])})"]
+           "overall: " + _overall(scores, label(scores))]
+  lines += [f"  in {o['label']}: " + _overall(o, o["label"]) for o in scores.get("by_encoder", {}).values()]
+  lines.append(f"scores: {paths[1]}  ({', '.join(p.name for p in paths if p != paths[1])})")
   if "keep" in scores:
     kept = scores["keep"]
     lines.append(f"keep list: {kept['file']} ({kept['rule']}, {kept['encoder']} votes of k = {kept['k']}): kept "
                  f"{kept['kept']} of {kept['images']} images, dropped {kept['dropped']}")
   return "\n".join(lines)
+
+
+def _overall(scores: dict, name: str) -> str:
+  """One encoder's overall row in words: FD-<name>, KID, PRDC, diversity against the real images', own class,
+  copies."""
+  o = scores["overall"]
+  kid = "–" if o["kid"] is None else (f"{_num(o['kid'])} (standard error {o['kid_se']:.2g}; subset sd {o['kid_std']:.2g}, "
+                                      "as torch-fidelity prints)")
+  return (f"FD-{name} {_num(o['fd'], '{:.4g}')}, KID {kid}, precision {_num(o['precision'], '{:.3f}')}, recall "
+          f"{_num(o['recall'], '{:.3f}')}, density {_num(o['density'], '{:.3f}')}, coverage "
+          f"{_num(o['coverage'], '{:.3f}')}, diversity {_num(o['diversity'], '{:.3f}')} (real "
+          f"{_num(scores['real']['diversity'], '{:.3f}')}), own class {_num(o.get('consistency'), '{:.1%}')}, copies "
+          f"{_num(o['copy_share'], '{:.1%}')}")
 
 
 def write(out: Path, scores: dict) -> tuple[Path, Path]:
