@@ -121,7 +121,7 @@ def test_score_with_clip_then_inception_embeds_only_the_new_encoder(fid, tmp_pat
   assert json.loads((tmp_path / "out" / "scores.json").read_text())["by_encoder"]["inception"]["dim"] == 2048
 
   job = score.prepare(score_config(tmp_path / "set", tmp_path / "out", encoders="clip,inception", **fields))
-  loaded = score.load_embeddings(job, job.encoders[1])
+  loaded = score.load_embeddings(job, 1)
   emb = loaded.embeddings
   assert emb.real.shape == (4, 2048) and emb.synthetic.shape == (4, 2048)
   paired = [(row, src) for row, src in enumerate(emb.sources[:, 0]) if src >= 0]
