@@ -18,7 +18,8 @@ HUB = {
     "vits14": {**_BASE, "hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6},
     "vitb14": {**_BASE, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12},
     "vitl14": {**_BASE, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
-    "vitg14": {**_BASE, "hidden_size": 1536, "num_hidden_layers": 40, "num_attention_heads": 24, "use_swiglu_ffn": True},
+    "vitg14": {**_BASE, "hidden_size": 1536, "num_hidden_layers": 40, "num_attention_heads": 24,
+               "use_swiglu_ffn": True},
 }
 HUB["vits14_reg"] = {**HUB["vits14"], "model_type": "dinov2_with_registers", "num_register_tokens": 4}
 
@@ -31,7 +32,7 @@ CASES = {
     "vitb14": (HUB["vitb14"], 224, 224, 1, 4, ("transformers",)),
     "vitl14_2layers": ({**HUB["vitl14"], "num_hidden_layers": 2}, 224, 224, 1, 5, ("transformers",)),
     "vitg14_2layers_224": ({**HUB["vitg14"], "num_hidden_layers": 2, "image_size": 224}, 224, 224, 1, 6,
-                           ("transformers",)),
+                           ("transformers", "dinov2")),
 }
 TOKENS = slice(0, 8)  # the tokens (and channels) of last_hidden_state recorded too: [CLS], registers, patches
 

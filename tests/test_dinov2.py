@@ -51,8 +51,11 @@ def test_features_match_transformers(case, checkpoints):
   root = checkpoints(config, seed)
   x = cases.pixels(case)
   got = {}
+  loaded, params = dinov2.load(root, positions=modes[0])
+  assert loaded == dinov2.Dinov2Config.from_transformers(config, case, positions=modes[0])
+  raw = json.loads((root / "config.json").read_text())
   for mode in modes:
-    cfg, params = dinov2.load(root, positions=mode)
+    cfg = dinov2.Dinov2Config.from_transformers(raw, case, positions=mode)  # what load(root, positions=mode) reads
     tokens = _run(cfg, params, x)
     got[mode] = tokens[:, 0]
     np.testing.assert_allclose(tokens[:, 0], GOLDEN[f"{case}/{mode}/features"], atol=TOL, rtol=0, err_msg=mode)
@@ -63,9 +66,9 @@ def test_features_match_transformers(case, checkpoints):
     assert np.abs(got[modes[0]][0] - got[modes[0]][1]).max() > 100 * TOL
   if set(modes) == {"transformers", "dinov2"}:
     gap = np.abs(GOLDEN[f"{case}/transformers/features"] - GOLDEN[f"{case}/dinov2/features"]).max()
-    if config["model_type"] == "dinov2":  # the two resamplings differ far beyond the tolerance: the test tells them apart
-      assert gap > 100 * TOL
-    else:  # the register models' hub code resamples as transformers does
+    if config["model_type"] == "dinov2" and x.shape[1] != config["image_size"]:
+      assert gap > 100 * TOL  # the two resamplings differ far beyond the tolerance: the test tells them apart
+    else:  # the register models' hub code resamples as transformers does; on the trained grid neither resamples
       assert gap < TOL
 
 
@@ -82,19 +85,10 @@ def test_features_are_the_cls_token(tiny):
   _, _, (config, params) = tiny
   module = dinov2.Dinov2(config)
   x = np.random.default_rng(0).standard_normal((2, 28, 42, 3), np.float32)
-  tokens = _features_fn(module)(params, x)
+  tokens, got = jax.jit(lambda p, x: (module.apply({"params": p}, x), dinov2.features(module, p, x)))(params, x)
   assert tokens.shape == (2, 1 + 2 + 2 * 3, 32)
-  np.testing.assert_allclose(jax.jit(dinov2.features, static_argnums=0)(module, params, x), tokens[:, 0], atol=1e-6)
-
-
-def test_positions_are_used_as_trained_on_the_trained_grid():
-  cfg = dinov2.Dinov2Config.from_transformers({**dinov2.TINY, "image_size": 28}, "tiny")
-  assert cfg.interpolate_offset == 0.1  # resampling to the same grid would move them: it is skipped, as both codes do
-  module = dinov2._Embeddings(cfg)
-  pixels = np.ones((1, 28, 28, 3), np.float32)
-  params = jax.tree.map(np.zeros_like, module.init(jax.random.key(0), pixels)["params"])  # patches and CLS: zero
-  params["position_embeddings"] = np.arange(5 * 32, dtype=np.float32).reshape(1, 5, 32)
-  np.testing.assert_array_equal(module.apply({"params": params}, pixels), params["position_embeddings"])
+  np.testing.assert_allclose(got, tokens[:, 0], atol=1e-6)
+  assert np.abs(got - tokens[:, 1]).max() > 0.1
 
 
 # ---------------------------------------------------------------------------
@@ -169,12 +163,15 @@ def test_loader_reads_transformers5_names(tiny, tmp_path):
     dinov2.load(_write(tmp_path / "v5_incomplete", config, renamed))
 
 
-def test_loader_reads_one_safetensors_file(tiny):
+def test_loader_reads_one_safetensors_file(tiny, tmp_path):
   root, _, (config, params) = tiny
   got_config, got = dinov2.load(root / "model.safetensors")
   assert got_config == config and config.num_register_tokens == 2 and config.use_swiglu_ffn
   _same_params(got, params)
-  assert dinov2.load(root, positions="transformers")[0].interpolate_antialias
+  assert dinov2.load(root, positions="transformers")[0] == config  # register models resample alike either way
+  plain = _write(tmp_path / "plain", dinov2.TINY, dinov2.random_state(dinov2.TINY))
+  offsets = {mode: dinov2.load(plain, positions=mode)[0].interpolate_offset for mode in ("dinov2", "transformers")}
+  assert offsets == {"dinov2": 0.1, "transformers": 0.0}
 
 
 def _error(path, **kwargs) -> str:
@@ -201,6 +198,9 @@ def test_bad_files_are_one_line_naming_file_and_tensor(tiny, tmp_path):
   clip = _write(tmp_path / "clip", {**config, "model_type": "clip_vision_model"}, state)
   assert "clip_vision_model" in _error(clip)
   assert "positions" in _error(root, positions="timm")
+  for field, value in (("hidden_size", "big"), ("image_size", [518, 224]), ("mlp_ratio", "4"), ("layer_norm_eps", -1)):
+    assert field in _error(_write(tmp_path / f"odd_{field}", {**config, field: value}, state))
+  assert "num_attention_heads" in _error(_write(tmp_path / "heads", {**config, "num_attention_heads": 5}, state))
   missing = dict(state)
   del missing["encoder.layer.0.attention.attention.key.weight"]
   where = _write(tmp_path / "missing", config, missing)
@@ -232,7 +232,8 @@ def test_preprocess_resizes_with_pil_bicubic():
   out = dinov2.preprocess(images)
   mean, std = np.float32(dinov2.IMAGENET_MEAN), np.float32(dinov2.IMAGENET_STD)
   pixels = np.rint((out * std + mean) * 255)
-  np.testing.assert_allclose(pixels[1], np.asarray(Image.fromarray(images[1]).resize((224, 224), Image.BICUBIC)), atol=0)
+  pil = np.asarray(Image.fromarray(images[1]).resize((224, 224), Image.BICUBIC))
+  np.testing.assert_allclose(pixels[1], pil, atol=0)
   same = rng.integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)  # already 224: untouched
   np.testing.assert_allclose(np.rint((dinov2.preprocess(same) * std + mean) * 255), same, atol=0)
   grey = dinov2.preprocess(images[:, :, :, :1])

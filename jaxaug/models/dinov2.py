@@ -6,11 +6,13 @@ facebook/dinov2-{small,base,large,giant} and facebook/dinov2-with-registers-* ho
 are the checkpoint's (`encoder/layer/0/attention/attention/query`), so the shared converter maps them.
 
 Position embeddings are trained on a 37 x 37 grid (518 px); at dgm-eval's 224 px the grid is 16 x 16 and
-they are resampled bicubically. Two codes do that differently, and the features differ by ~1e-2:
-- "dinov2" (default): facebookresearch/dinov2's torch-hub models, which dgm-eval runs (and transformers
-  before 4.45): `scale_factor=(grid + 0.1) / 37`, no antialias; register models: `size=grid`, antialias.
-- "transformers": transformers 5.24: `size=grid`; no antialias for Dinov2Model, antialias for the
-  register models (there both codes agree).
+they are resampled bicubically. Two codes do that differently for the models without registers, and their
+features differ far beyond rounding (tests/test_dinov2.py checks both):
+- "dinov2" (default): facebookresearch/dinov2's torch-hub models, which dgm-eval runs (as did older
+  transformers releases): `scale_factor=(grid + 0.1) / 37`, no antialias; register models: `size=grid`,
+  antialias.
+- "transformers": transformers 5.24: `size=grid`; no antialias for Dinov2Model, antialias for
+  Dinov2WithRegistersModel (the same as the hub's register models).
 """
 
 from __future__ import annotations
@@ -94,10 +96,13 @@ class Dinov2Config:
     values["interpolate_offset"], values["interpolate_antialias"] = POSITIONS[model_type][positions]
     for key in ("image_size", "patch_size"):
       values[key] = _square(values.get(key, getattr(cls, key)), key, where)
-    try:
-      out = cls(**values)
-    except TypeError as e:
-      raise UserError(f"{where}: unreadable DINOv2 config ({e})") from None
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_channels", "num_register_tokens"):
+      _count(values.get(key, getattr(cls, key)), key, where, least=0 if key == "num_register_tokens" else 1)
+    for key in ("mlp_ratio", "layer_norm_eps"):
+      value = values.get(key, getattr(cls, key))
+      if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise UserError(f"{where}: {key} must be a positive number, not {value!r}")
+    out = cls(**values)
     if out.hidden_act not in ACTIVATIONS:
       raise UserError(f"{where}: unsupported hidden_act {out.hidden_act!r} (jaxaug has {', '.join(ACTIVATIONS)})")
     if out.hidden_size % out.num_attention_heads:
@@ -106,13 +111,17 @@ class Dinov2Config:
     return out
 
 
+def _count(value, key: str, where: str, least: int = 1, square: str = "") -> int:
+  if not isinstance(value, int) or isinstance(value, bool) or value < least:
+    raise UserError(f"{where}: {key} must be an integer >= {least}{square}, not {value!r}")
+  return value
+
+
 def _square(value, key: str, where: str) -> int:
   """An int, or a [h, w] pair with h == w (DINOv2's position grid is square)."""
   if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == value[1]:
     value = value[0]
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-    raise UserError(f"{where}: {key} must be a positive integer (or a square [n, n]), not {value!r}")
-  return value
+  return _count(value, key, where, square=" (or a square [n, n])")
 
 
 # ---------------------------------------------------------------------------
@@ -242,7 +251,8 @@ class _SelfAttention(nn.Module):
     b, t, d = x.shape
     heads = cfg.num_attention_heads
     split = lambda y: y.reshape(b, t, heads, d // heads)  # noqa: E731
-    q, k, v = (split(nn.Dense(d, use_bias=cfg.qkv_bias, dtype=self.dtype, name=n)(x)) for n in ("query", "key", "value"))
+    dense = lambda name: nn.Dense(d, use_bias=cfg.qkv_bias, dtype=self.dtype, name=name)  # noqa: E731
+    q, k, v = (split(dense(name)(x)) for name in ("query", "key", "value"))
     return dot_product_attention(q, k, v, fp32_scores=True).reshape(b, t, d)
 
 
