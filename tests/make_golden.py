@@ -1,5 +1,6 @@
 """Records PyTorch diffusers reference outputs for the tiny checkpoints (tests/golden/unclip.npz) and for the
-trained demo world shipped in the package (tests/golden/world.npz).
+trained demo world shipped in the package (tests/golden/world.npz), and transformers' DINOv2 features on
+random weights of the hub's configs (tests/golden/dinov2.npz, for tests/test_dinov2.py).
 
 This is the one script in the project that uses torch. It writes the tiny checkpoints with jaxaug's own
 writer (so PyTorch diffusers also checks that layout), runs diffusers 0.39.0's StableUnCLIPImg2ImgPipeline
@@ -7,13 +8,14 @@ writer (so PyTorch diffusers also checks that layout), runs diffusers 0.39.0's S
 outputs that tests/test_parity.py compares against.
 
     python -m venv /tmp/golden && . /tmp/golden/bin/activate
-    pip install torch==2.13.0 -e ".[reference]"
+    pip install torch==2.13.0 -e ".[reference]"      # transformers 5.24 made dinov2.npz
     python tests/make_golden.py            # rewrites tests/golden/unclip.npz, world.npz and dinov2.npz
     python tests/make_golden.py dinov2     # only tests/golden/dinov2.npz (transformers' DINOv2, see _dinov2)
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -232,9 +234,8 @@ def _dinov2():
   weights jaxaug draws (dinov2.write_random) loaded by from_pretrained, features and the first tokens for each
   way of resampling the positions ("transformers": its own; "dinov2": the torch-hub code dgm-eval runs,
   patched in). Also the names and shapes save_pretrained writes, and torch's bicubic resampling itself."""
-  import math
-
   import dinov2_cases as cases
+  from safetensors import safe_open
   from transformers import (Dinov2Config, Dinov2ForImageClassification, Dinov2Model, Dinov2WithRegistersConfig,
                             Dinov2WithRegistersModel)
 
@@ -255,7 +256,7 @@ def _dinov2():
     transformers_positions = model.embeddings.interpolate_pos_encoding
     for mode in modes:
       model.embeddings.interpolate_pos_encoding = (
-          transformers_positions if mode == "transformers" else _hub_positions(model.embeddings, config, math))
+          transformers_positions if mode == "transformers" else _hub_positions(model.embeddings, config))
       with torch.no_grad():
         out = model(pixel_values=x)
       rec[f"{name}/{mode}/features"] = out.pooler_output.numpy()
@@ -267,7 +268,6 @@ def _dinov2():
     cls = Dinov2ForImageClassification if name == "Dinov2ForImageClassification" else classes[config["model_type"]][1]
     with tempfile.TemporaryDirectory() as tmp:
       cls(cfg).save_pretrained(tmp)
-      from safetensors import safe_open
       with safe_open(f"{tmp}/model.safetensors", "np") as f:
         keys = sorted(f.keys())
         rec[f"layout/{name}/names"] = np.array(keys)
@@ -283,7 +283,7 @@ def _dinov2():
   print(f"wrote {DINOV2_OUT} ({DINOV2_OUT.stat().st_size // 1024} KiB)")
 
 
-def _hub_positions(embeddings, config: dict, math):
+def _hub_positions(embeddings, config: dict):
   """facebookresearch/dinov2's `interpolate_pos_encoding` (vision_transformer.py), with the hub models' settings:
   `interpolate_offset` 0.1 and no antialias, or for the register models 0 and antialias; in place of
   transformers' own."""

@@ -205,7 +205,7 @@ def test_bad_files_are_one_line_naming_file_and_tensor(tiny, tmp_path):
   del missing["encoder.layer.0.attention.attention.key.weight"]
   where = _write(tmp_path / "missing", config, missing)
   message = _error(where)
-  assert "encoder.layer.0.attention.attention.key.weight" in message and str(where) in message
+  assert "encoder.layer.0.attention.attention.key.weight" in message and str(where / "model.safetensors") in message
   misshaped = {**state, "embeddings.position_embeddings": state["embeddings.position_embeddings"][:, :-1]}
   message = _error(_write(tmp_path / "misshaped", config, misshaped))
   assert "embeddings.position_embeddings" in message and "(1, 16, 32)" in message
@@ -236,6 +236,9 @@ def test_preprocess_resizes_with_pil_bicubic():
   np.testing.assert_allclose(pixels[1], pil, atol=0)
   same = rng.integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)  # already 224: untouched
   np.testing.assert_allclose(np.rint((dinov2.preprocess(same) * std + mean) * 255), same, atol=0)
+  mixed = dinov2.preprocess([images[0], same[0][:100]])  # a list of images of different sizes
+  np.testing.assert_array_equal(mixed[0], out[0])
+  np.testing.assert_array_equal(mixed[1], dinov2.preprocess(same[:, :100])[0])
   grey = dinov2.preprocess(images[:, :, :, :1])
   np.testing.assert_allclose(grey[..., 0] * std[0] + mean[0], grey[..., 2] * std[2] + mean[2], atol=1e-6)
   with pytest.raises(ValueError, match="uint8"):

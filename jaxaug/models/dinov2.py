@@ -127,26 +127,28 @@ def _square(value, key: str, where: str) -> int:
 # ---------------------------------------------------------------------------
 # Preprocessing
 
-def preprocess(images: np.ndarray) -> np.ndarray:
-  """uint8 images (B, H, W, 3) -> float32 (B, 224, 224, 3), as dgm-eval's DINOv2 encoder prepares them.
+def preprocess(images) -> np.ndarray:
+  """uint8 images (B, H, W, 3), or a sequence of (H, W, 3) of any sizes -> float32 (B, 224, 224, 3), as
+  dgm-eval's DINOv2 encoder prepares them.
 
   dgm-eval (`DINOv2Encoder.transform`, default `clean_resize=False`) opens each file as a PIL RGB image and
   applies torchvision's `Resize((224, 224), BICUBIC)`, which on a PIL image is `PIL.Image.resize((224, 224),
   BICUBIC)` on the uint8 pixels (PIL's bicubic, a = -0.5, antialiased when it shrinks; the aspect ratio is
-  not kept), then `ToTensor` (/ 255) and `Normalize` with the ImageNet mean and std. The same here, with
-  PIL; a grey image (B, H, W) or (B, H, W, 1) is made RGB first, as PIL's `convert('RGB')` does.
+  not kept, nothing is cropped), then `ToTensor` (/ 255) and `Normalize` with the ImageNet mean and std. The
+  same here, with PIL; a grey image ((H, W) or (H, W, 1)) is made RGB first, as PIL's `convert('RGB')` does.
   """
   from PIL import Image
 
-  images = np.asarray(images)
-  if images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 1):
-    images = np.repeat(images.reshape(images.shape[:3] + (1,)), 3, axis=-1)
-  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-    raise ValueError(f"DINOv2 preprocess takes uint8 images (B, H, W, 3), not {images.dtype} {images.shape}")
-  size = (INPUT_SIZE, INPUT_SIZE)
-  resized = np.stack([np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC)) for image in images])
+  resized = []
+  for image in images:
+    image = np.asarray(image)
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
+      image = np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=-1)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+      raise ValueError(f"DINOv2 preprocess takes uint8 RGB images (H, W, 3), not {image.dtype} {image.shape}")
+    resized.append(np.asarray(Image.fromarray(image).resize((INPUT_SIZE, INPUT_SIZE), Image.BICUBIC)))
   mean, std = np.float32(IMAGENET_MEAN), np.float32(IMAGENET_STD)
-  return (resized.astype(np.float32) / np.float32(255) - mean) / std
+  return (np.stack(resized).astype(np.float32) / np.float32(255) - mean) / std
 
 
 # ---------------------------------------------------------------------------
@@ -374,7 +376,8 @@ def load(path, positions: str = "dinov2", dtype=np.float32) -> tuple[Dinov2Confi
     raise UserError(f"{config_path} is not a JSON object: the checkpoint is damaged (re-download it)")
   config = Dinov2Config.from_transformers(raw, str(config_path), positions)
   if path.is_dir():
-    where, state = str(path), checkpoint.read_weights(path.parent, path.name)
+    single = path / "model.safetensors"
+    where, state = str(single if single.is_file() else path), checkpoint.read_weights(path.parent, path.name)
   else:
     where, state = str(path), checkpoint.read_safetensors(path)
   p = config.patch_size
