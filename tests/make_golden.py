@@ -1,5 +1,6 @@
 """Records PyTorch diffusers reference outputs for the tiny checkpoints (tests/golden/unclip.npz) and for the
-trained demo world shipped in the package (tests/golden/world.npz).
+trained demo world shipped in the package (tests/golden/world.npz), and transformers' DINOv2 features on
+random weights of the hub's configs (tests/golden/dinov2.npz, for tests/test_dinov2.py).
 
 This is the one script in the project that uses torch. It writes the tiny checkpoints with jaxaug's own
 writer (so PyTorch diffusers also checks that layout), runs diffusers 0.39.0's StableUnCLIPImg2ImgPipeline
@@ -7,12 +8,14 @@ writer (so PyTorch diffusers also checks that layout), runs diffusers 0.39.0's S
 outputs that tests/test_parity.py compares against.
 
     python -m venv /tmp/golden && . /tmp/golden/bin/activate
-    pip install torch==2.13.0 -e ".[reference]"
-    python tests/make_golden.py            # rewrites tests/golden/unclip.npz and world.npz
+    pip install torch==2.13.0 -e ".[reference]"      # transformers 5.24 made dinov2.npz
+    python tests/make_golden.py            # rewrites tests/golden/unclip.npz, world.npz and dinov2.npz
+    python tests/make_golden.py dinov2     # only tests/golden/dinov2.npz (transformers' DINOv2, see _dinov2)
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +29,7 @@ from jaxaug.models import tiny
 
 OUT = Path(__file__).parent / "golden" / "unclip.npz"
 WORLD_OUT = Path(__file__).parent / "golden" / "world.npz"
+DINOV2_OUT = Path(__file__).parent / "golden" / "dinov2.npz"
 WORLD_PROMPTS = ["a photo of a star", "a photo of a ring"]
 WORLD = {"steps": 10, "guidance": 3.0, "unet_t": 401}
 PROMPTS = ["a photo of a red circle", "blue stripes"]
@@ -225,5 +229,87 @@ def _sd_img2img(pipe, rng) -> dict:
   return rec
 
 
+def _dinov2():
+  """transformers' Dinov2Model / Dinov2WithRegistersModel on the cases of tests/dinov2_cases.py: the random
+  weights jaxaug draws (dinov2.write_random) loaded by from_pretrained, features and the first tokens for each
+  way of resampling the positions ("transformers": its own; "dinov2": the torch-hub code dgm-eval runs,
+  patched in). Also the names and shapes save_pretrained writes, and torch's bicubic resampling itself."""
+  import dinov2_cases as cases
+  from safetensors import safe_open
+  from transformers import (Dinov2Config, Dinov2ForImageClassification, Dinov2Model, Dinov2WithRegistersConfig,
+                            Dinov2WithRegistersModel)
+
+  from jaxaug.models import dinov2
+
+  classes = {"dinov2": (Dinov2Config, Dinov2Model), "dinov2_with_registers": (Dinov2WithRegistersConfig,
+                                                                              Dinov2WithRegistersModel)}
+  rec = {}
+  for name, (config, height, width, _, seed, modes) in cases.CASES.items():
+    with tempfile.TemporaryDirectory() as tmp:
+      dinov2.write_random(tmp, config, seed)
+      model, info = classes[config["model_type"]][1].from_pretrained(
+          tmp, output_loading_info=True, dtype=torch.float32, attn_implementation="eager")
+    if any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
+      sys.exit(f"dinov2 {name}: transformers did not load jaxaug's random checkpoint as it is: {info}")
+    model.eval()
+    x = torch.from_numpy(cases.pixels(name)).permute(0, 3, 1, 2)
+    transformers_positions = model.embeddings.interpolate_pos_encoding
+    for mode in modes:
+      model.embeddings.interpolate_pos_encoding = (
+          transformers_positions if mode == "transformers" else _hub_positions(model.embeddings, config))
+      with torch.no_grad():
+        out = model(pixel_values=x)
+      rec[f"{name}/{mode}/features"] = out.pooler_output.numpy()
+      rec[f"{name}/{mode}/tokens"] = out.last_hidden_state[:, cases.TOKENS, cases.TOKENS].numpy()
+    del model
+  for name, config in cases.LAYOUTS.items():
+    cfg_cls = classes[config["model_type"]][0]
+    cfg = cfg_cls(**{k: v for k, v in config.items() if k != "model_type"}, num_labels=3)
+    cls = Dinov2ForImageClassification if name == "Dinov2ForImageClassification" else classes[config["model_type"]][1]
+    with tempfile.TemporaryDirectory() as tmp:
+      cls(cfg).save_pretrained(tmp)
+      with safe_open(f"{tmp}/model.safetensors", "np") as f:
+        keys = sorted(f.keys())
+        rec[f"layout/{name}/names"] = np.array(keys)
+        rec[f"layout/{name}/shapes"] = np.array([",".join(map(str, f.get_slice(k).get_shape())) for k in keys])
+  source = torch.from_numpy(cases.resample_source())[None]
+  for rows, cols, antialias, offset in cases.RESAMPLES:
+    size = {"scale_factor": ((rows + offset) / cases.RESAMPLE_GRID, (cols + offset) / cases.RESAMPLE_GRID)} if offset \
+        else {"size": (rows, cols)}
+    out = torch.nn.functional.interpolate(source, mode="bicubic", align_corners=False, antialias=antialias, **size)
+    assert out.shape[-2:] == (rows, cols)
+    rec[f"resample/{rows}x{cols}/{int(antialias)}/{offset}"] = out[0].numpy()
+  np.savez_compressed(DINOV2_OUT, **rec)
+  print(f"wrote {DINOV2_OUT} ({DINOV2_OUT.stat().st_size // 1024} KiB)")
+
+
+def _hub_positions(embeddings, config: dict):
+  """facebookresearch/dinov2's `interpolate_pos_encoding` (vision_transformer.py), with the hub models' settings:
+  `interpolate_offset` 0.1 and no antialias, or for the register models 0 and antialias; in place of
+  transformers' own."""
+  registers = config["model_type"] == "dinov2_with_registers"
+  offset, antialias = (0.0, True) if registers else (0.1, False)
+  patch = config["patch_size"]
+
+  def positions(tokens, height, width):
+    pos = embeddings.position_embeddings
+    n = pos.shape[1] - 1
+    if tokens.shape[1] - 1 == n and height == width:
+      return pos
+    grid, dim = int(math.sqrt(n)), pos.shape[-1]
+    rows, cols = height // patch, width // patch
+    size = {"scale_factor": ((rows + offset) / grid, (cols + offset) / grid)} if offset else {"size": (rows, cols)}
+    square = pos[:, 1:].float().reshape(1, grid, grid, dim).permute(0, 3, 1, 2)
+    square = torch.nn.functional.interpolate(square, mode="bicubic", antialias=antialias, **size)
+    assert square.shape[-2:] == (rows, cols)
+    return torch.cat([pos[:, :1], square.permute(0, 2, 3, 1).reshape(1, -1, dim)], dim=1)
+
+  return positions
+
+
 if __name__ == "__main__":
-  main()
+  if sys.argv[1:] == ["dinov2"]:
+    _dinov2()
+  else:
+    main()
+    _dinov2()

@@ -124,6 +124,11 @@ def read_weights(root: Path, name: str) -> dict[str, np.ndarray]:
                   f"{', '.join(_WEIGHT_NAMES)}; convert .bin files to safetensors or re-download")
 
 
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+  """One safetensors file's tensors; a missing or damaged file is one line."""
+  return _load(path)
+
+
 def _load(path: Path) -> dict[str, np.ndarray]:
   try:
     return load_file(str(path))
