@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dinov2_cases as cases
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -243,3 +244,33 @@ def test_preprocess_resizes_with_pil_bicubic():
   np.testing.assert_allclose(grey[..., 0] * std[0] + mean[0], grey[..., 2] * std[2] + mean[2], atol=1e-6)
   with pytest.raises(ValueError, match="uint8"):
     dinov2.preprocess(images.astype(np.float32))
+
+
+def test_score_with_dinov2_reports_fd_dinov2_from_the_modules_own_features(tmp_path, capsys):
+  """`--config.encoders=dinov2,clip`: the DINOv2 encoder leads the report (FD-DINOv2), CLIP is beside it; each
+  cached real embedding is exactly what the module gives the preprocessed image, and a copy's equals its source's."""
+  from jaxaug import score
+  from jaxaug.data.images import decode_image
+  from test_score import make_set, score_config
+
+  weights = dinov2.write_random(tmp_path / "dino", dinov2.TINY, seed=3)
+  make_set(tmp_path / "set", unit_size=4, units=1)  # 4 "copy" images: real images of demo:6, unchanged
+  config = score_config(tmp_path / "set", tmp_path / "out", encoders="dinov2,clip", dinov2=str(weights), shots=1,
+                        **{"batch.per_device": 4, "metrics.k": 2, "metrics.kid_subset_size": 4, "metrics.prdc_max": 0})
+  scores = score.run(config)
+  assert scores["about"]["encoder"] == "dinov2" and scores["about"]["dim"] == dinov2.TINY["hidden_size"]
+  assert scores["overall"]["fd"] is not None and scores["by_encoder"]["clip"]["label"] == "CLIP"
+  assert "overall: FD-DINOv2" in capsys.readouterr().out
+  assert "| images | FD-DINOv2 ↓ |" in (tmp_path / "out" / "scores.md").read_text()
+
+  job = score.prepare(config)
+  emb = score.load_embeddings(job, 0).embeddings
+  config_, params = dinov2.load(str(weights))
+  module = dinov2.Dinov2(config_)
+  image = decode_image(job.real.read(0))
+  want = np.asarray(dinov2.features(module, params, jnp.asarray(dinov2.preprocess(image[None]))))[0]
+  np.testing.assert_allclose(emb.real[0], want, rtol=1e-4, atol=1e-4)
+  paired = [(row, src) for row, src in enumerate(emb.sources[:, 0]) if src >= 0]
+  assert paired
+  for row, src in paired:
+    np.testing.assert_allclose(emb.synthetic[row], emb.real[src], rtol=1e-5, atol=1e-4)
