@@ -511,9 +511,7 @@ def _finish_run(job: Job, summary: dict):
                     "then rerun the same command to continue") from None
   sheet = None
   try:
-    from jaxaug.contact_sheet import write_contact_sheet
-
-    sheet = write_contact_sheet(job)
+    sheet = _contact_sheet(job, summary)
   except UserError:
     raise
   except Exception as e:  # a picture must never fail a finished run
@@ -524,6 +522,17 @@ def _finish_run(job: Job, summary: dict):
   if sheet:
     lines.append(f"contact sheet: {sheet}")
   print("\n".join(lines), flush=True)
+
+
+def _contact_sheet(job: Job, summary: dict) -> Path | None:
+  """The set's contact sheet: drawn anew when this run wrote images, kept when it wrote none (a rerun of a finished
+  set: the sheet of the same images stands, and the rerun stays quick)."""
+  from jaxaug.contact_sheet import write_contact_sheet
+
+  existing = job.out / "contact_sheet.png"
+  if summary["images_written"] == 0 and existing.is_file():
+    return existing
+  return write_contact_sheet(job)
 
 
 def main():

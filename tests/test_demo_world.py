@@ -167,8 +167,18 @@ PAIRS = [("circle", "star"), ("square", "heart"), ("triangle", "ring"), ("cross"
 LAMS = (1.0, 0.75, 0.5, 0.25, 0.0)
 
 
-@memo
 def _mixing(model, judge, level: str, lams: tuple = LAMS):
+  """Share of generations labelled b, and labelled a or b, at each lambda (one measurement per lambda)."""
+  found = np.asarray([_mixed(model, judge, level, lam) for lam in lams])
+  return found[:, 0], found[:, 1]
+
+
+@memo
+def _mixed(model, judge, level: str, lam: float):
+  # At lambda 1 and 0 both levels give the unmixed image's embedding exactly (1 * e + 0 * e' and round(1 * x +
+  # 0 * x') are e and x), so the ends are measured once for both levels.
+  if lam in (0.0, 1.0) and level != "end":
+    return _mixed(model, judge, "end", lam)
   source = world.WorldSource("test", 8)
   images = np.stack([source.read(i) for i in range(len(source))])
   firsts, seconds = [], []
@@ -177,17 +187,14 @@ def _mixing(model, judge, level: str, lams: tuple = LAMS):
     seconds += [world.CLASSES.index(b) * 8 + i for i in range(8)]
   x1, x2 = images[firsts], images[seconds]
   a_labels, b_labels = source.labels[firsts], source.labels[seconds]
-  share_b, share_ab = [], []
-  for lam in lams:
-    if level == "embed":
-      e = lam * embed(model, x1) + (1 - lam) * embed(model, x2)
-    else:
-      mixed = np.round(lam * x1.astype(np.float32) + (1 - lam) * x2.astype(np.float32)).astype(np.uint8)
-      e = embed(model, mixed)
-    predicted = judge.predict(sample(model, vectors_of(model, e), [""] * len(x1)))
-    share_b.append(float(np.mean(predicted == b_labels)))
-    share_ab.append(float(np.mean((predicted == b_labels) | (predicted == a_labels))))
-  return np.asarray(share_b), np.asarray(share_ab)
+  if level == "pixel":
+    e = embed(model, np.round(lam * x1.astype(np.float32) + (1 - lam) * x2.astype(np.float32)).astype(np.uint8))
+  elif level == "embed":
+    e = lam * embed(model, x1) + (1 - lam) * embed(model, x2)
+  else:  # an end: the unmixed image
+    e = embed(model, x1 if lam == 1.0 else x2)
+  predicted = judge.predict(sample(model, vectors_of(model, e), [""] * len(x1)))
+  return float(np.mean(predicted == b_labels)), float(np.mean((predicted == b_labels) | (predicted == a_labels)))
 
 
 def _b_grows(share_b) -> bool:
@@ -248,5 +255,7 @@ def test_diversity_grows_with_noise_level(judge, trained, untrained):
   # measured trained 3.58 / 4.32 / 4.26 at levels 0 / 500 / 900 (grows, then flat); random 4.78 / 4.79 / 4.74
   found = [_diversity(trained, judge, level) for level in (0, 500, 900)]
   assert min(found[1], found[2]) > 1.1 * found[0], found
-  random = [_diversity(untrained, judge, level) for level in (0, 500, 900)]
-  assert not min(random[1], random[2]) > 1.1 * random[0], random
+  random = [_diversity(untrained, judge, level) for level in (0, 500)]
+  if random[1] > 1.1 * random[0]:  # only then can level 900 decide (measured: it does not get here)
+    random.append(_diversity(untrained, judge, 900))
+  assert not min(random[1:]) > 1.1 * random[0], random

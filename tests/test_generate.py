@@ -80,10 +80,13 @@ def test_reference_run_output(reference):
 
 def test_rerun_finds_everything_done(reference, tmp_path):
   before = _records(reference)
+  sheet = reference / "contact_sheet.png"
+  drawn = sheet.stat().st_mtime_ns
   again = _generate(reference, *SMALL)
   assert again.returncode == 0, again.stderr[-2000:]
   assert "wrote 0 image(s)" in again.stdout
   assert _records(reference) == before
+  assert f"contact sheet: {sheet}" in again.stdout and sheet.stat().st_mtime_ns == drawn  # the same images' sheet
 
 
 def test_four_devices_give_identical_records(reference, tmp_path):
@@ -177,18 +180,18 @@ def test_local_launcher_stops_on_the_first_failure(tmp_path):
   assert run.returncode == 2 and "unknown augmentation method 'nonsense'" in run.stderr
 
 
-def test_sigkill_and_rerun_is_identical(reference, tmp_path):
+def test_sigkill_and_rerun_is_identical(longer_reference, tmp_path):
   out = tmp_path / "out"
-  proc = _generate(out, *SMALL, wait=False)
+  proc = _generate(out, *LONGER, wait=False)  # 8 units: the kill lands while units remain
   deadline = time.time() + 300
   while time.time() < deadline and not list((out / synthetic.SHARDS).glob("unit-*.array_record")):
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.communicate()
-  assert 1 <= len(list((out / synthetic.SHARDS).glob("unit-*"))) < 3, "not killed mid-run; make the run longer"
-  rerun = _generate(out, *SMALL)
+  assert 1 <= len(list((out / synthetic.SHARDS).glob("unit-*"))) < 8, "not killed mid-run; make the run longer"
+  rerun = _generate(out, *LONGER)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
-  assert _records(out) == _records(reference)
+  assert _records(out) == _records(longer_reference)
   assert not list((out / synthetic.SHARDS).glob(".*"))  # no temporary shard left
 
 
