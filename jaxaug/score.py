@@ -37,7 +37,6 @@ import numpy as np
 from absl import logging
 
 from jaxaug import fsutil, mesh
-from jaxaug.config_base import SCORING_RANGES, check_values
 from jaxaug.data import keep, kshot, open_source
 from jaxaug.data.images import read_fit
 from jaxaug.data.sources import ImageSource
@@ -47,12 +46,10 @@ from jaxaug.models import checkpoint
 from jaxaug.models.pipeline import load
 from jaxaug.models.tiny import resolve_model
 from jaxaug.score_lib import consistency, embed, encoders, pictures, report, scoring
+from jaxaug.score_lib.checks import RANK_NAMES, check_config, keep_rule
 from jaxaug.train_lib.data import check_classes
 
 _DEFAULT_CONFIG = "score"  # a shipped config (jaxaug.config_files)
-_RANK_NAMES = {"fd": "FD", "kid": "KID", "precision": "precision", "coverage": "coverage",
-               "diversity": "diversity", "consistency": "own class"}
-RANK_BY = tuple(_RANK_NAMES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,34 +76,6 @@ class Settings:
   encoders: tuple[str, ...]  # the first one's scores are the report's main rows and its votes the keep list's
   inception_weights: str
   dinov2: str
-
-
-_CHOICES = {"dtype": ("fp32", "bf16"), "pictures.rank_by": RANK_BY}
-
-
-def check_config(config) -> None:
-  """Every value checked before any work (one line, exit 2): config_base's ranges and choices, k against prdc_max
-  (PRDC needs more than k images of each set), the keep rule."""
-  check_values(config, SCORING_RANGES, _CHOICES)
-  for name in encoders.parse(config.encoders):
-    if name in encoders.WEIGHT_FIELDS:
-      encoders.check_weights(name, config[encoders.WEIGHT_FIELDS[name]])
-  k, prdc_max = config.metrics.k, config.metrics.prdc_max
-  if prdc_max and prdc_max <= k:
-    raise UserError(f"--config.metrics.k={k} is not below --config.metrics.prdc_max={prdc_max}: PRDC needs more than k "
-                    "images of each set; raise metrics.prdc_max (0 for all images) or lower metrics.k")
-  keep_rule(config.keep)
-
-
-def keep_rule(text: str) -> consistency.KeepRule | None:
-  """--config.keep as a rule ('' for none); one line naming the rules otherwise."""
-  if not text:
-    return None
-  try:
-    return consistency.parse_keep_rule(text)
-  except ValueError as e:
-    raise UserError(f"--config.keep={text!r}: {e}; use one of {', '.join(consistency.KEEP_RULES)} (0 < F < 1), or '' "
-                    "for no keep list") from None
 
 
 def settings_from(config, generation: dict) -> Settings:
@@ -305,7 +274,7 @@ def draw_pictures(job: Job, loaded: Loaded, scores: dict, votes: consistency.Vot
   written = [pictures.fidelity_diversity_png(scores, s.output / "fidelity_diversity.png", encoder.name)]
   strips = []
   for row in scoring.worst_classes(scores, s.worst_classes, s.rank_by):
-    rank_name = f"FD-{encoder.label}" if s.rank_by == "fd" else _RANK_NAMES[s.rank_by]
+    rank_name = f"FD-{encoder.label}" if s.rank_by == "fd" else RANK_NAMES[s.rank_by]
     title = (f"{row['name']}\n{rank_name} {row[s.rank_by]:.3g}\n"
              f"{row['n_real']} real, {row['n_synthetic']} synthetic")
     strip = pictures.pick_strip(emb, row["class"], s.neighbours, title)

@@ -7,10 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "jaxaug"
 ENTRY_POINTS = {f"jaxaug.{name}" for name in ("generate", "score", "train", "experiment", "bench", "preview")}
-ALLOWED = {("jaxaug.experiment_lib.stages", "jaxaug.generate"), ("jaxaug.experiment_lib.stages", "jaxaug.score"),
-           # The preflight checks the score stage's settings with score.check_config, until issue 22.5 moves that
-           # check into score_lib.
-           ("jaxaug.experiment_lib.runner", "jaxaug.score")}
+ALLOWED = {("jaxaug.experiment_lib.stages", "jaxaug.generate"), ("jaxaug.experiment_lib.stages", "jaxaug.score")}
 
 
 def _modules() -> dict[str, Path]:

@@ -16,6 +16,7 @@ from jaxaug.errors import UserError
 from jaxaug.experiment_lib import cost, grid as grid_lib, pictures, results as results_lib, stages
 from jaxaug.experiment_lib.manifest import Manifest
 from jaxaug.generate_lib import config as generate_config
+from jaxaug.score_lib import checks as score_checks
 from jaxaug.train_lib import loop, multirun
 
 
@@ -26,8 +27,6 @@ def _as_template_error(e: UserError, prefix: str) -> UserError:
 
 def preflight(config, grid: grid_lib.Grid, cells: grid_lib.Cells) -> dict:
   """Every user error visible before any stage: the data (classes, shots) and every cell's config."""
-  from jaxaug import score
-
   facts = {}
   for ds in grid.datasets:
     splits = grid_lib.open_splits(ds)
@@ -49,7 +48,7 @@ def preflight(config, grid: grid_lib.Grid, cells: grid_lib.Cells) -> dict:
       raise _as_template_error(e, "generation") from None
   if grid.score and cells.generations:  # the score stage's values, checked before generation runs for hours
     try:
-      score.check_config(grid_lib.score_config(config, grid, cells.generations[0]))
+      score_checks.check_config(grid_lib.score_config(config, grid, cells.generations[0]))
     except UserError as e:
       raise _as_template_error(e, "score.settings") from None
   return facts
