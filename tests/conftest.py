@@ -24,6 +24,8 @@ ONE_WORKER = {
         "test_demo_grid_runs_end_to_end", "test_rerun_of_a_finished_grid_runs_nothing",
         "test_sigkill_mid_grid_then_rerun_gives_the_same_results",
         "test_a_finished_cell_under_a_changed_config_is_refused")),
+    "generate: the 8-unit reference run": tuple(f"tests/test_generate.py::{name}" for name in (
+        "test_sigkill_and_rerun_is_identical", "test_sigint_then_sigterm_stop_cleanly_and_rerun_is_identical")),
     "train: the uninterrupted run": tuple(f"tests/test_train.py::{name}" for name in (
         "test_kill_and_resume_ends_with_the_same_metrics", "test_sigterm_then_sigint_keep_a_checkpoint",
         "test_sigterm_to_the_local_launcher")),
