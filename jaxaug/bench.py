@@ -270,7 +270,7 @@ def bench_experiment(args) -> dict:
 
   from jaxaug import train
   from jaxaug.config_base import training_config
-  from jaxaug.train_lib import multirun
+  from jaxaug.train_lib import loop, multirun
 
   def config(workdir, seed):
     c = training_config()
@@ -298,7 +298,7 @@ def bench_experiment(args) -> dict:
     jax.clear_caches()
     counter = CompileCounter()
     programs = multirun.Programs()
-    runs = [multirun.Run(c, train.open_data(c)) for c in (config(Path(tmp) / f"run{s}", s) for s in range(args.runs))]
+    runs = [multirun.Run(c, loop.open_data(c)) for c in (config(Path(tmp) / f"run{s}", s) for s in range(args.runs))]
     start = time.perf_counter()
     multirun.train_group(runs, programs, Path(tmp) / "group", quiet=True)
     batched, batched_compiles = time.perf_counter() - start, sum(counter.built.values())

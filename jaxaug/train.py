@@ -24,7 +24,7 @@ from jaxaug import mesh
 from jaxaug.errors import run_with_config
 from jaxaug.models import resnet
 from jaxaug.train_lib import step as step_lib
-from jaxaug.train_lib.loop import compute_dtype, open_data, quiet_orbax, train_and_evaluate  # noqa: F401 (bench)
+from jaxaug.train_lib.loop import compute_dtype, quiet_orbax, train_and_evaluate
 
 _DEFAULT_CONFIG = "train_demo"  # a shipped config (jaxaug.config_files)
 
