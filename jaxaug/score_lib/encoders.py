@@ -22,8 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxaug import augment, condition
@@ -115,11 +113,8 @@ def dinov2(weights: str) -> Encoder:
   from jaxaug.models import dinov2 as net
 
   config, params = net.load(weights)
-  module = net.Dinov2(config)
-  apply = functools.partial(net.features, module)
-  probe = np.asarray(net.preprocess(np.zeros((1, 8, 8, 3), np.uint8)))
-  dim = jax.eval_shape(apply, params, jax.ShapeDtypeStruct(probe.shape, jnp.float32)).shape[-1]
-  return Encoder("dinov2", probe.shape[1], int(dim), np.float32, _dinov2_fit, apply, params,
+  apply = functools.partial(net.features, net.Dinov2(config))
+  return Encoder("dinov2", net.INPUT_SIZE, config.hidden_size, np.float32, _dinov2_fit, apply, params,
                  {"encoder": "dinov2", "weights": file_identity(weights)})
 
 
