@@ -359,15 +359,10 @@ def _traced_scores(emb, settings) -> dict:
 def _score_encoder(name: str, args) -> object:
   """An encoder of `python -m jaxaug.score` for the bench: CLIP from --model; Inception from --inception-weights or,
   without, random weights (the rate does not depend on them); DINOv2 from --dinov2."""
-  from jaxaug.models.pipeline import load
-  from jaxaug.models.tiny import resolve_model
   from jaxaug.score_lib import encoders
 
   if name == "clip":
-    pipe, params = load(resolve_model(args.model), jnp.float32 if args.score_dtype == "fp32" else jnp.bfloat16)
-    if pipe.image_encoder is None:
-      raise UserError(f"model {args.model!r} has no CLIP image tower: pass an unCLIP checkpoint")
-    return encoders.clip(pipe, {"image_encoder": params["image_encoder"]}, {"model": args.model})
+    return encoders.clip_checkpoint(args.model, args.score_dtype)
   if name == "inception" and not args.inception_weights:
     from jaxaug.models import inception
 
@@ -384,12 +379,12 @@ def _embedding_rate(encoder, args, batch: int, mesh_) -> dict:
   from jaxaug.data.pipeline import make_bench_images
   from jaxaug.score_lib import embed
 
-  step = embed.make_step(encoder.apply, mesh_)
+  embedder = embed.embedder_for(encoder, mesh_, batch, reader_threads=1)
   images = np.random.default_rng(0).integers(0, 256, (batch * jax.local_device_count(), encoder.size, encoder.size, 3))
   images = mesh.to_global(mesh_, images.astype(encoder.host_dtype))
-  params = jax.device_put(encoder.params, mesh.replicated(mesh_))
+  params = embedder.params
   start = time.perf_counter()
-  compiled = step.lower(params, images).compile()
+  compiled = embedder.step.lower(params, images).compile()
   compile_s = time.perf_counter() - start
   seconds = _timed(compiled, params, images, repeats=args.repeats)
   with tempfile.TemporaryDirectory() as tmp:

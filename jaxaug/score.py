@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -42,9 +41,6 @@ from jaxaug.data.images import read_fit
 from jaxaug.data.sources import ImageSource
 from jaxaug.data.synthetic import SyntheticSource
 from jaxaug.errors import UserError, run_with_config
-from jaxaug.models import checkpoint
-from jaxaug.models.pipeline import load
-from jaxaug.models.tiny import resolve_model
 from jaxaug.score_lib import consistency, embed, encoders, pictures, report, scoring
 from jaxaug.score_lib.checks import RANK_NAMES, check_config, keep_rule
 from jaxaug.train_lib.data import check_classes
@@ -156,15 +152,10 @@ def prepare(config) -> Job:
 
 
 def _clip_encoder(s: Settings) -> encoders.Encoder:
-  """The unCLIP checkpoint's image tower; its cache key is what score used before there were other encoders."""
+  """The image tower of the checkpoint that made the set (or --config.model)."""
   if not s.model:
     raise UserError(f"{s.synthetic}/config.json names no model: pass --config.model=<unCLIP checkpoint>")
-  pipe, params = load(resolve_model(s.model), {"fp32": jnp.float32, "bf16": jnp.bfloat16}[s.dtype])
-  if pipe.image_encoder is None or "image_encoder" not in params:
-    raise UserError(f"model {s.model!r} has no CLIP image tower (a plain Stable Diffusion checkpoint): score with "
-                    f"an unCLIP checkpoint, e.g. --config.model={checkpoint.MIRROR} or a local copy")
-  identity = {**embed.model_identity(resolve_model(s.model)), "dtype": s.dtype, "size": pipe.clip_image.size}
-  return encoders.clip(pipe, {"image_encoder": params["image_encoder"]}, identity)
+  return encoders.clip_checkpoint(s.model, s.dtype)
 
 
 def _caches(job: Job, encoder: encoders.Encoder) -> tuple[embed.Cache, embed.Cache]:

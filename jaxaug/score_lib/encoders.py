@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from jaxaug import augment, condition
@@ -85,6 +86,23 @@ def clip(pipe, params: dict, identity: dict) -> Encoder:
 
   return Encoder("clip", size, pipe.image_embed_dim, np.uint8, functools.partial(load_fit, size=size), apply, params,
                  identity)
+
+
+def clip_checkpoint(model: str, dtype: str) -> Encoder:
+  """The image tower of the unCLIP checkpoint `model` ('fp32' or 'bf16'); its identity is what score keyed its CLIP
+  cache with before there were other encoders (so that runs keep their caches)."""
+  from jaxaug.models import checkpoint
+  from jaxaug.models.pipeline import load
+  from jaxaug.models.tiny import resolve_model
+  from jaxaug.score_lib.embed import model_identity
+
+  root = resolve_model(model)
+  pipe, params = load(root, {"fp32": jnp.float32, "bf16": jnp.bfloat16}[dtype])
+  if pipe.image_encoder is None or "image_encoder" not in params:
+    raise UserError(f"model {model!r} has no CLIP image tower (a plain Stable Diffusion checkpoint): score with "
+                    f"an unCLIP checkpoint, e.g. --config.model={checkpoint.MIRROR} or a local copy")
+  identity = {**model_identity(root), "dtype": dtype, "size": pipe.clip_image.size}
+  return clip(pipe, {"image_encoder": params["image_encoder"]}, identity)
 
 
 def inception(weights: str) -> Encoder:
