@@ -12,6 +12,12 @@ import os
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+  """jaxaug's own cache ($JAXAUG_CACHE_DIR, default ~/.cache/jaxaug): tiny checkpoints, weight hashes, label
+  scans, parameter shapes. Everything in it can be deleted; it is made again."""
+  return Path(os.environ.get("JAXAUG_CACHE_DIR") or "~/.cache/jaxaug").expanduser()
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
   """Makes a rename inside `path` durable (the directory entry, not only the file, reaches the disk)."""
   fd = os.open(path, os.O_RDONLY)

@@ -1,5 +1,6 @@
 """Loading checkpoints: the mapping, dtypes, plain SD, torch never imported, and clear errors for bad input."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -62,6 +63,26 @@ def test_loaded_weights_equal_the_file(unclip_dir):
   np.testing.assert_array_equal(flat[("down_blocks_0", "resnets_0", "conv1", "kernel")], conv.transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(flat[("class_embedding", "linear_2", "kernel")], state["class_embedding.linear_2.weight"].T)
   assert len(flat) == len(state)
+
+
+def test_param_shapes_cache_gives_the_traced_tree_and_survives_damage(unclip_dir, tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXAUG_CACHE_DIR", str(tmp_path / "cache"))
+  monkeypatch.setattr(pipeline, "_SHAPES", {})
+  pipe = pipeline.describe(pipeline.read_architecture(unclip_dir), "tiny", str(unclip_dir))
+  traced = pipeline._traced_param_shapes(pipe)
+  assert pipeline.param_shapes(pipe) == traced  # traced, then written
+  files = list((tmp_path / "cache" / "param_shapes").glob("*.json"))
+  assert len(files) == 1
+  pipeline._SHAPES.clear()
+  assert pipeline.param_shapes(pipe) == traced  # read back from the file
+  files[0].write_text('{"unet/conv_in/kernel": [[3, 3')  # torn
+  pipeline._SHAPES.clear()
+  assert pipeline.param_shapes(pipe) == traced and json.loads(files[0].read_text())  # traced again, rewritten
+  wider = dataclasses.replace(pipe, unet_config=dataclasses.replace(
+      pipe.unet_config, block_out_channels=tuple(2 * c for c in pipe.unet_config.block_out_channels)))
+  assert pipeline.param_shapes(wider)["unet"]["conv_in"]["kernel"].shape[-1] == 2 * traced["unet"]["conv_in"][
+      "kernel"].shape[-1]  # another config is another entry
+  assert len(list((tmp_path / "cache" / "param_shapes").glob("*.json"))) == 2
 
 
 def test_bf16_parameters_close_to_fp32(unclip_dir):

@@ -43,6 +43,7 @@ from absl import logging
 
 from jaxaug.data.images import BadImage
 from jaxaug.data.sources import ImageSource, read_class_name_map, register_kind
+from jaxaug import fsutil
 from jaxaug.errors import UserError
 
 _RULE_VERSION = 1  # bump when a labelling rule changes, to invalidate label caches
@@ -158,7 +159,7 @@ def _cache_file(info, split: str, size: int, cache_dir: str | None) -> str | Non
   info_file = os.path.join(data_dir, "dataset_info.json")
   if not os.path.isfile(info_file):
     return None  # mocked, or on a remote file system: just scan
-  cache_dir = cache_dir or os.environ.get("JAXAUG_CACHE_DIR") or os.path.expanduser("~/.cache/jaxaug")
+  cache_dir = cache_dir or os.fspath(fsutil.cache_dir())
   key = f"{_RULE_VERSION}|{info.full_name}|{split}|{size}|{os.path.abspath(data_dir)}|{os.path.getmtime(info_file)}"
   digest = hashlib.sha1(key.encode()).hexdigest()[:16]
   stem = f"{info.full_name}-{split}".replace("/", "_").replace("[", "_").replace("]", "_").replace(":", "_")

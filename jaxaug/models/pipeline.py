@@ -8,15 +8,21 @@ cannot honour end in a UserError that names them, rather than in a silently diff
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
 import os
 import types
 from pathlib import Path
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
+from jaxaug import fsutil
 from jaxaug.errors import UserError
 from jaxaug.models import attention, checkpoint, convert, schedulers
 from jaxaug.models.clip import CLIPConfig, ImageEncoder, TextEncoder
@@ -223,7 +229,54 @@ def describe(arch: Architecture, name: str, where: str, dtype=jnp.float32, atten
 
 
 def param_shapes(pipe: Pipeline) -> dict:
-  """Each component's parameter tree as shapes (fp32, as Flax initialises it): what a checkpoint's weights fill."""
+  """Each component's parameter tree as shapes (fp32, as Flax initialises it): what a checkpoint's weights fill.
+
+  Tracing four inits costs a second or more on every command (most of a tiny model's load), so the result is
+  kept in the cache directory, keyed by the configs, jax, flax and the model code itself.
+  """
+  configs = (pipe.unet_config, pipe.vae_config, pipe.text_config, pipe.image_config)
+  key = hashlib.sha256(repr((configs, jax.__version__, flax.__version__, _model_code_digest())).encode())
+  path = fsutil.cache_dir() / "param_shapes" / f"{key.hexdigest()[:32]}.json"
+  if (shapes := _SHAPES.get(path)) is None:
+    shapes = _read_shapes(path)
+    if shapes is None:
+      shapes = _traced_param_shapes(pipe)
+      _write_shapes(path, shapes)
+    _SHAPES[path] = shapes
+  return shapes
+
+
+_SHAPES: dict[Path, dict] = {}  # this process's loads
+
+
+@functools.cache
+def _model_code_digest() -> str:
+  """The source of jaxaug/models: a change to any module's layout must not meet shapes cached before it."""
+  h = hashlib.sha256()
+  for f in sorted(Path(__file__).parent.glob("*.py")):
+    h.update(f.name.encode() + f.read_bytes())
+  return h.hexdigest()
+
+
+def _read_shapes(path: Path) -> dict | None:
+  try:
+    flat = json.loads(path.read_text())
+    return traverse_util.unflatten_dict({tuple(k.split("/")): jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
+                                         for k, (shape, dtype) in flat.items()})
+  except (OSError, ValueError, TypeError):
+    return None  # none cached yet, or a damaged entry: trace again
+
+
+def _write_shapes(path: Path, shapes: dict) -> None:
+  flat = {"/".join(k): [list(v.shape), str(v.dtype)] for k, v in traverse_util.flatten_dict(shapes).items()}
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fsutil.atomic_write_text(path, json.dumps(flat))
+  except OSError:
+    pass  # a read-only or full cache only costs the next command the tracing
+
+
+def _traced_param_shapes(pipe: Pipeline) -> dict:
   unet, vae = UNet(pipe.unet_config), AutoencoderKL(pipe.vae_config)
   shapes = {"unet": init_shapes(unet, *unet_inputs(unet, 1, 8, 8)),
             "vae": init_shapes(vae, jnp.zeros((1, vae.in_channels, 8, 8))),

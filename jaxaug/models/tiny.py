@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import save_file
 
+from jaxaug import fsutil
 from jaxaug.models import convert, pipeline
 
 TOKEN_WORDS = ("a", "photo", "of", "the", "red", "blue", "green", "circle", "square", "stripes", "checker")
@@ -274,7 +275,7 @@ def checkpoint_digest(root: str | os.PathLike) -> str:
 
 def cached_tiny(kind: str = "unclip", cache_dir: str | os.PathLike | None = None, size: str = "tiny") -> Path:
   """The random checkpoint in a cache directory, written atomically on first use."""
-  cache = Path(cache_dir or os.environ.get("JAXAUG_CACHE_DIR", "~/.cache/jaxaug")).expanduser()
+  cache = Path(cache_dir).expanduser() if cache_dir else fsutil.cache_dir()
   path = cache / f"{'tiny' if size == 'tiny' else 'random-sd21'}-{kind}-v{VERSION}"
   if not (path / "model_index.json").is_file():
     cache.mkdir(parents=True, exist_ok=True)
