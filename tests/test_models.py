@@ -389,6 +389,50 @@ def _damage_tokenizer(root, case):
   return expect.format(root=root)
 
 
+PROMPTS = ["a photo of a red circle", "", "  A Photo\tOF  the BLUE stripes!! ", "café ☃ naïve 12,345 it's",
+           " ".join(["green checker"] * 60)]  # the last one is truncated
+
+
+@pytest.mark.parametrize("special", [{}, {"pad_token": "!"}, {"padding_side": "left", "truncation_side": "left"}])
+def test_remembered_tokenizer_gives_transformers_ids(unclip_dir, tmp_path, monkeypatch, special):
+  """The cached pipeline (no transformers import) and transformers' CLIPTokenizer give the same ids; SD 2.x pads
+  with '!', and a tokenizer_config may pad or truncate on the left."""
+  from transformers import CLIPTokenizer
+
+  from jaxaug.models import tokenizer
+
+  monkeypatch.setenv("JAXAUG_CACHE_DIR", str(tmp_path / "cache"))
+  d = _copy(unclip_dir, tmp_path) / "tokenizer"
+  for name in ("tokenizer_config.json", "special_tokens_map.json"):
+    keys = special if name == "tokenizer_config.json" else {k: v for k, v in special.items() if k == "pad_token"}
+    (d / name).write_text(json.dumps({**json.loads((d / name).read_text()), **keys}))
+  want = CLIPTokenizer.from_pretrained(str(d))(PROMPTS, padding="max_length", max_length=77, truncation=True,
+                                               return_tensors="np").input_ids
+  first, again = tokenizer.load(d), tokenizer.load(d)
+  assert (first.cached, again.cached) == (False, True)
+  for tok in (first, again):
+    ids = tok(PROMPTS)
+    assert ids.dtype == np.int32 and np.array_equal(ids, want), (special, ids[:, :8], want[:, :8])
+  vocab = json.loads((d / "vocab.json").read_text())
+  pad = vocab[special.get("pad_token", "<|endoftext|>")]
+  ends = (0, 1) if special.get("padding_side") == "left" else (-1, -2)
+  assert want[1, ends[0]] == want[1, ends[1]] == pad  # the cases differ where they should
+  (next((tmp_path / "cache" / "tokenizers").glob("*.json"))).write_text('{"backend": "{not')  # damaged: rebuilt
+  rebuilt = tokenizer.load(d)
+  assert not rebuilt.cached and np.array_equal(rebuilt(PROMPTS), want)
+
+
+def test_a_second_load_does_not_import_transformers(unclip_dir, tmp_path):
+  code = ("import sys; from jaxaug.models import load, sd; p, _ = load(sys.argv[1]); "
+          "print(p.tokenizer.cached, 'transformers' in sys.modules, sd.tokenize(p, ['a red circle']).tolist()[0][:6])")
+  env = {**os.environ, "JAXAUG_CACHE_DIR": str(tmp_path / "cache")}
+  runs = [subprocess.run([sys.executable, "-c", code, str(unclip_dir)], env=env, capture_output=True, text=True,
+                         timeout=300) for _ in range(2)]
+  assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+  first, second = (r.stdout.split(maxsplit=2) for r in runs)
+  assert first[:2] == ["False", "True"] and second[:2] == ["True", "False"] and first[2] == second[2]
+
+
 @pytest.mark.parametrize("case", sorted(_TOKENIZER_DAMAGE))
 def test_damaged_tokenizer_file_is_one_line_naming_it(unclip_dir, tmp_path, case):
   root = _copy(unclip_dir, tmp_path)

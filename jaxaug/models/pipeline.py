@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import types
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from flax import traverse_util
 from jaxaug import fsutil
 from jaxaug.errors import UserError
 from jaxaug.models import attention, checkpoint, convert, schedulers
+from jaxaug.models import tokenizer as tokenizer_lib
 from jaxaug.models.clip import CLIPConfig, ImageEncoder, TextEncoder
 from jaxaug.models.unet import UNet, UNetConfig
 from jaxaug.models.vae import AutoencoderKL, VAEConfig
@@ -330,22 +330,14 @@ def clip_image_spec(config: dict) -> ClipImageSpec:
   return ClipImageSpec(size=size, mean=tuple(config["image_mean"]), std=tuple(config["image_std"]))
 
 
-def _tokenizer(root: Path, positions: int):
-  """transformers' CLIPTokenizer (its only use in jaxaug; works with transformers 4.x and 5.x).
+def _tokenizer(root: Path, positions: int) -> tokenizer_lib.Tokenizer:
+  """The checkpoint's CLIP tokenizer (transformers', remembered: models/tokenizer.py).
 
   Its files are checked first (checkpoint.check_tokenizer), so each kind of damage names its file; whatever
   transformers still refuses becomes one line too. `positions`: the text encoder's, which prompts must fit.
   """
   d = checkpoint.check_tokenizer(root)
-  os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-  os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-  from transformers import CLIPTokenizer  # imported here: heavy, and only loading needs it
-
-  try:
-    tokenizer = CLIPTokenizer.from_pretrained(str(d))
-  except Exception as e:  # tokenizers raises bare Exceptions, transformers many types, for damaged content
-    raise UserError(f"{d} cannot be read as a CLIP tokenizer ({type(e).__name__}: {' '.join(str(e).split())}); "
-                    "re-download the checkpoint's tokenizer/ folder") from None
+  tokenizer = tokenizer_lib.load(d)
   _check_prompt_length(tokenizer.model_max_length, positions, d)
   return tokenizer
 

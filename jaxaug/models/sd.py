@@ -14,9 +14,7 @@ from jaxaug.models.pipeline import Pipeline
 
 def tokenize(pipe: Pipeline, prompts: list[str]) -> np.ndarray:
   """Prompts -> int32 token ids (B, max_length), padded and truncated as diffusers does."""
-  ids = pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                       truncation=True, return_tensors="np").input_ids
-  return ids.astype(np.int32)
+  return pipe.tokenizer(prompts)
 
 
 def encode_text(pipe: Pipeline, params, input_ids):
