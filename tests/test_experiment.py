@@ -274,6 +274,22 @@ def test_table_renders_the_papers_layout_with_its_baselines():
   assert "| caltech101_4shot | pending |  |  |  |  |" in md
 
 
+def test_synthetic_sets_table_names_the_space_of_each_fd():
+  from jaxaug.experiment_lib import results
+
+  def scored(name, encoder=None):
+    scores = {"methods": {"cutmix": {"n_synthetic": 8, "fd": 12.5, "coverage": 0.5, "diversity": 0.25}}}
+    return {"name": name, "status": "done", "images": 8, "scores": {**scores, **({"encoder": encoder} if encoder else {})}}
+
+  def table(*sets):
+    return "\n".join(results._sets_markdown(list(sets)))
+
+  assert "| FD-Inception ↓ |" in table(scored("a", "Inception"), scored("b", "Inception"))
+  assert "| FD-CLIP ↓ |" in table(scored("a"))  # scored before the encoder was recorded: CLIP, as it was then
+  mixed = table(scored("a", "Inception"), scored("b", "DINOv2"))
+  assert "| FD ↓ (space) |" in mixed and "12.5 (Inception)" in mixed and "12.5 (DINOv2)" in mixed
+
+
 def test_partial_pictures_draw_what_is_finished(tmp_path):
   paths = runner.write_results(tmp_path, _hand_made())
   assert [p.name for p in paths] == ["results.json", "results.md", "accuracy_caltech101.png"]

@@ -153,6 +153,9 @@ def markdown(results: dict) -> str:
 
 def _sets_markdown(sets: list[dict]) -> list[str]:
   lines = ["", "## Synthetic sets", ""]
+  # Each set's FD is in its first score encoder's space (CLIP for sets scored before there was a choice).
+  labels = {s["scores"].get("encoder", "CLIP") for s in sets if s["status"] == "done" and s.get("scores")}
+  shared = next(iter(labels)) if len(labels) == 1 else None if labels else "CLIP"  # None: spaces differ per set
   rows = []
   for s in sets:
     scores = s.get("scores") or {}
@@ -164,10 +167,14 @@ def _sets_markdown(sets: list[dict]) -> list[str]:
       rows.append([s["name"], f"{s['images']:,}", "–", "–", "–", "–"])
     for name, m in methods.items():
       fmt = lambda v, f="{:.3g}": "–" if v is None else f.format(v)
+      fd = fmt(m.get("fd"))
+      if not shared and m.get("fd") is not None:
+        fd += f" ({scores.get('encoder', 'CLIP')})"
       rows.append([f"{s['name']} {name}" if name != s["name"] else s["name"], f"{m.get('n_synthetic') or 0:,}",
-                   fmt(m.get("fd")), fmt(m.get("coverage"), "{:.3f}"), fmt(m.get("diversity"), "{:.3f}"),
+                   fd, fmt(m.get("coverage"), "{:.3f}"), fmt(m.get("diversity"), "{:.3f}"),
                    fmt(m.get("copy_share"), "{:.1%}")])
-  head = ["set / method", "images", "FD-CLIP ↓", "coverage ↑", "diversity ↑", "copies ↓"]
+  head = ["set / method", "images", f"FD-{shared} ↓" if shared else "FD ↓ (space)",
+          "coverage ↑", "diversity ↑", "copies ↓"]
   lines += markdown_table(head, rows)
   lines += ["", "Scores from `python -m jaxaug.score` (each set's `scores/scores.md` has them all); `–` where the "
             "set was not scored."]

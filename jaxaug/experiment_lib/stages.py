@@ -20,13 +20,14 @@ from jaxaug import evaluate
 from jaxaug.experiment_lib import grid as grid_lib
 from jaxaug.experiment_lib.manifest import Manifest
 from jaxaug.generate_lib import config as generate_config
+from jaxaug.score_lib import report
 from jaxaug.train_lib import loop, multirun
 
 # What a training cell's result keeps from metrics.json (per_class stays in the run's own directory).
 RESULT_KEYS = ("best_top1", "top1", "many", "medium", "few", "train_loss", "step")
 # What a set's result keeps of each method's scores (score_lib's rows).
-SCORE_KEYS = ("n_synthetic", "fd", "kid", "precision", "recall", "density", "coverage", "diversity", "vendi",
-              "copy_share")
+SCORE_KEYS = ("n_synthetic", "fd", "kid", "kid_std", "kid_se", "precision", "recall", "density", "coverage",
+              "diversity", "vendi", "copy_share", "consistency")
 
 
 class CompileCounter:
@@ -153,6 +154,7 @@ def run_score(ctx: Context, cell: grid_lib.GenerationCell) -> None:
     rows = {name: {k: row.get(k) for k in SCORE_KEYS} for name, row in scores["methods"].items()}
     ctx.manifest.record([{"key": key, "stage": "score", "fingerprint": score_fingerprint(ctx, cell),
                           "result": {"methods": rows, "real_diversity": scores["real"].get("diversity"),
+                                     "encoder": report.label(scores),
                                      "file": ctx.relative(Path(scores["about"]["synthetic"]) / "scores" /
                                                           "scores.json")}}])
 
