@@ -56,6 +56,7 @@ def _job(args, out_dir: str):
   config.sampler.guidance = args.guidance
   config.batch.per_device = _sizes(args.batch)[0]
   config.attention = _names(args.attention)[0]
+  config.dtype = args.dtype
   config.data.source_size = args.source_size
   config.output.dir = out_dir
   if args.scheduler:
@@ -186,7 +187,7 @@ def torch_baseline(args) -> dict:
 
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # the child only writes built-in checkpoints with jax; the GPU is torch's
   request = {"model": args.model, "batches": _sizes(args.batch), "resolution": args.resolution, "steps": args.steps,
-             "guidance": args.guidance, "scheduler": args.scheduler, "repeats": args.repeats}
+             "guidance": args.guidance, "scheduler": args.scheduler, "repeats": args.repeats, "dtype": args.dtype}
   child = subprocess.run([sys.executable, "-m", "jaxaug.models.torch_reference", json.dumps(request)], env=env,
                          capture_output=True, text=True)
   if child.returncode != 0:
@@ -508,6 +509,9 @@ def main(argv=None):
   parser.add_argument("--batch", default="4", help="per device; the sampler bench takes a list, e.g. 4,8,16")
   parser.add_argument("--attention", default="auto",
                       help="UNet attention kernel (auto, xla, cudnn, einsum); the sampler bench takes a list")
+  parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                      help="sampler/condition/flops: the generation dtype (auto: fp32 on a CPU, bf16 on an "
+                           "accelerator); --vs-torch runs PyTorch in it too (auto: fp16 on a GPU, fp32 on a CPU)")
   parser.add_argument("--source-size", type=int, default=64)
   parser.add_argument("--input-size", type=int, default=224)
   parser.add_argument("--repeats", type=int, default=3)

@@ -8,8 +8,9 @@ from jaxaug import bench
 def test_sampler_bench_sweeps_batches_and_kernels(tmp_path, capsys):
   out = tmp_path / "sampler.json"
   record = bench.main(["sampler", "--resolution=32", "--steps=2", "--batch=2,1", "--attention=xla,einsum",
-                       "--repeats=1", f"--json={out}"])
+                       "--repeats=1", "--dtype=bf16", f"--json={out}"])
   result = json.loads(out.read_text())["result"]
+  assert result["dtype"] == "bfloat16"  # not the CPU's automatic fp32: the flag reaches the generation config
   assert result == json.loads(json.dumps(record["result"]))
   runs = result["runs"]
   assert [(r["attention"], r["batch_per_device"]) for r in runs] == [("xla", 1), ("xla", 2), ("einsum", 1),

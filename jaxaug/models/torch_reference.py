@@ -2,7 +2,7 @@
 
 It times StableUnCLIPImg2ImgPipeline on the same checkpoint directory (so the same random or real
 weights), resolution, steps, guidance and batch, in fp16 with PyTorch's scaled-dot-product attention on a
-GPU (fp32 on a CPU). The bench runs it as a child process before JAX touches the device, so the two
+GPU (fp32 on a CPU), or in the dtype `--dtype` asks for. The bench runs it as a child process before JAX touches the device, so the two
 never share GPU memory and jaxaug's own process never imports torch (torch is no jaxaug dependency):
 
     python -m jaxaug.models.torch_reference '{"model": "tiny", "batches": [4, 8], ...}'   # prints one JSON line
@@ -20,8 +20,11 @@ from jaxaug.errors import UserError
 
 
 def time_unclip_pipeline(model: str, *, batches: list[int], resolution: int, steps: int, guidance: float,
-                         scheduler: str, repeats: int) -> dict:
-  """Median seconds per batch and images/s of diffusers' PyTorch pipeline at each batch size."""
+                         scheduler: str, repeats: int, dtype: str = "auto") -> dict:
+  """Median seconds per batch and images/s of diffusers' PyTorch pipeline at each batch size.
+
+  dtype auto: fp16 on a GPU, fp32 on a CPU (each platform's usual choice); fp32 or bf16: that, where it runs.
+  """
   try:
     import torch
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler, StableUnCLIPImg2ImgPipeline
@@ -32,7 +35,7 @@ def time_unclip_pipeline(model: str, *, batches: list[int], resolution: int, ste
   from jaxaug.models.tiny import resolve_model  # here: the child process imports JAX only if it must
 
   cuda = torch.cuda.is_available()
-  dtype = torch.float16 if cuda else torch.float32
+  dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(dtype, torch.float16 if cuda else torch.float32)
   pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(resolve_model(model), torch_dtype=dtype)
   if scheduler:
     classes = {"pndm": PNDMScheduler, "ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler}
