@@ -41,9 +41,9 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from absl import logging
 
+from jaxaug import fsutil
 from jaxaug.data.images import BadImage
 from jaxaug.data.sources import ImageSource, read_class_name_map, register_kind
-from jaxaug import fsutil
 from jaxaug.errors import UserError
 
 _RULE_VERSION = 1  # bump when a labelling rule changes, to invalidate label caches

@@ -16,8 +16,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from jaxaug.errors import UserError
-from jaxaug import fsutil
-from jaxaug.fsutil import atomic_write_text
+from jaxaug.fsutil import atomic_write_text, cache_dir
 
 _WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 _HUB_PATTERNS = ["*.json", "*.txt", "*/diffusion_pytorch_model.safetensors", "*/model.safetensors",
@@ -221,7 +220,7 @@ def weight_files(root: Path) -> list[Path]:
 
 
 def _hash_cache_path() -> Path:
-  return fsutil.cache_dir() / "weight_hashes.json"
+  return cache_dir() / "weight_hashes.json"
 
 
 def _read_hash_cache(path: Path) -> dict:

@@ -42,7 +42,7 @@ def load(d: Path) -> Tokenizer:
   """The tokenizer in folder `d` (already checked by checkpoint.check_tokenizer); damage it still has is one line."""
   path = fsutil.cache_dir() / "tokenizers" / f"{_key(d)}.json"
   try:
-    return _from_entry(json.loads(path.read_text()), cached=True)
+    return _from_entry(json.loads(path.read_text()))
   except Exception:  # none cached yet, or a damaged entry (tokenizers raises bare Exceptions): build it again
     pass
   tokenizer, entry = _from_transformers(d)
@@ -91,13 +91,11 @@ def _from_transformers(d: Path) -> tuple[Tokenizer, dict | None]:
   return Tokenizer(length, encode), entry
 
 
-def _from_entry(entry: dict, cached: bool) -> Tokenizer:
+def _from_entry(entry: dict) -> Tokenizer:
   from tokenizers import Tokenizer as Backend
 
   backend = Backend.from_str(entry["backend"])
   length = entry["model_max_length"]
-  backend.no_padding()
-  backend.no_truncation()
   backend.enable_truncation(length, strategy="longest_first", direction=entry["truncation_side"])
   backend.enable_padding(direction=entry["padding_side"], pad_id=entry["pad_id"], pad_token=entry["pad_token"],
                          length=length)
@@ -105,4 +103,4 @@ def _from_entry(entry: dict, cached: bool) -> Tokenizer:
   def encode(prompts: list[str]) -> np.ndarray:
     return np.asarray([e.ids for e in backend.encode_batch(prompts)], np.int32).reshape(len(prompts), length)
 
-  return Tokenizer(length, encode, cached)
+  return Tokenizer(length, encode, cached=True)
