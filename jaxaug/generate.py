@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from jaxaug import augment, config_files, fsutil, interrupt, locks, mesh, plan as plan_lib
+from jaxaug import augment, config_files, fsutil, interrupt, locks, mesh, plan as plan_lib, xla_options
 from jaxaug.data import kshot, open_source, synthetic
 from jaxaug.data.pipeline import read_units
 from jaxaug.errors import UserError, run_with_config
@@ -125,8 +125,11 @@ def _check_self_pairs(config, source, plan: plan_lib.Plan, methods, mode: str):
 
 def numerics(config, pipe) -> dict:
   """What changes an image's float rounding but not what it depicts: a resume may change these, with a warning."""
-  return {"batch.per_device": config.batch.per_device, "dtype": jnp.dtype(pipe.dtype).name,
-          "attention": pipe.attention}
+  found = {"batch.per_device": config.batch.per_device, "dtype": jnp.dtype(pipe.dtype).name,
+           "attention": pipe.attention}
+  if jax.default_backend() == "cpu":
+    found["cpu_convolutions"] = xla_options.cpu_convolutions()
+  return found
 
 
 def _check_output(job: Job):

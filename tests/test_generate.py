@@ -31,11 +31,12 @@ def _env(devices=1):
   return env
 
 
-def _generate(out, *flags, devices=1, wait=True, cwd=None):
+def _generate(out, *flags, devices=1, wait=True, cwd=None, env=None):
   cmd = [sys.executable, "-m", "jaxaug.generate", f"--config.output.dir={out}", *flags]
+  env = {**_env(devices), **(env or {})}
   if not wait:
-    return subprocess.Popen(cmd, env=_env(devices), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  return subprocess.run(cmd, env=_env(devices), cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def _records(out) -> dict:
@@ -560,10 +561,13 @@ def test_resume_with_other_numerics_warns(reference, tmp_path):
 
   out = tmp_path / "out"
   shutil.copytree(reference, out)
-  run = _generate(out, *SMALL, "--config.batch.per_device=3", "--config.attention=einsum")
+  # and without jaxaug's XLA:CPU default (xla_options): convolutions go back to the jaxlib's default library
+  run = _generate(out, *SMALL, "--config.batch.per_device=3", "--config.attention=einsum",
+                  env={"JAXAUG_XLA_CPU_DEFAULTS": "0"})
   assert run.returncode == 0, run.stderr[-3000:]
   warning = next(line for line in run.stderr.splitlines() if "resuming with" in line)
   assert "batch.per_device=3 (was 2)" in warning and "attention=einsum (was xla)" in warning
+  assert "cpu_convolutions=default (was xla)" in warning
   assert _records(out) == _records(reference)  # a finished run stays as it was
 
 
