@@ -27,7 +27,3 @@ if _sys.argv[:1] == ["-m"]:
     if _signal.getsignal(_s) in (_signal.default_int_handler, _signal.SIG_DFL):
       _signal.signal(_s, _interrupted_while_starting)
 
-# XLA:CPU options measured to win (jaxaug/xla_options.py): set before jax starts a backend.
-from jaxaug import xla_options as _xla_options  # noqa: E402
-
-_xla_options.apply_cpu_defaults()
