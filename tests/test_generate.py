@@ -167,12 +167,14 @@ exit "$status"
   env = {**_env(), "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "HOME": str(home),
          "SLURM_JOB_ID": str(_free_slurm_job_id()), "SLURM_STEP_NODELIST": "localhost"}
   out = tmp_path / "out"
-  run = subprocess.run(["bash", str(ROOT / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", "jaxaug.generate",
-                        f"--config.output.dir={out}", *SMALL, f"--config.prompt={prompt}"], env=env,
-                       capture_output=True, text=True, timeout=600)
+  # tests/launch_probe.py stands in for the entry point (the SLURM and local launcher tests run generation itself)
+  flags = [*SMALL, f"--config.prompt={prompt}", "--config.plan.amount=a b"]
+  run = subprocess.run(["bash", str(ROOT / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", "tests.launch_probe",
+                        str(out), *flags], env=env, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
-  assert json.loads((out / "config.json").read_text())["config"]["prompt"] == prompt
-  assert (out / "done_units.p1.jsonl").is_file() and len(synthetic.SyntheticSource(out)) == 12
+  found = [json.loads((out / f"rank-{i}.json").read_text()) for i in (0, 1)]
+  assert [(f["process"], f["processes"]) for f in found] == [(0, 2), (1, 2)]  # both workers joined one job
+  assert all(f["argv"] == flags for f in found)  # every flag intact, quotes and spaces included
 
 
 def test_local_launcher_stops_on_the_first_failure(tmp_path):
