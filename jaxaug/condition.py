@@ -69,13 +69,11 @@ def _select(index, options):
   return jnp.take_along_axis(stacked, index.reshape((1, -1) + (1,) * (stacked.ndim - 2)), axis=0)[0]
 
 
-def condition(pipe: Pipeline, params, methods: tuple[augment.Method, ...], method_index, keys, image1, image2,
-              noise_level: int):
-  """Per-item conditioning for a batch. image1/image2: uint8 (B, H, W, 3), same class; keys: (B,) item keys."""
-  k_pixel, k_embed, k_noise = (jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys) for i in range(3))
+def pixel_condition(pipe: Pipeline, methods: tuple[augment.Method, ...], method_index, keys, image1, image2):
+  """The pixel half of `condition`: the image the CLIP tower sees (B, S, S, 3) in [0, 1] and its pixel lambda.
+  The contact sheet shows it without tracing the tower."""
+  k_pixel = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
   x1, x2 = augment.to_float(image1), augment.to_float(image2)
-  size = pipe.clip_image.size
-
   pixel_kinds = sorted({m.pixel for m in methods}, key=str)
   pixel_out = {}
   for kind in pixel_kinds:
@@ -83,10 +81,17 @@ def condition(pipe: Pipeline, params, methods: tuple[augment.Method, ...], metho
       pixel_out[kind] = (clip_resize(pipe, x1), jnp.ones(x1.shape[:1], jnp.float32))
     else:
       method = next(m for m in methods if m.pixel == kind)
-      pixel_out[kind] = augment.apply_pixel(method, k_pixel, x1, x2, size=size)
+      pixel_out[kind] = augment.apply_pixel(method, k_pixel, x1, x2, size=pipe.clip_image.size)
   pick = jnp.asarray([pixel_kinds.index(m.pixel) for m in methods])[method_index]
-  image = _select(pick, [pixel_out[k][0] for k in pixel_kinds])
-  lam_pixel = _select(pick, [pixel_out[k][1] for k in pixel_kinds])
+  return _select(pick, [pixel_out[k][0] for k in pixel_kinds]), _select(pick, [pixel_out[k][1] for k in pixel_kinds])
+
+
+def condition(pipe: Pipeline, params, methods: tuple[augment.Method, ...], method_index, keys, image1, image2,
+              noise_level: int):
+  """Per-item conditioning for a batch. image1/image2: uint8 (B, H, W, 3), same class; keys: (B,) item keys."""
+  k_embed, k_noise = (jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys) for i in (1, 2))
+  image, lam_pixel = pixel_condition(pipe, methods, method_index, keys, image1, image2)
+  x2 = augment.to_float(image2)
 
   both = clip_normalize(pipe, interleave(image, clip_resize(pipe, x2)))
   e1, e2 = deinterleave(sd.encode_image(pipe, params, both))

@@ -52,15 +52,14 @@ def condition_images(job, items: np.ndarray) -> list[np.ndarray | None]:
   ok = [a is not None and (b is not None or not pair) for a, b, pair in zip(first, second, needs_second)]
 
   @jax.jit
-  def run(params, item_ids, method, image1, image2):
+  def run(item_ids, method, image1, image2):
     keys, _, _ = condition.item_streams(job.config.seed, item_ids)
-    return condition.condition(job.pipe, params, job.methods, method, keys, image1, image2,
-                               job.config.sampler.noise_level).image
+    return condition.pixel_condition(job.pipe, job.methods, method, keys, image1, image2)[0]
 
   # An unused second image does not change the condition; an unreadable needed one marks the tile.
   image1 = np.stack([blank if a is None else a for a in first])
   image2 = np.stack([a if b is None else b for a, b in zip(image1, second)])
-  out = run(job.params, items.astype(np.int32), plan.method[items].astype(np.int32), image1, image2)
+  out = run(items.astype(np.int32), plan.method[items].astype(np.int32), image1, image2)
   out = np.asarray(np.round(np.asarray(out) * 255), np.uint8)
   return [image if good else None for image, good in zip(out, ok)]
 
