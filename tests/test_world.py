@@ -99,6 +99,14 @@ def test_fit_resumes_where_it_stopped(tmp_path):
   again, _, _, _ = demo_world.fit("toy", start, loss_fn, dies_at_25, 40, 0.1, tmp_path / "b", 0, 10, ema=0.9)
   assert np.array_equal(again["w"], whole["w"])  # a finished stage is not run again
 
+  # A stage made under other settings is refused by name, finished or not, instead of being reused.
+  made = {"seed": 0, "toy_lr": 0.1}
+  demo_world.fit("toy", start, loss_fn, batch_of, 40, 0.1, tmp_path / "c", 0, 10, made_with=made)
+  with pytest.raises(UserError, match=r"toy.ckpt was trained with other settings \(toy_lr\)"):
+    demo_world.fit("toy", start, loss_fn, batch_of, 40, 0.1, tmp_path / "c", 0, 10, made_with={**made, "toy_lr": 0.2})
+  assert demo_world.stage_settings(demo_world.Settings(), "unet")["drop_text"] == demo_world.Settings().drop_text
+  assert "unet_lr" not in demo_world.stage_settings(demo_world.Settings(), "judge")
+
 
 def test_shipped_world_matches_its_recorded_hashes():
   root = demo_world.WORLD_DIR

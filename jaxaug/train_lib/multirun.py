@@ -1,4 +1,5 @@
-"""Several training runs as one program: a leading run axis over states and batches (jax.vmap of loop.py's step).
+"""Several training runs as one program: a leading run axis over states and batches (loop.py's step, vmapped or
+looped over the runs: `default_run_axis`).
 
 A grid trains many small classifiers of the same shape (the seeds of a cell, and the methods of a dataset
 and shot count). Run one at a time, each pays its own compile and leaves the device mostly idle; here a
@@ -87,14 +88,43 @@ class Compiled:
   model: object
 
 
+RUN_AXES = ("vmap", "loop")
+
+
+def default_run_axis(platform: str) -> str:
+  """How one program carries R runs: `vmap` on accelerators; on CPUs a `loop` over the runs.
+
+  jax.vmap of a step whose weights carry the run axis turns every convolution into one grouped convolution
+  (feature_group_count = R), and XLA:CPU runs grouped convolutions far slower than R plain ones. Measured on
+  the 2-core Zen 4 for the demo grid's 15 tiny ResNets (batch 16, 32 px): a vmapped train step takes 1,892 ms
+  (13 s to compile); the one-run step, compiled once and called for each run in turn, 15 x 24 ms. Unrolling the
+  15 runs inside one program runs as fast (345 ms) but takes 63 s to compile, and lax.map is slower than vmap.
+  GPUs and TPUs batch grouped convolutions well and keep vmap's single batched kernel. Both ways give each run
+  its own numbers (tests/test_experiment_multirun.py compares them).
+  """
+  return "loop" if platform == "cpu" else "vmap"
+
+
+def _take(tree, i):
+  return jax.tree.map(lambda x: x[i], tree)
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
 class Programs:
   """Compiled steps by ProgramSpec, shared by every group in this process; `traces` counts real compiles.
 
   A jitted function traces (and XLA compiles) once per new input shape: `traces` counts those, per
-  program, so a grid can say how many compiles it made.
+  program, so a grid can say how many compiles it made. `run_axis` (None: `default_run_axis` of the
+  platform) says how the runs share a program.
   """
 
-  def __init__(self):
+  def __init__(self, run_axis: str | None = None):
+    if run_axis is not None and run_axis not in RUN_AXES:
+      raise ValueError(f"run_axis must be one of {RUN_AXES}, got {run_axis!r}")
+    self.run_axis = run_axis
     self._cache: dict[ProgramSpec, Compiled] = {}
     self.traces: collections.Counter = collections.Counter()
 
@@ -114,28 +144,62 @@ class Programs:
                             linear_probe=spec.linear_probe)
     replicated, runs_batch = mesh.replicated(mesh_), run_batch_sharding(mesh_)
     traces = self.traces
+    axis = self.run_axis or default_run_axis(mesh_.devices.flat[0].platform)
 
     def init(seeds):
       traces["init"] += 1
       return jax.vmap(lambda seed: step_lib.init_state(model, tx, seed, spec.crop))(seeds)
 
-    def train_step(states, batches, prior):
+    def one_train(state, batch, prior):
+      return step_lib.train_step(state, batch, model=model, tx=tx, prior=prior,
+                                 label_smoothing=spec.label_smoothing, crop=spec.crop, transform=spec.transform)
+
+    def one_eval(state, batch):
+      return step_lib.eval_step(state, batch, model=model, crop=spec.crop)
+
+    init = jax.jit(init, out_shardings=replicated)
+    if axis == "vmap":
+      def train_step(states, batches, prior):
+        traces["train_step"] += 1
+        return jax.vmap(one_train, in_axes=(0, 0, None))(states, batches, prior)
+
+      def eval_step(states, batch):
+        traces["eval_step"] += 1
+        return jax.vmap(one_eval, in_axes=(0, None))(states, batch)
+
+      return Compiled(
+          init=init,
+          train_step=jax.jit(train_step, in_shardings=(replicated, runs_batch, replicated),
+                             out_shardings=(replicated, replicated), donate_argnums=0),
+          eval_step=jax.jit(eval_step, in_shardings=(replicated, mesh.batch_sharding(mesh_)),
+                            out_shardings=replicated),
+          model=model)
+
+    # loop: one run's step, compiled once, takes run i's slice of the stacked state and batch; the runs' results
+    # are stacked again by one more small program.
+    def train_run(states, batches, prior, i):
       traces["train_step"] += 1
-      one = lambda s, b: step_lib.train_step(s, b, model=model, tx=tx, prior=prior,
-                                             label_smoothing=spec.label_smoothing, crop=spec.crop,
-                                             transform=spec.transform)
-      return jax.vmap(one)(states, batches)
+      return one_train(_take(states, i), _take(batches, i), prior)
 
-    def eval_step(states, batch):
+    def eval_run(states, batch, i):
       traces["eval_step"] += 1
-      return jax.vmap(lambda s: step_lib.eval_step(s, batch, model=model, crop=spec.crop))(states)
+      return one_eval(_take(states, i), batch)
 
-    return Compiled(
-        init=jax.jit(init, out_shardings=replicated),
-        train_step=jax.jit(train_step, in_shardings=(replicated, runs_batch, replicated),
-                           out_shardings=(replicated, replicated), donate_argnums=0),
-        eval_step=jax.jit(eval_step, in_shardings=(replicated, mesh.batch_sharding(mesh_)), out_shardings=replicated),
-        model=model)
+    train_run = jax.jit(train_run, in_shardings=(replicated, runs_batch, replicated, None),
+                        out_shardings=(replicated, replicated))
+    eval_run = jax.jit(eval_run, in_shardings=(replicated, mesh.batch_sharding(mesh_), None),
+                       out_shardings=replicated)
+    stack = jax.jit(lambda trees: _stack(trees), out_shardings=replicated)
+
+    def looped_train(states, batches, prior):
+      runs = jax.tree.leaves(states.step)[0].shape[0]
+      return stack([train_run(states, batches, prior, i) for i in range(runs)])
+
+    def looped_eval(states, batch):
+      runs = jax.tree.leaves(states.step)[0].shape[0]
+      return stack([eval_run(states, batch, i) for i in range(runs)])
+
+    return Compiled(init=init, train_step=looped_train, eval_step=looped_eval, model=model)
 
 
 def run_batch_sharding(mesh_) -> NamedSharding:
