@@ -182,19 +182,29 @@ def _names(text: str) -> list[str]:
 
 
 def torch_baseline(args) -> dict:
-  """diffusers' PyTorch pipeline timed in a child process (see jaxaug/models/torch_reference.py)."""
+  """diffusers' PyTorch pipeline timed in a child process (see jaxaug/models/torch_reference.py).
+
+  The child's progress lines pass through to our stderr as they come; its last stderr line is the error.
+  """
   import subprocess
 
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # the child only writes built-in checkpoints with jax; the GPU is torch's
   request = {"model": args.model, "batches": _sizes(args.batch), "resolution": args.resolution, "steps": args.steps,
-             "guidance": args.guidance, "scheduler": args.scheduler, "repeats": args.repeats, "dtype": args.dtype}
-  child = subprocess.run([sys.executable, "-m", "jaxaug.models.torch_reference", json.dumps(request)], env=env,
-                         capture_output=True, text=True)
-  if child.returncode != 0:
-    lines = [l for l in child.stderr.splitlines() if l.strip()]
-    message = lines[-1] if lines else f"exit status {child.returncode}"
+             "guidance": args.guidance, "scheduler": args.scheduler, "repeats": args.repeats, "dtype": args.dtype,
+             "compile": args.torch_compile}
+  child = subprocess.Popen([sys.executable, "-m", "jaxaug.models.torch_reference", json.dumps(request)], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  last = ""
+  for line in child.stderr:
+    if line.startswith("  torch"):
+      print(line, end="", file=sys.stderr, flush=True)
+    elif line.strip():
+      last = line.strip()
+  stdout = child.stdout.read()
+  if child.wait() != 0:
+    message = last or f"exit status {child.returncode}"
     raise UserError(f"the PyTorch baseline failed: {message.removeprefix('jaxaug: error: ')}")
-  return json.loads(child.stdout.strip().splitlines()[-1])
+  return json.loads(stdout.strip().splitlines()[-1])
 
 
 def bench_condition(args) -> dict:
@@ -500,7 +510,9 @@ def _table(name: str, result: dict, device: dict) -> str:
                 f"({best['images_per_s']:.4g} images/s)")
   if result.get("torch"):
     torch = result["torch"]
-    rows.append(f"  PyTorch {torch['torch_version']} diffusers, {torch['torch_dtype']}, SDPA on {torch['torch_device']}:")
+    mode = "torch.compile" if torch.get("torch_compiled") else "eager"
+    rows.append(f"  PyTorch {torch['torch_version']} diffusers ({mode}), {torch['torch_dtype']}, SDPA on "
+                f"{torch['torch_device']}:")
     rows += [f"    batch {r['batch']:<4d} " + (f"{r['torch_images_per_s']:.4g} images/s" if r["torch_images_per_s"]
                                                else r.get("error", "-")) for r in torch["runs"]]
   return "\n".join(rows)
@@ -526,6 +538,8 @@ def main(argv=None):
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--images", type=int, default=1_164_154, help="flops: how many images to plan for "
                       "(default: ImageNet-LT's synthetic set)")
+  parser.add_argument("--torch-compile", action="store_true",
+                      help="with --vs-torch: PyTorch's UNet under torch.compile (inductor) instead of eager")
   parser.add_argument("--vs-torch", action="store_true",
                       help="sampler: also time diffusers' PyTorch pipeline on the same weights and print the ratio")
   parser.add_argument("--runs", type=int, default=6, help="experiment: training runs to time, batched and one by one")
@@ -546,6 +560,8 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if args.vs_torch and args.bench != "sampler":
     raise UserError("--vs-torch goes with the sampler bench")
+  if args.torch_compile and not args.vs_torch:
+    raise UserError("--torch-compile goes with --vs-torch")
   args.torch_result = torch_baseline(args) if args.vs_torch else None  # first: JAX has not taken the GPU yet
   device = _device()
   result = BENCHES[args.bench](args)

@@ -11,6 +11,7 @@ outputs that tests/test_parity.py compares against.
     pip install torch==2.13.0 -e ".[reference]"      # transformers 5.24 made dinov2.npz
     python tests/make_golden.py            # rewrites tests/golden/unclip.npz, world.npz and dinov2.npz
     python tests/make_golden.py dinov2     # only tests/golden/dinov2.npz (transformers' DINOv2, see _dinov2)
+    python tests/make_golden.py world      # only tests/golden/world.npz (after the shipped world changed)
 """
 
 from __future__ import annotations
@@ -310,6 +311,8 @@ def _hub_positions(embeddings, config: dict):
 if __name__ == "__main__":
   if sys.argv[1:] == ["dinov2"]:
     _dinov2()
+  elif sys.argv[1:] == ["world"]:
+    _world()
   else:
     main()
     _dinov2()

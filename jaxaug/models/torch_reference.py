@@ -20,10 +20,12 @@ from jaxaug.errors import UserError
 
 
 def time_unclip_pipeline(model: str, *, batches: list[int], resolution: int, steps: int, guidance: float,
-                         scheduler: str, repeats: int, dtype: str = "auto") -> dict:
+                         scheduler: str, repeats: int, dtype: str = "auto", compile: bool = False) -> dict:
   """Median seconds per batch and images/s of diffusers' PyTorch pipeline at each batch size.
 
   dtype auto: fp16 on a GPU, fp32 on a CPU (each platform's usual choice); fp32 or bf16: that, where it runs.
+  compile: the UNet wrapped in `torch.compile` (inductor, default mode), the baseline a careful PyTorch user
+  would time against; its compile happens in each batch's warm-up and is reported as `torch_warmup_s`.
   """
   try:
     import torch
@@ -43,6 +45,8 @@ def time_unclip_pipeline(model: str, *, batches: list[int], resolution: int, ste
   pipe = pipe.to("cuda" if cuda else "cpu")
   pipe.unet.set_attn_processor(AttnProcessor2_0())
   pipe.set_progress_bar_config(disable=True)
+  if compile:
+    pipe.unet = torch.compile(pipe.unet)
   size = pipe.feature_extractor.crop_size["height"]
   rng = np.random.default_rng(0)
 
@@ -57,24 +61,30 @@ def time_unclip_pipeline(model: str, *, batches: list[int], resolution: int, ste
         torch.cuda.synchronize()
       return out
 
-    run()  # warm-up
+    start = time.perf_counter()
+    run()  # warm-up (and, with compile, the compile)
+    warmup = time.perf_counter() - start
     times = []
     for _ in range(repeats):
       start = time.perf_counter()
       run()
       times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.median(times)), warmup
 
   runs = []
   for batch in batches:
     try:
-      seconds = time_batch(batch)
+      seconds, warmup = time_batch(batch)
     except torch.cuda.OutOfMemoryError:
       runs.append({"batch": batch, "torch_images_per_s": None, "error": "out of memory"})
       break
-    runs.append({"batch": batch, "torch_seconds_per_batch": seconds, "torch_images_per_s": batch / seconds})
+    runs.append({"batch": batch, "torch_seconds_per_batch": seconds, "torch_images_per_s": batch / seconds,
+                 "torch_warmup_s": warmup})
+    # Progress on stderr, one line per batch: a long GPU run that is cut off still shows what it measured.
+    print(f"  torch{' compiled' if compile else ''} batch={batch:<4d} {batch / seconds:.4g} images/s, "
+          f"warm-up {warmup:.1f}s", file=sys.stderr, flush=True)
   return {"runs": runs, "torch_dtype": str(dtype), "torch_device": torch.cuda.get_device_name() if cuda else "cpu",
-          "torch_version": torch.__version__}
+          "torch_version": torch.__version__, "torch_compiled": compile}
 
 
 def main():

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU benchmark round in one call (docs/benchmarks.md, "GPU figures"): the full-size unCLIP sampler at 768 px
+# against diffusers' PyTorch pipeline (eager, then torch.compile), ResNet-50 training in bf16, and the sampler at
+# 512 px. Stages run in order of importance, each under its own time limit, so a slow compile costs only the
+# stages after it; every stage appends to $OUT/log as it goes and writes its JSON to $OUT.
+#
+#   OUT=/tmp/gpu launch/gpu_bench.sh core       # env, 768 px vs PyTorch eager (cuDNN attention), training, 768 px xla
+#   OUT=/tmp/gpu launch/gpu_bench.sh extra      # 768 px vs torch.compile, 512 px
+#
+# Wheels in .whl/ (diffusers, grain, ...) are installed first.
+# Limits are seconds per stage; BENCH_SCALE=0.5 halves them all. A plumbing check on a CPU:
+#   BENCH_MODEL=tiny HI=64 LO=32 STEPS=2 BENCH_SCALE=3 launch/gpu_bench.sh core
+set -uo pipefail
+OUT=${OUT:-/tmp/jaxaug-gpu-bench}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+scale=${BENCH_SCALE:-1}
+log="$OUT/log"
+
+stage() {  # stage NAME SECONDS COMMAND...
+  local name=$1 limit
+  limit=$(python3 -c "print(max(5, int($2 * $scale)))")
+  shift 2
+  echo "=== $name (limit ${limit}s) $(date -u +%T): $*" | tee -a "$log"
+  local start=$SECONDS
+  timeout -s INT -k 10 "$limit" "$@" 2>&1 | tee -a "$log"
+  echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start))s" | tee -a "$log"
+}
+
+stage env 60 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv;
+  python3 -c "import sys, jax, jaxlib, flax, torch, diffusers; print(sys.version.split()[0], \"jax\", jax.__version__,
+  \"jaxlib\", jaxlib.__version__, \"flax\", flax.__version__, \"torch\", torch.__version__, \"diffusers\",
+  diffusers.__version__); print(jax.devices())"' 
+cp "$log" "$OUT/env.txt"
+
+bench="python3 -m jaxaug.bench"
+model=${BENCH_MODEL:-random-sd21-unclip} hi=${HI:-768} lo=${LO:-512} steps=${STEPS:-30}
+common="--model=$model --steps=$steps"
+case "${1:-core}" in
+  core)
+    stage sampler768 300 $bench sampler $common --resolution=$hi --batch=4,8 --attention=cudnn --vs-torch \
+      --json="$OUT/sampler768.json"
+    stage train 100 $bench train --json="$OUT/train.json"
+    stage sampler768_xla 70 $bench sampler $common --resolution=$hi --batch=8 --attention=xla \
+      --json="$OUT/sampler768_xla.json"
+    ;;
+  extra)
+    stage torch_compile768 150 bash -c "JAX_PLATFORMS=cpu python3 -m jaxaug.models.torch_reference '{\"model\": \"$model\",
+      \"batches\": [8], \"resolution\": $hi, \"steps\": $steps, \"guidance\": 2.0, \"scheduler\": \"\", \"repeats\": 3,
+      \"compile\": true}' > $OUT/torch_compile768.json"
+    stage sampler512 90 $bench sampler $common --resolution=$lo --batch=8 --json="$OUT/sampler512.json"
+    ;;
+  *) echo "usage: $0 [core|extra]" >&2; exit 2 ;;
+esac
+echo "=== done $(date -u +%T)" | tee -a "$log"
