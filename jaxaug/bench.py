@@ -104,8 +104,8 @@ def _sampler_run(job, kernel: str, batch: int, flops: tuple[float, float], args)
   compiled = generate.make_step(job, mesh_).lower(*inputs).compile()
   compile_s = time.perf_counter() - start
   seconds = _timed(compiled, *inputs, repeats=args.repeats)
-  unet_lowered, unet_inputs = unet_call(job, batch, args.resolution)
-  unet_s = _timed(unet_lowered.compile(), *unet_inputs, repeats=args.repeats)
+  unet_fn, unet_inputs = unet_call(job, batch, args.resolution, params=inputs[0])  # already on the device
+  unet_s = _timed(unet_fn.lower(*unet_inputs).compile(), *unet_inputs, repeats=args.repeats)
   calls = unet_calls(job, args.steps)
   step_flops, unet_flops = flops
   run = {"attention": kernel, "batch_per_device": batch, "images_per_s": batch * jax.device_count() / seconds,

@@ -1,4 +1,8 @@
-"""FLOP counts of the generation and training steps, as XLA counts the lowered programs (nothing runs).
+"""FLOP counts of the generation and training steps, counted on their traced programs (nothing runs).
+
+A FLOP here is one of the matrix units' work: 2 x the multiply-adds of every matrix product and convolution,
+read off the jaxpr (`jaxpr_flops`), the same count on every backend. (XLA's own cost analysis was used before;
+on a GPU under jax 0.11 it gave 0, and it would not see cuDNN's convolutions, which are custom calls there.)
 
 `python -m jaxaug.bench flops|sampler` counts a loaded generation job; the experiment's --dry_run counts configs
 with the model's architecture described from its config files (`abstract_model`, no weights read) and the
@@ -38,11 +42,50 @@ def device_hours(tflop: float, peak_tflops: float) -> float:
   return tflop / (UTILISATION * peak_tflops) / 3600
 
 
-def count(lowered) -> float:
-  """XLA's FLOP count of a lowered (or compiled) program."""
-  cost = lowered.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float((cost or {}).get("flops", 0.0))
+def count(traced) -> float:
+  """FLOPs of a traced program (`jax.jit(f).trace(*args)`; arguments may be jax.ShapeDtypeStruct)."""
+  return jaxpr_flops(traced.jaxpr)
+
+
+def jaxpr_flops(jaxpr) -> float:
+  """2 x multiply-adds of the matrix products and convolutions of a (closed) jaxpr, nested programs included.
+
+  A loop's body counts once, whatever its trip count (a while loop's is not known when tracing; XLA's cost
+  analysis counts the same way), and a `cond` its costliest branch. Elementwise work is left out: it is memory
+  bound and not what the bf16 peak measures.
+  """
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "dot_general":
+      (contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      total += 2.0 * _size(eqn.outvars[0].aval.shape) * _size([lhs[d] for d in contract])
+    elif name == "conv_general_dilated":
+      rhs = eqn.invars[1].aval.shape
+      out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+      total += 2.0 * _size(eqn.outvars[0].aval.shape) * _size(rhs) / out_features
+    subs = [_flops_of(v) for v in eqn.params.values()]
+    subs = [f for f in subs if f is not None]
+    if name == "cond":
+      total += max(subs, default=0.0)
+    else:
+      total += sum(subs)
+  return total
+
+
+def _flops_of(value) -> float | None:
+  """FLOPs of an equation parameter that holds programs (a jaxpr, or a cond's tuple of branches); else None."""
+  if hasattr(value, "eqns") or hasattr(getattr(value, "jaxpr", None), "eqns"):
+    return jaxpr_flops(value)
+  if isinstance(value, (tuple, list)) and value and all(_flops_of(v) is not None for v in value):
+    return max(_flops_of(v) for v in value)  # only a cond has a tuple of programs (its branches)
+  return None
+
+
+def _size(shape) -> float:
+  return float(np.prod([int(d) for d in shape], dtype=np.float64))
 
 
 # ---------------------------------------------------------------------------
@@ -53,16 +96,20 @@ def with_kernel(job: Job, kernel: str) -> Job:
   return dataclasses.replace(job, pipe=dataclasses.replace(job.pipe, attention=kernel))
 
 
-def unet_call(job: Job, batch: int, resolution: int):
-  """One guided UNet evaluation (2 x batch rows), lowered alone: the loop's unit of work; and its inputs."""
+def unet_call(job: Job, batch: int, resolution: int, params=None):
+  """One guided UNet evaluation (2 x batch rows) as a program of its own, the loop's unit of work, and its
+  inputs: random latents and conditioning (never zeros, which some kernels run faster) and `params` (default
+  the job's: pass the parameters already on the device, or each timed call also copies them there)."""
   pipe = job.pipe
   latent = resolution // pipe.vae_factor
   rows = 2 * batch
-  lat = jnp.zeros((rows, pipe.latent_channels, latent, latent))
-  ctx = jnp.zeros((rows, pipe.tokenizer.model_max_length, pipe.unet.cross_attention_dim))
-  vec = jnp.zeros((rows, 2 * pipe.image_embed_dim)) if pipe.kind == "unclip" else None
+  rng = np.random.default_rng(0)
+  normal = lambda *shape: jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+  lat = normal(rows, pipe.latent_channels, latent, latent)
+  ctx = normal(rows, pipe.tokenizer.model_max_length, pipe.unet.cross_attention_dim)
+  vec = normal(rows, 2 * pipe.image_embed_dim) if pipe.kind == "unclip" else None
   unet = jax.jit(lambda params, lat, ctx, vec: sd.predict(pipe, params, lat, jnp.full((rows,), 500), ctx, vec))
-  return unet.lower(job.params, lat, ctx, vec), (job.params, lat, ctx, vec)
+  return unet, (job.params if params is None else params, lat, ctx, vec)
 
 
 def unet_calls(job: Job, steps: int) -> int:
@@ -83,17 +130,18 @@ def _abstract_inputs(job: Job, mesh_, batch: int):
 
 
 def model_flops(job: Job, batch: int, resolution: int, steps: int) -> tuple[float, float]:
-  """(FLOPs of one sampling step, of one guided UNet call), per device, as XLA counts the model.
+  """(FLOPs of one sampling step, of one guided UNet call), per device, as `jaxpr_flops` counts the model.
 
-  Counted on the lowered program with the plain xla attention kernel whatever kernel runs: a fused
-  kernel (cuDNN) is a custom call whose FLOPs XLA does not see, and every kernel is measured against
-  the same count. XLA counts a while loop's body once, so the denoising loop's other UNet calls are added.
+  Counted with the plain xla attention kernel whatever kernel runs: a fused kernel (cuDNN) is one opaque
+  primitive, and every kernel is measured against the same count. A loop's body counts once, so the denoising
+  loop's other UNet calls are added.
   """
   job = with_kernel(job, "xla")
-  unet = count(unet_call(job, batch, resolution)[0])
+  unet_fn, unet_inputs = unet_call(job, batch, resolution)
+  unet = count(unet_fn.trace(*unet_inputs))
   mesh_ = mesh.data_mesh()
-  # Lowered, not yet partitioned: the count is for the global batch, which every device shares equally.
-  step = count(make_step(job, mesh_).lower(*_abstract_inputs(job, mesh_, batch)))
+  # Traced, not partitioned: the count is for the global batch, which every device shares equally.
+  step = count(make_step(job, mesh_).trace(*_abstract_inputs(job, mesh_, batch)))
   return step / jax.device_count() + (unet_calls(job, steps) - 1) * unet, unet
 
 
@@ -167,9 +215,9 @@ def training_flops(config, num_classes: int) -> dict:
   train = jax.jit(functools.partial(step_lib.train_step, model=model, tx=tx, prior=jnp.zeros(num_classes),
                                     label_smoothing=config.label_smoothing, crop=config.crop_size,
                                     transform=config.transform))
-  step = count(train.lower(state, {"image": images(config.batch_size), "label": labels(config.batch_size)}))
+  step = count(train.trace(state, {"image": images(config.batch_size), "label": labels(config.batch_size)}))
   evaluate = jax.jit(functools.partial(step_lib.eval_step, model=model, crop=config.crop_size))
   n = config.eval_batch_size
-  per_eval = count(evaluate.lower(state, {"image": images(n), "label": labels(n),
+  per_eval = count(evaluate.trace(state, {"image": images(n), "label": labels(n),
                                           "mask": jax.ShapeDtypeStruct((n,), jnp.bool_)}))
   return {"tflop_per_step": step / 1e12, "tflop_per_eval_image": per_eval / n / 1e12}

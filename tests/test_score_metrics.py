@@ -212,15 +212,16 @@ def test_prdc_of_the_issues_duplicated_sets_is_zero_as_prdc_0_2_computes():
 
 
 def test_prdc_agrees_with_the_reference_prdc_package():
-  """Where prdc (the authors' package, 0.2) is installed: random sets, a collapsed generator, the issue's duplicates,
-  the line. (Not random sets sharing rows: a fake row equal to real row i ties with the ball of the real row whose
-  k-th neighbour is i, and both implementations decide such a tie by float rounding; the line decides it exactly.)"""
+  """Where prdc (the authors' package, 0.2) is installed: random sets, a collapsed generator, the line. (Not random
+  sets sharing rows: a fake row equal to real row i ties with the ball of the real row whose k-th neighbour is i,
+  and the reference decides such a tie by float rounding; the line decides it exactly. Nor the issue's duplicates:
+  the reference's radius of a duplicated row is sklearn's rounding noise, 0 on one CPU and 1.19e-7 on another, an
+  AMD EPYC of 2026-12-04, where its recall came out 0.002 instead of 0; the exact answer is tested above.)"""
   reference = pytest.importorskip("prdc")
   rng = np.random.default_rng(14)
   real = rng.normal(size=(200, 8))
   collapsed = rng.normal(size=(3, 8))[rng.integers(0, 3, 100)]
-  cases = [(real, rng.normal(size=(150, 8)) + 0.3, 5), (real, collapsed, 3), (*_issue_19_duplicates(), 5),
-           (LINE_REAL, LINE_FAKE, 1)]
+  cases = [(real, rng.normal(size=(150, 8)) + 0.3, 5), (real, collapsed, 3), (LINE_REAL, LINE_FAKE, 1)]
   for x, y, k in cases:
     expected = reference.compute_prdc(np.asarray(x, np.float32), np.asarray(y, np.float32), k)
     assert metrics.prdc(x, y, k, BIG) == pytest.approx({key: float(v) for key, v in expected.items()}, abs=1e-12)

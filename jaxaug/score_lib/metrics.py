@@ -20,12 +20,14 @@ from typing import NamedTuple
 import numpy as np
 
 MIB = 2**20
-_TEMPORARIES = 3  # float32 (rows x columns) arrays alive at once in a distance block
+# Bytes per element of a (rows x columns) distance block alive at once: the float64 product, the float32
+# distances and one float32-sized comparison temporary.
+_BLOCK_BYTES = 16
 
 
 def rows_per_block(columns: int, budget: int) -> int:
-  """Rows of a (rows x columns) float32 block so that its few temporaries fit in `budget` bytes."""
-  return max(1, int(budget) // (_TEMPORARIES * 4 * max(int(columns), 1)))
+  """Rows of a (rows x columns) distance block so that its few temporaries fit in `budget` bytes."""
+  return max(1, int(budget) // (_BLOCK_BYTES * max(int(columns), 1)))
 
 
 # ---------------------------------------------------------------------------
@@ -161,7 +163,7 @@ def kid(x: np.ndarray, y: np.ndarray, subset_size: int, subsets: int, seed: int 
 
 
 def squared_norms(x: np.ndarray) -> np.ndarray:
-  x = np.asarray(x, np.float32)
+  x = np.asarray(x, np.float64)
   return np.einsum("ij,ij->i", x, x)
 
 
@@ -184,9 +186,14 @@ def equal_row_ids(*sets) -> list[np.ndarray] | None:
 
 def distances(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None, a_ids: np.ndarray | None = None,
               b_ids: np.ndarray | None = None) -> np.ndarray:
-  """Euclidean distances (len(a), len(b)) in float32 from |a|^2 + |b|^2 - 2 a.b (one matrix product); rows with
-  the same `equal_row_ids` id (when given) are at distance exactly 0."""
-  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+  """Euclidean distances (len(a), len(b)) from |a|^2 + |b|^2 - 2 a.b (one matrix product), returned in float32;
+  rows with the same `equal_row_ids` id (when given) are at distance exactly 0.
+
+  The product and sums run in float64 and are rounded once to float32, so d(x, y) and d(y, x) agree bit for bit
+  whatever the BLAS and wherever the rows sit in a block (float32 products differed by the last bits on one
+  CPU, and PRDC's strict inequalities decided identical sets' k-th neighbours by that: density 1.004, not 1).
+  """
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   b_sq = squared_norms(b) if b_sq is None else b_sq
   d2 = a @ b.T
   d2 *= -2.0
@@ -194,7 +201,7 @@ def distances(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None, a_id
   d2 += b_sq[None, :]
   if a_ids is not None:
     d2[a_ids[:, None] == b_ids[None, :]] = 0.0
-  return np.sqrt(np.maximum(d2, 0.0, out=d2), out=d2)
+  return np.sqrt(np.maximum(d2, 0.0, out=d2), out=d2).astype(np.float32)
 
 
 def knn_radii(x: np.ndarray, k: int, budget: int, ids: np.ndarray | None = None) -> np.ndarray:
