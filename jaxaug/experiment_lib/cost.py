@@ -205,7 +205,7 @@ def text(grid: grid_lib.Grid, p: dict) -> str:
                 + (f"; {t['tflop_per_step']:.3g} TFLOP per step" if "tflop_per_step" in t else ""))
   hours = p["device_hours"]
   if hours:
-    basis = "FLOP counts (XLA's, lowered programs)"
+    basis = "FLOP counts (matrix FLOPs of the traced programs)"
     if p["measured_generation"]:
       basis += "; generation at the bench JSON's rate where it matches"
     rows.append(f"  device-hours on one {p['device']} at {p['utilisation']:.0%} of its {p['peak_tflops']:g} "
