@@ -5,7 +5,11 @@
 # stages after it; every stage appends to $OUT/log as it goes and writes its JSON to $OUT.
 #
 #   OUT=/tmp/gpu launch/gpu_bench.sh core       # env, 768 px vs PyTorch eager (cuDNN attention), training, 768 px xla
-#   OUT=/tmp/gpu launch/gpu_bench.sh extra      # 768 px vs torch.compile, 512 px
+#   OUT=/tmp/gpu launch/gpu_bench.sh extra      # batch 16, xla attention, 512 px, batched training, scoring
+#   OUT=/tmp/gpu launch/gpu_bench.sh compile    # PyTorch under torch.compile at 768 px
+#
+# On the first lease (one H200) each sampler point took about 2 minutes (a 66 s XLA compile of the step, the UNet
+# alone compiled and timed, weights loaded): the stage limits below fit that.
 #
 # Wheels in .whl/ (diffusers, grain, ...) are installed first.
 # Limits are seconds per stage; BENCH_SCALE=0.5 halves them all. A plumbing check on a CPU:
@@ -50,12 +54,20 @@ case "${1:-core}" in
     stage sampler768_xla 70 $bench sampler $common --resolution=$hi --batch=8 --attention=xla \
       --json="$OUT/sampler768_xla.json"
     ;;
-  extra)
+  extra)  # what the first H200 lease (2026-12-04) had no time left for
+    stage sampler768_b16 200 $bench sampler $common --resolution=$hi --batch=16 --attention=cudnn \
+      --json="$OUT/sampler768_b16.json"
+    stage sampler768_xla 200 $bench sampler $common --resolution=$hi --batch=8 --attention=xla \
+      --json="$OUT/sampler768_xla.json"
+    stage sampler512 150 $bench sampler $common --resolution=$lo --batch=8 --json="$OUT/sampler512.json"
+    stage experiment 120 $bench experiment --json="$OUT/experiment.json"
+    stage score 120 $bench score --model=$model --json="$OUT/score.json"
+    ;;
+  compile)  # PyTorch's UNet under torch.compile at the largest batch (its figure is in docs/benchmarks.md)
     stage torch_compile768 150 bash -c "JAX_PLATFORMS=cpu python3 -m jaxaug.models.torch_reference '{\"model\": \"$model\",
       \"batches\": [8], \"resolution\": $hi, \"steps\": $steps, \"guidance\": 2.0, \"scheduler\": \"\", \"repeats\": 3,
       \"compile\": true}' > $OUT/torch_compile768.json"
-    stage sampler512 90 $bench sampler $common --resolution=$lo --batch=8 --json="$OUT/sampler512.json"
     ;;
-  *) echo "usage: $0 [core|extra]" >&2; exit 2 ;;
+  *) echo "usage: $0 [core|extra|compile]" >&2; exit 2 ;;
 esac
 echo "=== done $(date -u +%T)" | tee -a "$log"
