@@ -8,7 +8,8 @@ writer (so PyTorch diffusers also checks that layout), runs diffusers 0.39.0's S
 outputs that tests/test_parity.py compares against.
 
     python -m venv /tmp/golden && . /tmp/golden/bin/activate
-    pip install torch==2.13.0 -e ".[reference]"      # transformers 5.24 made dinov2.npz
+    pip install torch==2.13.0 -e ".[reference]"      # transformers 5.24 made dinov2.npz (torch 2.14.1 moves the
+                                                     # world goldens by up to 1.1e-5, inside the tests' tolerances)
     python tests/make_golden.py            # rewrites tests/golden/unclip.npz, world.npz and dinov2.npz
     python tests/make_golden.py dinov2     # only tests/golden/dinov2.npz (transformers' DINOv2, see _dinov2)
     python tests/make_golden.py world      # only tests/golden/world.npz (after the shipped world changed)
