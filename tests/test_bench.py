@@ -34,6 +34,9 @@ def test_sampler_bench_bad_lists_are_one_line(capsys):
   with pytest.raises(SystemExit) as exit_:
     bench.main(["condition", "--batch=1,2"])
   assert exit_.value.code == 2 and "--batch takes one value here" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_:
+    bench.main(["sampler", "--torch-compile"])
+  assert exit_.value.code == 2 and "--torch-compile goes with --vs-torch" in capsys.readouterr().err
 
 
 def test_condition_bench(capsys):
