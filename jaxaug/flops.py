@@ -66,21 +66,19 @@ def jaxpr_flops(jaxpr) -> float:
       rhs = eqn.invars[1].aval.shape
       out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
       total += 2.0 * _size(eqn.outvars[0].aval.shape) * _size(rhs) / out_features
-    subs = [_flops_of(v) for v in eqn.params.values()]
-    subs = [f for f in subs if f is not None]
-    if name == "cond":
-      total += max(subs, default=0.0)
-    else:
-      total += sum(subs)
+    total += sum(f for f in map(_flops_of, eqn.params.values()) if f is not None)
   return total
 
 
 def _flops_of(value) -> float | None:
-  """FLOPs of an equation parameter that holds programs (a jaxpr, or a cond's tuple of branches); else None."""
+  """FLOPs of an equation parameter that holds programs (a jaxpr, or a cond's tuple of branches: the costliest
+  counts); None for any other parameter."""
   if hasattr(value, "eqns") or hasattr(getattr(value, "jaxpr", None), "eqns"):
     return jaxpr_flops(value)
-  if isinstance(value, (tuple, list)) and value and all(_flops_of(v) is not None for v in value):
-    return max(_flops_of(v) for v in value)  # only a cond has a tuple of programs (its branches)
+  if isinstance(value, (tuple, list)) and value:
+    branches = [_flops_of(v) for v in value]  # each branch counted once, also in nested conds
+    if None not in branches:
+      return max(branches)  # only a cond has a tuple of programs (its branches)
   return None
 
 
