@@ -188,6 +188,8 @@ def torch_baseline(args) -> dict:
   """
   import subprocess
 
+  from jaxaug.models.torch_reference import PROGRESS  # imports no torch
+
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # the child only writes built-in checkpoints with jax; the GPU is torch's
   request = {"model": args.model, "batches": _sizes(args.batch), "resolution": args.resolution, "steps": args.steps,
              "guidance": args.guidance, "scheduler": args.scheduler, "repeats": args.repeats, "dtype": args.dtype,
@@ -196,7 +198,7 @@ def torch_baseline(args) -> dict:
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   last = ""
   for line in child.stderr:
-    if line.startswith("  torch"):
+    if line.startswith(PROGRESS):
       print(line, end="", file=sys.stderr, flush=True)
     elif line.strip():
       last = line.strip()

@@ -18,6 +18,9 @@ import numpy as np
 
 from jaxaug.errors import UserError
 
+# Start of the child's per-batch progress lines on stderr; the bench passes these through as they come.
+PROGRESS = "  torch"
+
 
 def time_unclip_pipeline(model: str, *, batches: list[int], resolution: int, steps: int, guidance: float,
                          scheduler: str, repeats: int, dtype: str = "auto", compile: bool = False) -> dict:
@@ -81,7 +84,7 @@ def time_unclip_pipeline(model: str, *, batches: list[int], resolution: int, ste
     runs.append({"batch": batch, "torch_seconds_per_batch": seconds, "torch_images_per_s": batch / seconds,
                  "torch_warmup_s": warmup})
     # Progress on stderr, one line per batch: a long GPU run that is cut off still shows what it measured.
-    print(f"  torch{' compiled' if compile else ''} batch={batch:<4d} {batch / seconds:.4g} images/s, "
+    print(f"{PROGRESS}{' compiled' if compile else ''} batch={batch:<4d} {batch / seconds:.4g} images/s, "
           f"warm-up {warmup:.1f}s", file=sys.stderr, flush=True)
   return {"runs": runs, "torch_dtype": str(dtype), "torch_device": torch.cuda.get_device_name() if cuda else "cpu",
           "torch_version": torch.__version__, "torch_compiled": compile}
