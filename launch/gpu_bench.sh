@@ -15,6 +15,8 @@
 # Limits are seconds per stage; BENCH_SCALE=0.5 halves them all. A plumbing check on a CPU:
 #   BENCH_MODEL=tiny HI=64 LO=32 STEPS=2 BENCH_SCALE=3 launch/gpu_bench.sh core
 set -uo pipefail
+group=${1:-core}
+case "$group" in core|extra|compile) ;; *) echo "usage: $0 [core|extra|compile]" >&2; exit 2 ;; esac
 OUT=${OUT:-/tmp/jaxaug-gpu-bench}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
@@ -46,7 +48,7 @@ cp "$log" "$OUT/env.txt"
 bench="python3 -m jaxaug.bench"
 model=${BENCH_MODEL:-random-sd21-unclip} hi=${HI:-768} lo=${LO:-512} steps=${STEPS:-30}
 common="--model=$model --steps=$steps"
-case "${1:-core}" in
+case "$group" in
   core)
     stage sampler768 300 $bench sampler $common --resolution=$hi --batch=4,8 --attention=cudnn --vs-torch \
       --json="$OUT/sampler768.json"
@@ -68,6 +70,5 @@ case "${1:-core}" in
       \"batches\": [8], \"resolution\": $hi, \"steps\": $steps, \"guidance\": 2.0, \"scheduler\": \"\", \"repeats\": 3,
       \"compile\": true}' > $OUT/torch_compile768.json"
     ;;
-  *) echo "usage: $0 [core|extra|compile]" >&2; exit 2 ;;
 esac
 echo "=== done $(date -u +%T)" | tee -a "$log"
