@@ -14,9 +14,12 @@ Every figure names the device it ran on. On CPU the models are the tiny random c
 from __future__ import annotations
 
 import argparse
+import glob
+import gzip
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -105,7 +108,8 @@ def _sampler_run(job, kernel: str, batch: int, flops: tuple[float, float], args)
   compile_s = time.perf_counter() - start
   seconds = _timed(compiled, *inputs, repeats=args.repeats)
   unet_fn, unet_inputs = unet_call(job, batch, args.resolution, params=inputs[0])  # already on the device
-  unet_s = _timed(unet_fn.lower(*unet_inputs).compile(), *unet_inputs, repeats=args.repeats)
+  unet_compiled = unet_fn.lower(*unet_inputs).compile()
+  unet_s = _timed(unet_compiled, *unet_inputs, repeats=args.repeats)
   calls = unet_calls(job, args.steps)
   step_flops, unet_flops = flops
   run = {"attention": kernel, "batch_per_device": batch, "images_per_s": batch * jax.device_count() / seconds,
@@ -116,7 +120,148 @@ def _sampler_run(job, kernel: str, batch: int, flops: tuple[float, float], args)
   peak = bf16_peak(jax.devices()[0].device_kind)
   if peak:
     run["unet_fraction_of_bf16_peak"] = run["unet_tflops_per_s"] / peak
+  if args.profile:
+    where = os.path.join(args.profile, f"{kernel}_b{batch}")
+    run["profile"] = {"dir": where,
+                      "unet": profiled(unet_compiled, unet_inputs, args.repeats, os.path.join(where, "unet")),
+                      "step": profiled(compiled, inputs, 1, os.path.join(where, "step"))}
   return run
+
+
+# ---------------------------------------------------------------------------
+# Where a program's time goes (--profile): jax.profiler's trace, summed per XLA op and per kind of work
+
+
+PROFILE_KINDS = ("convolution", "matmul", "attention", "reduction", "elementwise", "layout", "other")
+CPU_TRACE_FLAG = "--xla_cpu_enable_xprof_traceme=true"
+
+
+def profiled(compiled, inputs, calls: int, trace_dir: str) -> dict:
+  """Runs `compiled` `calls` times under jax.profiler and summarises the trace against its HLO."""
+  jax.block_until_ready(compiled(*inputs))  # warm: the trace holds only steady-state calls
+  with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    for _ in range(calls):
+      jax.block_until_ready(compiled(*inputs))
+  traces = sorted(glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True))
+  if not traces:
+    return {"error": f"jax.profiler wrote no perfetto trace under {trace_dir}"}
+  with gzip.open(traces[-1], "rt") as f:
+    events = json.load(f)
+  hlo = compiled.as_text()
+  return trace_summary(events.get("traceEvents", []) if isinstance(events, dict) else events, op_kinds(hlo), calls,
+                       op_sources(hlo))
+
+
+def op_kinds(hlo: str) -> dict[str, str]:
+  """{instruction name: kind of work} for an optimised HLO module's text: a fusion is what its body does (a
+  convolution or a dot anywhere in it decides), a library call (cuDNN, cuBLAS) what its target says."""
+  bodies: dict[str, set[str]] = {}
+  current = None
+  entries = []
+  for line in hlo.splitlines():
+    head = re.match(r"^(ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
+    if head and not line.startswith(" "):
+      current = head.group(2)
+      bodies[current] = set()
+      continue
+    m = re.match(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(?:\([^=]*?\)|\S+)\s+([\w\-]+)\(", line)
+    if m and current is not None:
+      bodies[current].add(m.group(2))
+      entries.append((m.group(1), m.group(2), line))
+  kinds = {}
+  for name, opcode, line in entries:
+    called = re.search(r"calls=%?([\w.\-]+)", line)
+    body = bodies.get(called.group(1), set()) if called else set()
+    target = re.search(r'custom_call_target="([^"]+)"', line)
+    kinds[name] = _kind(opcode, body, target.group(1).lower() if target else "", line)
+  return kinds
+
+
+def op_sources(hlo: str) -> dict[str, str]:
+  """{instruction name: the jax op it came from}, e.g. ".../UNet/up_blocks_0/resnets_1/conv1/conv_general_dilated"
+  (flax puts the module path there), so a slow op names its layer."""
+  found = {}
+  for line in hlo.splitlines():
+    m = re.match(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?op_name=\"([^\"]+)\"", line)
+    if m:
+      found[m.group(1)] = m.group(2)
+  return found
+
+
+def _kind(opcode: str, body: set[str], target: str, line: str) -> str:
+  if target:
+    if "fmha" in target or "attention" in target or "flash" in target:
+      return "attention"
+    if "conv" in target:
+      return "convolution"
+    if "gemm" in target or "matmul" in target or "cublas" in target:
+      return "matmul"
+    return "other"
+  ops = body | {opcode}
+  if "convolution" in ops:
+    return "convolution"
+  if "dot" in ops or "__triton_gemm" in line:
+    return "matmul"
+  if opcode in ("copy", "transpose") or (opcode == "fusion" and body and body <= {"parameter", "copy", "transpose",
+                                                                                  "bitcast", "reshape"}):
+    return "layout"
+  if ops & {"reduce", "reduce-window", "all-reduce"}:
+    return "reduction"
+  if opcode == "fusion" or ops & {"add", "multiply", "exponential", "maximum", "convert", "select", "divide"}:
+    return "elementwise"
+  return "other"
+
+
+def _kernel_kind(name: str) -> str:
+  """A GPU kernel's kind from its name, for kernels the trace does not tie to an HLO op."""
+  low = name.lower()
+  for kind, marks in (("attention", ("fmha", "flash", "attention")), ("convolution", ("conv", "implicit", "wgrad")),
+                      ("matmul", ("gemm", "xmma", "cutlass", "matmul", "sm90_", "sm80_"))):
+    if any(m in low for m in marks):
+      return kind
+  return "other"
+
+
+def trace_summary(events: list, kinds: dict[str, str], calls: int, sources: dict[str, str] | None = None) -> dict:
+  """Device time per call by kind of work, the busiest ops, and how much of the span the device was busy.
+
+  Device events are a GPU's kernels (grouped by the HLO op that launched them) or, on a CPU, the XLA ops the
+  executor ran (those run on the calling thread only with XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true). Ops
+  that overlap (streams, a CPU's threads) can make the busy time exceed the span."""
+  names = {e["pid"]: e.get("args", {}).get("name", "") for e in events
+           if e.get("ph") == "M" and e.get("name") == "process_name"}
+  threads = {(e["pid"], e.get("tid")): e.get("args", {}).get("name", "") for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+  device_pids = {pid for pid, name in names.items() if name.startswith("/device:")}
+
+  def on_device(e) -> bool:
+    if device_pids:  # a GPU: its kernels, not the "XLA Modules" / "XLA Ops" summary lines beside them
+      return e["pid"] in device_pids and not threads.get((e["pid"], e.get("tid")), "").startswith("XLA ")
+    return "hlo_op" in e.get("args", {}) and threads.get((e["pid"], e.get("tid"))) != "python"
+
+  ops: dict[str, list] = {}
+  first, last = float("inf"), 0.0
+  for e in events:
+    if e.get("ph") != "X" or not on_device(e) or e.get("name", "").startswith("end: "):
+      continue
+    op = e.get("args", {}).get("hlo_op") or e["name"]
+    kind = kinds.get(op) or _kernel_kind(e["name"])
+    entry = ops.setdefault(op, [kind, 0.0, 0])
+    entry[1] += e.get("dur", 0.0)
+    entry[2] += 1
+    first, last = min(first, e["ts"]), max(last, e["ts"] + e.get("dur", 0.0))
+  busy = sum(v[1] for v in ops.values())
+  if not busy:
+    hint = f" (on a CPU: run with XLA_FLAGS={CPU_TRACE_FLAG})" if not device_pids else ""
+    return {"error": "the trace holds no device ops" + hint}
+  by_kind = {k: sum(v[1] for v in ops.values() if v[0] == k) for k in PROFILE_KINDS}
+  top = sorted(ops.items(), key=lambda kv: -kv[1][1])[:12]
+  return {"calls": calls, "device_ms_per_call": busy / 1e3 / calls, "span_ms_per_call": (last - first) / 1e3 / calls,
+          "busy_share_of_span": busy / (last - first) if last > first else 1.0,
+          "share": {k: v / busy for k, v in by_kind.items() if v},
+          "top_ops": [{"op": op, "kind": kind, "ms_per_call": t / 1e3 / calls, "share": t / busy,
+                       "launches_per_call": n / calls, "source": (sources or {}).get(op, "")}
+                      for op, (kind, t, n) in top]}
 
 
 def bench_sampler(args) -> dict:
@@ -486,6 +631,28 @@ def _grid(runs: list[dict]) -> list[str]:
   return ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
 
 
+def _profile_lines(run: dict) -> list[str]:
+  rows = [f"  profile of attention={run['attention']} batch={run['batch_per_device']} (trace: {run['profile']['dir']}):"]
+  for program in ("unet", "step"):
+    p = run["profile"][program]
+    if "error" in p:
+      rows.append(f"    {program}: {p['error']}")
+      continue
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(p["share"].items(), key=lambda kv: -kv[1]))
+    rows.append(f"    {program}: {p['device_ms_per_call']:.4g} ms of device time per call, busy "
+                f"{p['busy_share_of_span']:.0%} of its span; {shares}")
+    rows += [f"      {t['share']:6.1%} {t['ms_per_call']:9.4g} ms  {t['kind']:11s} {t['op']}  {_short(t['source'])}"
+             for t in p["top_ops"][:6]]
+  return rows
+
+
+def _short(source: str) -> str:
+  """The layer part of a jax op name: 'jit(f)/UNet/down_blocks_1/resnets_0/conv1/conv_general_dilated' ->
+  'down_blocks_1/resnets_0/conv1/conv_general_dilated'."""
+  parts = [p for p in source.split("/") if not p.startswith(("jit(", "pjit(", "while", "body", "cond"))]
+  return "/".join(parts[-4:])
+
+
 def _number(value) -> str:
   return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -510,6 +677,7 @@ def _table(name: str, result: dict, device: dict) -> str:
     best = result["best"]
     rows.append(f"  best: attention={best['attention']} batch={best['batch_per_device']} "
                 f"({best['images_per_s']:.4g} images/s)")
+    rows += [line for run in result["runs"] if run.get("profile") for line in _profile_lines(run)]
   if result.get("torch"):
     torch = result["torch"]
     mode = "torch.compile" if torch.get("torch_compiled") else "eager"
@@ -559,11 +727,16 @@ def main(argv=None):
   parser.add_argument("--inception-weights", default="", help="score: FID Inception .safetensors (default: random)")
   parser.add_argument("--dinov2", default="", help="score: DINOv2 weights (transformers directory or .safetensors)")
   parser.add_argument("--json", default="", help="also write the result here")
+  parser.add_argument("--profile", default="", help="sampler: trace each point's UNet call and sampling step with "
+                      "jax.profiler into this directory and print where the device time goes (on a CPU, "
+                      f"XLA_FLAGS={CPU_TRACE_FLAG} records the ops that run on the calling thread too)")
   args = parser.parse_args(argv)
   if args.vs_torch and args.bench != "sampler":
     raise UserError("--vs-torch goes with the sampler bench")
   if args.torch_compile and not args.vs_torch:
     raise UserError("--torch-compile goes with --vs-torch")
+  if args.profile and args.bench != "sampler":
+    raise UserError("--profile goes with the sampler bench")
   args.torch_result = torch_baseline(args) if args.vs_torch else None  # first: JAX has not taken the GPU yet
   device = _device()
   result = BENCHES[args.bench](args)

@@ -7,16 +7,17 @@
 #   OUT=/tmp/gpu launch/gpu_bench.sh core       # env, 768 px vs PyTorch eager (cuDNN attention), training, 768 px xla
 #   OUT=/tmp/gpu launch/gpu_bench.sh extra      # batch 16, xla attention, 512 px, batched training, scoring
 #   OUT=/tmp/gpu launch/gpu_bench.sh compile    # PyTorch under torch.compile at 768 px
+#   OUT=/tmp/gpu launch/gpu_bench.sh profile    # where the 768 px UNet call and sampling step spend device time
 #
 # On the first lease (one H200) each sampler point took about 2 minutes (a 66 s XLA compile of the step, the UNet
 # alone compiled and timed, weights loaded): the stage limits below fit that.
 #
 # Wheels in .whl/ (diffusers, grain, ...) are installed first.
 # Limits are seconds per stage; BENCH_SCALE=0.5 halves them all. A plumbing check on a CPU:
-#   BENCH_MODEL=tiny HI=64 LO=32 STEPS=2 BENCH_SCALE=3 launch/gpu_bench.sh core
+#   BENCH_MODEL=tiny HI=64 LO=32 STEPS=2 BENCH_SCALE=3 ATTN=xla launch/gpu_bench.sh core
 set -uo pipefail
 group=${1:-core}
-case "$group" in core|extra|compile) ;; *) echo "usage: $0 [core|extra|compile]" >&2; exit 2 ;; esac
+case "$group" in core|extra|compile|profile) ;; *) echo "usage: $0 [core|extra|compile|profile]" >&2; exit 2 ;; esac
 OUT=${OUT:-/tmp/jaxaug-gpu-bench}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
@@ -46,24 +47,28 @@ stage env 60 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,cl
 cp "$log" "$OUT/env.txt"
 
 bench="python3 -m jaxaug.bench"
-model=${BENCH_MODEL:-random-sd21-unclip} hi=${HI:-768} lo=${LO:-512} steps=${STEPS:-30}
+model=${BENCH_MODEL:-random-sd21-unclip} hi=${HI:-768} lo=${LO:-512} steps=${STEPS:-30} attn=${ATTN:-cudnn}
 common="--model=$model --steps=$steps"
 case "$group" in
   core)
-    stage sampler768 300 $bench sampler $common --resolution=$hi --batch=4,8 --attention=cudnn --vs-torch \
+    stage sampler768 300 $bench sampler $common --resolution=$hi --batch=4,8 --attention=$attn --vs-torch \
       --json="$OUT/sampler768.json"
     stage train 100 $bench train --json="$OUT/train.json"
     stage sampler768_xla 70 $bench sampler $common --resolution=$hi --batch=8 --attention=xla \
       --json="$OUT/sampler768_xla.json"
     ;;
   extra)  # what the first H200 lease (2026-12-04) had no time left for
-    stage sampler768_b16 200 $bench sampler $common --resolution=$hi --batch=16 --attention=cudnn \
+    stage sampler768_b16 200 $bench sampler $common --resolution=$hi --batch=16 --attention=$attn \
       --json="$OUT/sampler768_b16.json"
     stage sampler768_xla 200 $bench sampler $common --resolution=$hi --batch=8 --attention=xla \
       --json="$OUT/sampler768_xla.json"
     stage sampler512 150 $bench sampler $common --resolution=$lo --batch=8 --json="$OUT/sampler512.json"
     stage experiment 120 $bench experiment --json="$OUT/experiment.json"
     stage score 120 $bench score --model=$model --json="$OUT/score.json"
+    ;;
+  profile)  # the UNet loop's own rate against the 60%-of-peak target, and which kind of work holds it back
+    stage profile768 200 $bench sampler $common --resolution=$hi --batch=8 --attention=$attn --repeats=2 \
+      --profile="$OUT/profile" --json="$OUT/profile768.json"
     ;;
   compile)  # PyTorch's UNet under torch.compile at the largest batch (its figure is in docs/benchmarks.md)
     stage torch_compile768 150 bash -c "JAX_PLATFORMS=cpu python3 -m jaxaug.models.torch_reference '{\"model\": \"$model\",

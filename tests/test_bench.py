@@ -8,7 +8,7 @@ from jaxaug import bench
 def test_sampler_bench_sweeps_batches_and_kernels(tmp_path, capsys):
   out = tmp_path / "sampler.json"
   record = bench.main(["sampler", "--resolution=32", "--steps=2", "--batch=2,1", "--attention=xla,einsum",
-                       "--repeats=1", "--dtype=bf16", f"--json={out}"])
+                       "--repeats=1", "--dtype=bf16", f"--json={out}", f"--profile={tmp_path / 'trace'}"])
   result = json.loads(out.read_text())["result"]
   assert result["dtype"] == "bfloat16"  # not the CPU's automatic fp32: the flag reaches the generation config
   assert result == json.loads(json.dumps(record["result"]))
@@ -23,6 +23,15 @@ def test_sampler_bench_sweeps_batches_and_kernels(tmp_path, capsys):
   assert record["device"]["platform"] == "cpu"
   table = capsys.readouterr().out
   assert "images/s" in table and f"best: attention={result['best']['attention']}" in table
+  # --profile: a trace per point and program, summed by kind of work (the UNet: convolutions and dots)
+  for run in runs:
+    for program in ("unet", "step"):
+      assert list((tmp_path / "trace" / f"{run['attention']}_b{run['batch_per_device']}" / program).rglob(
+          "perfetto_trace.json.gz")), program
+      summary = run["profile"][program]
+      assert {"convolution", "matmul"} <= set(summary["share"]), summary
+      assert abs(sum(summary["share"].values()) - 1) < 1e-6 and summary["device_ms_per_call"] > 0
+  assert f"profile of attention=einsum batch=2 (trace: {tmp_path / 'trace' / 'einsum_b2'})" in table
 
 
 def test_sampler_bench_bad_lists_are_one_line(capsys):
@@ -37,6 +46,85 @@ def test_sampler_bench_bad_lists_are_one_line(capsys):
   with pytest.raises(SystemExit) as exit_:
     bench.main(["sampler", "--torch-compile"])
   assert exit_.value.code == 2 and "--torch-compile goes with --vs-torch" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_:
+    bench.main(["train", "--profile=/tmp/x"])
+  assert exit_.value.code == 2 and "--profile goes with the sampler bench" in capsys.readouterr().err
+
+
+PROBE = """
+import json, sys
+import jax, jax.numpy as jnp
+from jaxaug import bench
+
+def block(x, w, m):  # a convolution, a GroupNorm-like reduction, an elementwise op, then a dot
+  y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = y - y.mean(axis=(1, 2), keepdims=True)
+  return jnp.tanh(y) @ m
+
+rng = jax.random.split(jax.random.key(0), 3)
+inputs = (jax.random.normal(rng[0], (8, 32, 32, 64)), jax.random.normal(rng[1], (3, 3, 64, 64)),
+          jax.random.normal(rng[2], (64, 256)))
+compiled = jax.jit(block).lower(*inputs).compile()
+print(json.dumps(bench.profiled(compiled, inputs, 3, sys.argv[1])))
+"""
+
+
+def test_profile_sums_a_real_trace_by_kind_of_work(tmp_path):
+  import os
+  import subprocess
+  import sys
+
+  env = {**os.environ, "XLA_FLAGS": bench.CPU_TRACE_FLAG}  # a CPU records its XLA ops only with this flag
+  run = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  summary = json.loads(run.stdout.strip().splitlines()[-1])
+  assert summary["calls"] == 3 and summary["device_ms_per_call"] > 0
+  share = summary["share"]
+  assert {"convolution", "matmul"} <= set(share) and abs(sum(share.values()) - 1) < 1e-6
+  assert share["convolution"] > share.get("elementwise", 0)  # 8x32x32 3x3 conv: 1.2 GFLOP, the tanh 0.5 M values
+  top = summary["top_ops"]
+  assert top[0]["kind"] == "convolution" and abs(top[0]["launches_per_call"] - 1) < 1e-9
+  assert top[0]["source"].endswith("conv_general_dilated")  # the jax op (and in a model, its layer) behind it
+  assert [t["ms_per_call"] for t in top] == sorted((t["ms_per_call"] for t in top), reverse=True)
+
+
+def test_profile_of_a_gpu_trace_counts_kernels_once():
+  """A GPU trace: kernels on a device's stream lines (tied to their HLO op, or only named), and the "XLA Ops"
+  line that repeats them, which must not count twice."""
+  hlo = """
+%fused_conv (p: bf16[8,64]) -> bf16[8,64] {
+  %p = bf16[8,64]{1,0} parameter(0)
+  ROOT %c = bf16[8,64]{1,0} convolution(%p, %p), window={size=1}, dim_labels=bf_io->bf
+}
+
+ENTRY %main (a: bf16[8,64]) -> bf16[8,64] {
+  %a = bf16[8,64]{1,0} parameter(0)
+  %cudnn-conv.1 = (bf16[8,64]{1,0}, u8[0]{0}) custom-call(%a, %a), custom_call_target="__cudnn$convForward"
+  %gemm.2 = bf16[8,64]{1,0} custom-call(%a, %a), custom_call_target="__cublas$lt$matmul"
+  %loop_add_fusion = bf16[8,64]{1,0} fusion(%a), kind=kLoop, calls=%fused_conv
+  ROOT %copy.3 = bf16[8,64]{0,1} copy(%a)
+}
+"""
+  kinds = bench.op_kinds(hlo)
+  assert kinds == {"p": "other", "c": "convolution", "a": "other", "cudnn-conv.1": "convolution",
+                   "gemm.2": "matmul", "loop_add_fusion": "convolution", "copy.3": "layout"}
+  meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+          {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}},
+          {"ph": "M", "name": "thread_name", "pid": 1, "tid": 7, "args": {"name": "Stream #7(Compute)"}},
+          {"ph": "M", "name": "thread_name", "pid": 1, "tid": 9, "args": {"name": "XLA Ops"}}]
+  kernel = lambda ts, dur, name, op=None: {"ph": "X", "pid": 1, "tid": 7, "ts": ts, "dur": dur, "name": name,
+                                           "args": {"hlo_op": op} if op else {}}
+  events = meta + [kernel(0, 60, "sm90_xmma_fprop_implicit_gemm", "cudnn-conv.1"),
+                   kernel(70, 20, "cutlass_gemm_bf16", "gemm.2"), kernel(90, 10, "flash_fprop_kernel"),
+                   kernel(100, 10, "copy_kernel", "copy.3"),
+                   {"ph": "X", "pid": 1, "tid": 9, "ts": 0, "dur": 60, "name": "cudnn-conv.1", "args": {}},
+                   {"ph": "X", "pid": 2, "tid": 3, "ts": 0, "dur": 500, "name": "PjitFunction", "args": {}}]
+  summary = bench.trace_summary(events, kinds, calls=2)
+  assert summary["device_ms_per_call"] == 0.05 and summary["span_ms_per_call"] == 0.055
+  assert summary["share"] == {"convolution": 0.6, "matmul": 0.2, "attention": 0.1, "layout": 0.1}
+  assert [t["op"] for t in summary["top_ops"]] == ["cudnn-conv.1", "gemm.2", "flash_fprop_kernel", "copy.3"]
+  assert "no device ops" in bench.trace_summary(meta, kinds, calls=1)["error"]
 
 
 def test_condition_bench(capsys):

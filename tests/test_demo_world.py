@@ -23,6 +23,7 @@ from jaxaug.score_lib import metrics
 STEPS = 20
 GUIDANCE = 3.0
 PER_CLASS = 6  # conditioning images per class (target-domain test split: the generator never saw them)
+RANDOM_PER_CLASS = 2  # the same, for the random-weight checks
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +41,22 @@ def untrained(tmp_path_factory):
   return load(str(demo_world.write_random(tmp_path_factory.mktemp("world") / "random")))
 
 
+def _conditioning_images(per_class: int):
+  source = world.WorldSource("test", per_class)
+  return np.stack([source.read(i) for i in range(len(source))]), source.labels
+
+
 @pytest.fixture(scope="module")
 def real():
   """Conditioning images: PER_CLASS per class from the target domain's test split; and their labels."""
-  source = world.WorldSource("test", PER_CLASS)
-  return np.stack([source.read(i) for i in range(len(source))]), source.labels
+  return _conditioning_images(PER_CLASS)
+
+
+@pytest.fixture(scope="module")
+def few():
+  """The first RANDOM_PER_CLASS of them per class: enough to show that random weights fail (they give one class,
+  and noise, whatever the condition), a third of the work of `real`."""
+  return _conditioning_images(RANDOM_PER_CLASS)
 
 
 _MEMO: dict = {}  # one worker runs this whole module (conftest.ONE_WORKER), so the memo is shared
@@ -105,7 +117,8 @@ def conditioned(model, real, guidance=GUIDANCE, method="rand_img_cond", seed=0):
   """One generation per real image through jaxaug's conditioning step (image 2: the next image of its class)."""
   images, labels = real
   pipe, params = model
-  partner = np.asarray([(i // PER_CLASS) * PER_CLASS + (i + 1) % PER_CLASS for i in range(len(images))])
+  per = len(images) // len(world.CLASSES)
+  partner = np.asarray([(i // per) * per + (i + 1) % per for i in range(len(images))])
   keys = condition.item_keys(seed, jnp.arange(len(images)))
   cond = condition.condition(pipe, params, (augment.get_method(method),), jnp.zeros(len(images), jnp.int32), keys,
                              jnp.asarray(images), jnp.asarray(images[partner]), 0)
@@ -129,9 +142,9 @@ def test_judge_knows_the_world(judge):
 # --- 1. class agreement ---------------------------------------------------------------------------------
 
 
-def test_class_agreement(judge, trained, untrained, real):
+def test_class_agreement(judge, trained, untrained, real, few):
   assert agreement(judge, conditioned(trained, real), real[1]) >= 0.9  # measured 0.967 (58 of 60)
-  assert agreement(judge, conditioned(untrained, real), real[1]) < 0.3  # measured 0.1 (chance)
+  assert agreement(judge, conditioned(untrained, few), few[1]) < 0.3  # measured 0.1 (one class for all; 0.1 on 60 too)
 
 
 # --- 2. domain: image conditioning lands in the target domain, text alone in the broad style ----------
@@ -154,11 +167,11 @@ def _domain_gap(model, judge, real):
   return with_image, text_only
 
 
-def test_image_conditioning_pulls_toward_the_target_domain(judge, trained, untrained, real):
+def test_image_conditioning_pulls_toward_the_target_domain(judge, trained, untrained, real, few):
   with_image, text_only = _domain_gap(trained, judge, real)
   assert with_image < 0.5 * text_only, (with_image, text_only)  # measured 0.15 against 2.62
-  with_image, text_only = _domain_gap(untrained, judge, real)
-  assert not with_image < 0.5 * text_only, (with_image, text_only)  # measured 1.62 against 1.60
+  with_image, text_only = _domain_gap(untrained, judge, few)
+  assert not with_image < 0.5 * text_only, (with_image, text_only)  # measured 1.71 against 1.72 (1.62, 1.60 on 60)
 
 
 # --- 3. mixing two classes gives one or the other, more of b as lambda falls --------------------------
@@ -223,10 +236,10 @@ def test_mixtures_stay_a_or_b(judge, trained):
 # --- 4. guidance ------------------------------------------------------------------------------------------
 
 
-def test_guidance_sharpens_class_identity(judge, trained, untrained, real):
+def test_guidance_sharpens_class_identity(judge, trained, untrained, real, few):
   found = [agreement(judge, conditioned(trained, real, g), real[1]) for g in (1.0, 3.0)]
   assert found[1] >= found[0] + 0.05 and found[1] >= 0.9, found  # measured 0.833 -> 0.967
-  assert max(agreement(judge, conditioned(untrained, real, g), real[1]) for g in (1.0, 3.0)) < 0.3
+  assert max(agreement(judge, conditioned(untrained, few, g), few[1]) for g in (1.0, 3.0)) < 0.3
 
 
 @pytest.mark.xfail(strict=True, reason="not yet: at guidance 7 agreement falls back to 0.833 (measured; the images "

@@ -127,9 +127,10 @@ def _stand_in(bin_dir, name, script):
   (bin_dir / name).chmod(0o755)
 
 
-def test_slurm_launcher_under_a_stand_in_srun(reference, tmp_path):
+def test_slurm_launcher_under_a_stand_in_srun(tmp_path):
   """launch/slurm_gpu.sbatch as sbatch runs it, with an `srun` that starts its two tasks on this machine
-  and the SLURM variables a real step sets: jax.distributed takes coordinator and ranks from them."""
+  and the SLURM variables a real step sets: jax.distributed takes coordinator and ranks from them. The probe
+  stands in for the entry point (generation across two processes: test_two_processes_give_identical_records)."""
   _stand_in(tmp_path / "bin", "srun", """shift  # --kill-on-bad-exit=1
 pids=()
 for ((i = 0; i < SLURM_NTASKS; i++)); do SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_STEP_ID=0 "$@" & pids+=($!); done
@@ -140,11 +141,29 @@ exit "$status"
   env = {**_env(), "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_JOB_ID": str(_free_slurm_job_id()),
          "SLURM_NTASKS": "2", "SLURM_STEP_NODELIST": "localhost", "SLURM_STEP_NUM_NODES": "1"}
   out = tmp_path / "out"
-  run = subprocess.run(["bash", str(ROOT / "launch" / "slurm_gpu.sbatch"), "jaxaug.generate",
-                        f"--config.output.dir={out}", *SMALL], env=env, capture_output=True, text=True, timeout=600)
+  flags = [*SMALL, "--config.prompt=a photo of a {}, 'at dusk'"]
+  run = subprocess.run(["bash", str(ROOT / "launch" / "slurm_gpu.sbatch"), "tests.launch_probe", str(out), *flags],
+                       env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
-  assert (out / "done_units.p1.jsonl").is_file()  # two processes, each writing its own units
-  assert _records(out) == _records(reference)
+  found = [json.loads((out / f"rank-{i}.json").read_text()) for i in (0, 1)]
+  assert [(f["process"], f["processes"]) for f in found] == [(0, 2), (1, 2)]  # both tasks joined one job
+  assert all(f["argv"] == flags for f in found)
+
+
+def test_slurm_launcher_keeps_compiled_programs_across_requeues(tmp_path):
+  """A requeued job would compile every program again: the sbatch script points JAX's persistent compilation
+  cache at $HOME unless the user chose a directory (the stand-in srun only reports what it was given)."""
+  _stand_in(tmp_path / "bin", "srun", 'echo "cache=$JAX_COMPILATION_CACHE_DIR args=$*"\n')
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env.update(PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", HOME=str(tmp_path / "home"))
+  script = str(ROOT / "launch" / "slurm_gpu.sbatch")
+  run = subprocess.run(["bash", script, "jaxaug.generate", "--x=1"], env=env, capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr
+  assert run.stdout.strip() == (f"cache={tmp_path}/home/.cache/jaxaug/jax-compilation "
+                                "args=--kill-on-bad-exit=1 python -m jaxaug.generate --x=1")
+  run = subprocess.run(["bash", script, "jaxaug.train"], env={**env, "JAX_COMPILATION_CACHE_DIR": "/shared/xla"},
+                       capture_output=True, text=True)
+  assert run.stdout.startswith("cache=/shared/xla args="), run.stdout
 
 
 def test_tpu_pod_launcher_under_a_stand_in_gcloud(tmp_path):
@@ -167,7 +186,7 @@ exit "$status"
   env = {**_env(), "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "HOME": str(home),
          "SLURM_JOB_ID": str(_free_slurm_job_id()), "SLURM_STEP_NODELIST": "localhost"}
   out = tmp_path / "out"
-  # tests/launch_probe.py stands in for the entry point (the SLURM and local launcher tests run generation itself)
+  # tests/launch_probe.py stands in for the entry point (the local launcher test runs generation itself)
   flags = [*SMALL, f"--config.prompt={prompt}", "--config.plan.amount=a b"]
   run = subprocess.run(["bash", str(ROOT / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", "tests.launch_probe",
                         str(out), *flags], env=env, capture_output=True, text=True, timeout=600)
