@@ -149,7 +149,7 @@ def profiled(compiled, inputs, calls: int, trace_dir: str) -> dict:
     events = json.load(f)
   hlo = compiled.as_text()
   return trace_summary(events.get("traceEvents", []) if isinstance(events, dict) else events, op_kinds(hlo), calls,
-                       op_sources(hlo))
+                       op_sources(hlo), cpu=jax.devices()[0].platform == "cpu")
 
 
 def op_kinds(hlo: str) -> dict[str, str]:
@@ -222,7 +222,8 @@ def _kernel_kind(name: str) -> str:
   return "other"
 
 
-def trace_summary(events: list, kinds: dict[str, str], calls: int, sources: dict[str, str] | None = None) -> dict:
+def trace_summary(events: list, kinds: dict[str, str], calls: int, sources: dict[str, str] | None = None,
+                  cpu: bool = False) -> dict:
   """Device time per call by kind of work, the busiest ops, and how much of the span the device was busy.
 
   Device events are a GPU's kernels (grouped by the HLO op that launched them) or, on a CPU, the XLA ops the
@@ -233,6 +234,8 @@ def trace_summary(events: list, kinds: dict[str, str], calls: int, sources: dict
   threads = {(e["pid"], e.get("tid")): e.get("args", {}).get("name", "") for e in events
              if e.get("ph") == "M" and e.get("name") == "thread_name"}
   device_pids = {pid for pid, name in names.items() if name.startswith("/device:")}
+  if not cpu and not device_pids:  # an accelerator's trace without its device lines: host events would mislead
+    return {"error": "the trace has no /device: process (no kernels recorded)"}
 
   def on_device(e) -> bool:
     if device_pids:  # a GPU: its kernels, not the "XLA Modules" / "XLA Ops" summary lines beside them

@@ -125,6 +125,8 @@ ENTRY %main (a: bf16[8,64]) -> bf16[8,64] {
   assert summary["share"] == {"convolution": 0.6, "matmul": 0.2, "attention": 0.1, "layout": 0.1}
   assert [t["op"] for t in summary["top_ops"]] == ["cudnn-conv.1", "gemm.2", "flash_fprop_kernel", "copy.3"]
   assert "no device ops" in bench.trace_summary(meta, kinds, calls=1)["error"]
+  host_only = [e for e in events if e.get("pid") == 2] + [{**events[4], "pid": 2, "args": {"hlo_op": "gemm.2"}}]
+  assert "no /device: process" in bench.trace_summary(host_only, kinds, calls=1)["error"]  # never host time
 
 
 def test_condition_bench(capsys):
