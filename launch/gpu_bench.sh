@@ -67,7 +67,7 @@ case "$group" in
     stage score 120 $bench score --model=$model --json="$OUT/score.json"
     ;;
   profile)  # the UNet loop's own rate against the 60%-of-peak target, and which kind of work holds it back
-    stage profile768 200 $bench sampler $common --resolution=$hi --batch=8 --attention=$attn --repeats=2 \
+    stage profile768 300 $bench sampler $common --resolution=$hi --batch=8 --attention=$attn --repeats=2 \
       --profile="$OUT/profile" --json="$OUT/profile768.json"
     ;;
   compile)  # PyTorch's UNet under torch.compile at the largest batch (its figure is in docs/benchmarks.md)
