@@ -137,8 +137,8 @@ CPU_TRACE_FLAG = "--xla_cpu_enable_xprof_traceme=true"
 
 
 def profiled(compiled, inputs, calls: int, trace_dir: str) -> dict:
-  """Runs `compiled` `calls` times under jax.profiler and summarises the trace against its HLO."""
-  jax.block_until_ready(compiled(*inputs))  # warm: the trace holds only steady-state calls
+  """Runs `compiled` `calls` times under jax.profiler and summarises the trace against its HLO. Run it once
+  before (the sampler bench has timed it), so the trace holds only steady-state calls."""
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     for _ in range(calls):
       jax.block_until_ready(compiled(*inputs))
@@ -152,9 +152,8 @@ def profiled(compiled, inputs, calls: int, trace_dir: str) -> dict:
                        op_sources(hlo), cpu=jax.devices()[0].platform == "cpu")
 
 
-def op_kinds(hlo: str) -> dict[str, str]:
-  """{instruction name: kind of work} for an optimised HLO module's text: a fusion is what its body does (a
-  convolution or a dot anywhere in it decides), a library call (cuDNN, cuBLAS) what its target says."""
+def _instructions(hlo: str) -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
+  """An optimised HLO module's text as ({computation: its opcodes}, [(instruction, opcode, line)])."""
   bodies: dict[str, set[str]] = {}
   current = None
   entries = []
@@ -168,12 +167,19 @@ def op_kinds(hlo: str) -> dict[str, str]:
     if m and current is not None:
       bodies[current].add(m.group(2))
       entries.append((m.group(1), m.group(2), line))
+  return bodies, entries
+
+
+def op_kinds(hlo: str) -> dict[str, str]:
+  """{instruction name: kind of work}: a fusion is what its body does (a convolution or a dot anywhere in it
+  decides), a library call (cuDNN, cuBLAS) what its target says."""
+  bodies, entries = _instructions(hlo)
   kinds = {}
   for name, opcode, line in entries:
     called = re.search(r"calls=%?([\w.\-]+)", line)
     body = bodies.get(called.group(1), set()) if called else set()
     target = re.search(r'custom_call_target="([^"]+)"', line)
-    kinds[name] = _kind(opcode, body, target.group(1).lower() if target else "", line)
+    kinds[name] = _named_kind(target.group(1)) if target else _kind(opcode, body, line)
   return kinds
 
 
@@ -181,22 +187,14 @@ def op_sources(hlo: str) -> dict[str, str]:
   """{instruction name: the jax op it came from}, e.g. ".../UNet/up_blocks_0/resnets_1/conv1/conv_general_dilated"
   (flax puts the module path there), so a slow op names its layer."""
   found = {}
-  for line in hlo.splitlines():
-    m = re.match(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?op_name=\"([^\"]+)\"", line)
+  for name, _, line in _instructions(hlo)[1]:
+    m = re.search(r'op_name="([^"]+)"', line)
     if m:
-      found[m.group(1)] = m.group(2)
+      found[name] = m.group(1)
   return found
 
 
-def _kind(opcode: str, body: set[str], target: str, line: str) -> str:
-  if target:
-    if "fmha" in target or "attention" in target or "flash" in target:
-      return "attention"
-    if "conv" in target:
-      return "convolution"
-    if "gemm" in target or "matmul" in target or "cublas" in target:
-      return "matmul"
-    return "other"
+def _kind(opcode: str, body: set[str], line: str) -> str:
   ops = body | {opcode}
   if "convolution" in ops:
     return "convolution"
@@ -212,14 +210,15 @@ def _kind(opcode: str, body: set[str], target: str, line: str) -> str:
   return "other"
 
 
-def _kernel_kind(name: str) -> str:
-  """A GPU kernel's kind from its name, for kernels the trace does not tie to an HLO op."""
+_NAME_MARKS = (("attention", ("fmha", "flash", "attention")), ("convolution", ("conv", "implicit", "wgrad")),
+               ("matmul", ("gemm", "xmma", "cutlass", "matmul", "cublas", "sm90_", "sm80_")))
+
+
+def _named_kind(name: str) -> str:
+  """The kind of a library call from its target ("__cudnn$convForward") or of a GPU kernel from its name (for
+  kernels the trace does not tie to an HLO op)."""
   low = name.lower()
-  for kind, marks in (("attention", ("fmha", "flash", "attention")), ("convolution", ("conv", "implicit", "wgrad")),
-                      ("matmul", ("gemm", "xmma", "cutlass", "matmul", "sm90_", "sm80_"))):
-    if any(m in low for m in marks):
-      return kind
-  return "other"
+  return next((kind for kind, marks in _NAME_MARKS if any(m in low for m in marks)), "other")
 
 
 def trace_summary(events: list, kinds: dict[str, str], calls: int, sources: dict[str, str] | None = None,
@@ -248,7 +247,7 @@ def trace_summary(events: list, kinds: dict[str, str], calls: int, sources: dict
     if e.get("ph") != "X" or not on_device(e) or e.get("name", "").startswith("end: "):
       continue
     op = e.get("args", {}).get("hlo_op") or e["name"]
-    kind = kinds.get(op) or _kernel_kind(e["name"])
+    kind = kinds.get(op) or _named_kind(e["name"])
     entry = ops.setdefault(op, [kind, 0.0, 0])
     entry[1] += e.get("dur", 0.0)
     entry[2] += 1
