@@ -108,6 +108,19 @@ def test_fit_resumes_where_it_stopped(tmp_path):
   assert "unet_lr" not in demo_world.stage_settings(demo_world.Settings(), "judge")
 
 
+def test_train_takes_other_settings_by_name(tmp_path, capsys):
+  changed = demo_world.Settings().overridden(["clip_steps=4000", "drop_text=0.5"])
+  assert (changed.clip_steps, changed.drop_text, changed.vae_steps) == (4000, 0.5, demo_world.Settings().vae_steps)
+  assert demo_world.stage_settings(changed, "unet")["clip_steps"] == 4000  # a UNet on another CLIP is another stage
+  for bad, message in [("clip_step=3", "NAME one of seed, images"), ("clip_steps", "expected NAME=VALUE"),
+                       ("clip_steps=3.5", "clip_steps takes int values"), ("drop_text=half", "takes float values")]:
+    with pytest.raises(SystemExit) as stopped:
+      demo_world.main(["train", f"--out={tmp_path / 'w'}", "--set", bad])
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and message in err and len(err.splitlines()) == 1, err
+  assert not list(tmp_path.iterdir())  # refused before anything is written
+
+
 def test_shipped_world_matches_its_recorded_hashes():
   root = demo_world.WORLD_DIR
   recorded = dict(line.split("  ")[::-1] for line in (root / "SHA256SUMS").read_text().splitlines())

@@ -1,6 +1,6 @@
 """The demo world's generator: an SD 2.1-unCLIP pipeline trained here, small enough to ship and run on a laptop.
 
-    python -m jaxaug.models.demo_world train --out=DIR [--work=DIR] [--seed=0] [--scale=1.0]
+    python -m jaxaug.models.demo_world train --out=DIR [--work=DIR] [--seed=0] [--scale=1.0] [--set NAME=VALUE ...]
 
 trains, in order and each resumable (rerun the same command after a kill), with jaxaug's own Flax modules
 and the SD 2.1-unCLIP structure:
@@ -82,7 +82,8 @@ class Settings:
   unet_ema: float = 0.999
   # Conditioning dropout, independently: the text (empty prompt) and the image (all-zero vector), so 5% of the
   # examples train the unconditional branch. Exclusive drops of 0.25 / 0.15 / 0.15 (text / image / both) were
-  # tried for guidance 7 and the image-only path, and were worse on every measure (docs/demo-world.md).
+  # tried for guidance 7 and the image-only path, and were worse on every measure; so were fine-tunings with
+  # more unconditional and image-only examples, or with plain v loss, at guidance 7 (docs/demo-world.md).
   drop_text: float = 0.2
   drop_image: float = 0.25
   noised_share: float = 0.3  # share of UNet examples whose image embedding is noised at a random level
@@ -90,6 +91,21 @@ class Settings:
   judge_batch: int = 64
   judge_lr: float = 3e-3
   checkpoint_every: int = 250
+
+  def overridden(self, pairs: list[str]) -> "Settings":
+    """NAME=VALUE pairs (`train --set`), each a field of these settings, cast to the field's type: a world
+    trained otherwise, for trying a recipe without editing the defaults that made the shipped weights."""
+    types_ = {f.name: type(getattr(self, f.name)) for f in dataclasses.fields(self)}
+    changes = {}
+    for pair in pairs:
+      name, sep, value = pair.partition("=")
+      if not sep or name not in types_:
+        raise UserError(f"--set {pair}: expected NAME=VALUE with NAME one of {', '.join(types_)}")
+      try:
+        changes[name] = types_[name](value)
+      except ValueError:
+        raise UserError(f"--set {pair}: {name} takes {types_[name].__name__} values") from None
+    return dataclasses.replace(self, **changes)
 
   def scaled(self, scale: float) -> "Settings":
     steps = {f.name: max(1, int(round(getattr(self, f.name) * scale))) for f in dataclasses.fields(self)
@@ -615,8 +631,10 @@ def main(argv=None):
   t.add_argument("--work", default=None, help="resumable training state (default: OUT.work beside OUT)")
   t.add_argument("--seed", type=int, default=0)
   t.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (e.g. 0.01 for a smoke run)")
+  t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                 help="change one training setting (repeatable), e.g. --set clip_steps=4000; kept in training.json")
   args = parser.parse_args(argv)
-  train(args.out, args.work, Settings(seed=args.seed).scaled(args.scale))
+  train(args.out, args.work, Settings(seed=args.seed).overridden(args.set).scaled(args.scale))
 
 
 if __name__ == "__main__":
