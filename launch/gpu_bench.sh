@@ -5,19 +5,21 @@
 # stages after it; every stage appends to $OUT/log as it goes and writes its JSON to $OUT.
 #
 #   OUT=/tmp/gpu launch/gpu_bench.sh core       # env, 768 px vs PyTorch eager (cuDNN attention), training, 768 px xla
-#   OUT=/tmp/gpu launch/gpu_bench.sh extra      # batch 16, xla attention, 512 px, batched training, scoring
+#   OUT=/tmp/gpu launch/gpu_bench.sh extra      # 768 px at batch 16, and with xla attention
+#   OUT=/tmp/gpu launch/gpu_bench.sh small      # 512 px, batched training (the experiment grid), scoring
 #   OUT=/tmp/gpu launch/gpu_bench.sh compile    # PyTorch under torch.compile at 768 px
 #   OUT=/tmp/gpu launch/gpu_bench.sh profile    # where the 768 px UNet call and sampling step spend device time
 #
 # On the first lease (one H200) each sampler point took about 2 minutes (a 66 s XLA compile of the step, the UNet
-# alone compiled and timed, weights loaded): the stage limits below fit that.
+# alone compiled and timed, weights loaded): the stage limits below fit that, and each group's limits (env
+# included) fit in one 600 s call of the device tool (tests/test_bench.py checks the sums).
 #
 # Wheels in .whl/ (diffusers, grain, ...) are installed first.
 # Limits are seconds per stage; BENCH_SCALE=0.5 halves them all. A plumbing check on a CPU:
 #   BENCH_MODEL=tiny HI=64 LO=32 STEPS=2 BENCH_SCALE=3 ATTN=xla launch/gpu_bench.sh core
 set -uo pipefail
 group=${1:-core}
-case "$group" in core|extra|compile|profile) ;; *) echo "usage: $0 [core|extra|compile|profile]" >&2; exit 2 ;; esac
+case "$group" in core|extra|small|compile|profile) ;; *) echo "usage: $0 [core|extra|small|compile|profile]" >&2; exit 2 ;; esac
 OUT=${OUT:-/tmp/jaxaug-gpu-bench}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
@@ -62,6 +64,8 @@ case "$group" in
       --json="$OUT/sampler768_b16.json"
     stage sampler768_xla 200 $bench sampler $common --resolution=$hi --batch=8 --attention=xla \
       --json="$OUT/sampler768_xla.json"
+    ;;
+  small)  # the 512 px point and the two other benches
     stage sampler512 150 $bench sampler $common --resolution=$lo --batch=8 --json="$OUT/sampler512.json"
     stage experiment 120 $bench experiment --json="$OUT/experiment.json"
     stage score 120 $bench score --model=$model --json="$OUT/score.json"

@@ -178,3 +178,18 @@ def test_flops_per_image_do_not_depend_on_the_device_count(tmp_path):
   four = json.loads((tmp_path / "four.json").read_text())
   assert four["device"]["device_count"] == 4
   assert four["result"]["tflop_per_image"] == pytest.approx(one, rel=1e-2)
+
+
+def test_each_gpu_bench_group_fits_one_device_call():
+  """launch/gpu_bench.sh: a group's stage limits, its env stage included, must fit the device tool's 600 s per
+  call, or the last stages of a lease are cut off (the first `extra` group summed to 850 s)."""
+  import re
+  from pathlib import Path
+
+  script = (Path(__file__).parents[1] / "launch" / "gpu_bench.sh").read_text()
+  env = int(re.search(r"^stage env (\d+)", script, re.M).group(1))
+  groups = re.findall(r"^  (\w+)\)(.*?)^    ;;", script, re.M | re.S)
+  assert {name for name, _ in groups} == {"core", "extra", "small", "profile", "compile"}
+  for name, body in groups:
+    limits = [int(x) for x in re.findall(r"^    stage \w+ (\d+)", body, re.M)]
+    assert limits and env + sum(limits) <= 600, (name, env, limits)
