@@ -22,7 +22,11 @@ def _importing_numpy(pid: int) -> bool:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("module", ENTRY_POINTS)
 def test_a_signal_during_import_is_one_line(tmp_path, module, signum):
-  proc = subprocess.Popen([sys.executable, "-m", module], cwd=tmp_path, stdout=subprocess.PIPE,
+  # `python -m module` with both signals at their defaults whatever this suite inherited: a shell without job
+  # control starts background jobs with SIGINT ignored, and jaxaug (like Python) leaves an ignored signal ignored.
+  start = ("import os, signal, sys; [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)]; "
+           f"os.execv(sys.executable, [sys.executable, '-m', {module!r}])")
+  proc = subprocess.Popen([sys.executable, "-c", start], cwd=tmp_path, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 60
   while not _importing_numpy(proc.pid):
