@@ -34,9 +34,12 @@ from jaxaug.flops import (BF16_PEAK_TFLOPS, bf16_peak, device_hours, model_flops
 
 
 def _device() -> dict:
+  from jaxaug.xla_options import host_cpu
+
   d = jax.devices()[0]
   return {"platform": d.platform, "device_kind": d.device_kind, "device_count": jax.device_count(),
-          "jax": jax.__version__, "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+          "jax": jax.__version__, "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "host_cpu": host_cpu()}
 
 
 def _timed(fn, *args, repeats: int):
@@ -665,7 +668,9 @@ def _table(name: str, result: dict, device: dict) -> str:
   if name == "flops":
     rows.append("  (lowered, not run: FLOPs depend on the model and shapes, not on this device)")
   elif device["platform"] == "cpu":
-    rows.append("  (CPU: reduced sizes; these figures check the plumbing, not accelerator speed)")
+    cpu = device["host_cpu"]
+    rows.append(f"  (CPU: {cpu['model']}, {cpu['cores']} cores, {', '.join(cpu['features']) or 'no AVX2'}; a CPU "
+                "figure is this CPU's, not an accelerator's)")
   for key, value in result.items():
     if key in ("runs", "best", "torch"):
       continue

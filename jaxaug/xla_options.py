@@ -37,3 +37,30 @@ def cpu_convolutions(environ=os.environ) -> str:
   if any(k.startswith(("-", "+")) for k in kinds):  # edits of the default set
     return "xla" if "-individual_convolution" in kinds else "default"
   return "ynnpack" if "individual_convolution" in kinds else "xla"
+
+
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what XLA:CPU's kernels use
+
+
+def host_cpu(cpuinfo: str = "/proc/cpuinfo") -> dict:
+  """This machine's CPU model, core count and the vector features XLA:CPU can use: a CPU figure means little
+  without them (the same command ran 0.67-1.1x PyTorch on three CPUs, issue 20). A virtual machine's model name
+  can be as short as "AMD EPYC", so the family and model numbers come with it."""
+  import platform
+
+  fields: dict[str, str] = {}
+  try:
+    with open(cpuinfo) as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if not line.strip():
+          break  # the first processor's block is enough
+        fields.setdefault(key.strip(), value.strip())
+  except OSError:
+    pass
+  model = fields.get("model name") or platform.processor() or platform.machine()
+  if "cpu family" in fields and "model" in fields:
+    model += f" (family {fields['cpu family']}, model {fields['model']})"
+  flags = set(fields.get("flags", "").split())
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return {"model": model, "cores": cores, "features": [f for f in CPU_FEATURES if f in flags]}

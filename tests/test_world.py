@@ -2,6 +2,8 @@
 
 import hashlib
 import json
+import os
+import signal
 
 import jax.numpy as jnp
 import numpy as np
@@ -108,12 +110,52 @@ def test_fit_resumes_where_it_stopped(tmp_path):
   assert "unet_lr" not in demo_world.stage_settings(demo_world.Settings(), "judge")
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_in_a_stage_saves_it_where_it_is_and_the_rerun_ends_as_one_run(tmp_path, capsys, signum):
+  """SIGTERM / SIGINT mid-stage: the loop saves at the step it is on (not the last periodic checkpoint), exits
+  128 + the signal with one line naming the stage and step; the rerun ends exactly as one uninterrupted run. A
+  signal between stages exits at once, naming the stage."""
+  target = np.linspace(-1, 1, 8).astype(np.float32)
+
+  def loss_fn(params, batch, key, extra):
+    return jnp.mean((params["w"] * batch - target) ** 2), extra
+
+  def batch_of(step):
+    return np.random.default_rng(step).uniform(0.5, 1.5, 8).astype(np.float32)
+
+  def signalled_at_13(step):
+    if step == 13:
+      os.kill(os.getpid(), signum)
+    return batch_of(step)
+
+  start = {"w": jnp.zeros(8)}
+  whole, loss, _, _ = demo_world.fit("toy", start, loss_fn, batch_of, 40, 0.1, tmp_path / "a", 0, 10, ema=0.9)
+  before = signal.getsignal(signum)
+  with pytest.raises(SystemExit) as stopped, demo_world.stop_on_signals():
+    demo_world.fit("toy", start, loss_fn, signalled_at_13, 40, 0.1, tmp_path / "b", 0, 10, ema=0.9)
+  assert stopped.value.code == 128 + signum and signal.getsignal(signum) is before
+  err = capsys.readouterr().err.strip()
+  assert err == (f"demo_world: interrupted by {signal.Signals(signum).name} in the toy stage, saved at step 14 of "
+                 "40: rerun the same command to continue")
+  import flax
+  assert flax.serialization.msgpack_restore((tmp_path / "b" / "toy.ckpt").read_bytes())["step"] == 14
+  resumed, resumed_loss, _, _ = demo_world.fit("toy", start, loss_fn, batch_of, 40, 0.1, tmp_path / "b", 0, 10, ema=0.9)
+  assert np.array_equal(resumed["w"], whole["w"]) and resumed_loss == loss
+
+  with pytest.raises(SystemExit) as stopped, demo_world.stop_on_signals():
+    demo_world._Stop.stage = "stats"
+    os.kill(os.getpid(), signum)
+  assert stopped.value.code == 128 + signum
+  assert f"interrupted by {signal.Signals(signum).name} during the stats stage" in capsys.readouterr().err
+
+
 def test_train_takes_other_settings_by_name(tmp_path, capsys):
   changed = demo_world.Settings().overridden(["clip_steps=4000", "drop_text=0.5"])
   assert (changed.clip_steps, changed.drop_text, changed.vae_steps) == (4000, 0.5, demo_world.Settings().vae_steps)
   assert demo_world.stage_settings(changed, "unet")["clip_steps"] == 4000  # a UNet on another CLIP is another stage
   for bad, message in [("clip_step=3", "NAME one of seed, images"), ("clip_steps", "expected NAME=VALUE"),
-                       ("clip_steps=3.5", "clip_steps takes int values"), ("drop_text=half", "takes float values")]:
+                       ("clip_steps=3.5", "clip_steps takes int values"), ("drop_text=half", "takes float values"),
+                       ("seed=3", "the seed is --seed=3")]:
     with pytest.raises(SystemExit) as stopped:
       demo_world.main(["train", f"--out={tmp_path / 'w'}", "--set", bad])
     err = capsys.readouterr().err.strip()

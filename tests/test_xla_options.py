@@ -46,3 +46,14 @@ def test_jaxaug_adds_no_flag_and_the_opt_in_takes_convolutions_from_ynnpack():
   assert seen == ""  # importing jaxaug leaves XLA_FLAGS alone
   seen, fusions = _probe(xla_options.FASTER_CONVOLUTIONS)
   assert seen == xla_options.FASTER_CONVOLUTIONS and fusions == 0  # XLA's own convolution: no YNNPACK fusion
+
+
+def test_host_cpu_names_the_model_and_the_vector_features(tmp_path):
+  info = tmp_path / "cpuinfo"
+  info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\n"
+                  "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\n"
+                  "model name\t: something else\nflags\t\t: avx512f\n")
+  cpu = xla_options.host_cpu(str(info))
+  assert cpu["model"] == "AMD EPYC (family 23, model 1)" and cpu["features"] == ["avx2", "fma"]
+  assert cpu["cores"] >= 1
+  assert xla_options.host_cpu(str(tmp_path / "absent"))["features"] == []  # not Linux: no flags, still a model

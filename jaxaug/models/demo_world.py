@@ -23,10 +23,13 @@ shipped in the package (`--config.model=world`, WORLD_DIR) was made by this comm
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shutil
+import signal
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -39,7 +42,7 @@ import optax
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
-from jaxaug import augment
+from jaxaug import augment, xla_options
 from jaxaug.data import world
 from jaxaug.errors import UserError, exit_on_user_error
 from jaxaug.models import pipeline, resnet, schedulers, sd, tiny
@@ -101,6 +104,8 @@ class Settings:
       name, sep, value = pair.partition("=")
       if not sep or name not in types_:
         raise UserError(f"--set {pair}: expected NAME=VALUE with NAME one of {', '.join(types_)}")
+      if name == "seed":  # one way to say it, so that `--seed=1 --set seed=2` cannot mean two things
+        raise UserError(f"--set {pair}: the seed is --seed={value}")
       try:
         changes[name] = types_[name](value)
       except ValueError:
@@ -144,6 +149,46 @@ def make_data(settings: Settings, work: Path) -> dict:
   data["seconds"] = np.float64(time.time() - began)
   _atomic(path, lambda p: np.savez(p, **data))
   return data
+
+
+class _Stop:
+  """SIGINT / SIGTERM during `train`. Inside a stage's step loop (`fit`) the signal is noted and the loop saves
+  its state at the step it is on, then exits; anywhere else (drawing the data, the statistics, writing the
+  checkpoint) it exits at once, since those write their results atomically. Either way: one line, 128 + the
+  signal's number, and rerunning the same command continues. A second signal exits at once."""
+
+  stage = "starting"
+  signum: int | None = None
+  in_loop = False
+
+  @classmethod
+  def handle(cls, signum, frame):
+    if cls.in_loop and cls.signum is None:
+      cls.signum = signum  # the loop saves and exits after this step
+      return
+    cls.exit(signum, f"during the {cls.stage} stage; every finished stage is kept")
+
+  @staticmethod
+  def exit(signum: int, where: str):
+    print(f"\ndemo_world: interrupted by {signal.Signals(signum).name} {where}: rerun the same command to "
+          "continue", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+  """`_Stop`'s handling for SIGINT and SIGTERM while the block runs (main thread only), then the previous."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  saved = {s: signal.signal(s, _Stop.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+  _Stop.signum, _Stop.in_loop = None, False
+  try:
+    yield
+  finally:
+    for s, handler in saved.items():
+      signal.signal(s, handler)
+    _Stop.signum = None
 
 
 def _atomic(path: Path, write):
@@ -209,20 +254,32 @@ def fit(stage: str, params, loss_fn, batch_of, steps: int, lr: float, work: Path
   losses = np.asarray(state["losses"]).copy()
   start, seconds, began = int(state["step"]), float(state["seconds"]), time.time()
   bar = tqdm(range(start, steps), desc=f"{stage:>5}", initial=start, total=steps, mininterval=5, file=sys.stdout)
-  for step in bar:
-    key = jax.random.fold_in(jax.random.key(seed), step)
-    p, o, e, x, loss = train_step(p, o, e, x, batch_of(step), key, step)
-    losses[step] = float(loss)
-    if step % 50 == 0:
-      bar.set_postfix(loss=f"{losses[max(0, step - 49):step + 1].mean():.4f}")
-    if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-      spent = seconds + time.time() - began
-      record = dict(params=p, opt=o, ema=e, extra=x, losses=losses, step=step + 1, seconds=spent)
-      if made_with is not None:
-        record["made_with"] = json.dumps(made_with, sort_keys=True)
-      blob = flax.serialization.to_bytes(record)
-      _atomic(path, lambda f: f.write(blob))
+  _Stop.stage, _Stop.in_loop = stage, True
+  try:
+    for step in bar:
+      key = jax.random.fold_in(jax.random.key(seed), step)
+      p, o, e, x, loss = train_step(p, o, e, x, batch_of(step), key, step)
+      losses[step] = float(loss)
+      if step % 50 == 0:
+        bar.set_postfix(loss=f"{losses[max(0, step - 49):step + 1].mean():.4f}")
+      stopped = _Stop.signum is not None
+      if (step + 1) % checkpoint_every == 0 or step + 1 == steps or stopped:
+        _save(path, p, o, e, x, losses, step + 1, seconds + time.time() - began, made_with)
+      if stopped:
+        bar.close()
+        _Stop.exit(_Stop.signum, f"in the {stage} stage, saved at step {step + 1} of {steps}")
+  finally:
+    _Stop.in_loop = False
   return (e if ema else p), _tail(losses), x, seconds + time.time() - began
+
+
+def _save(path: Path, p, o, e, x, losses, step: int, spent: float, made_with: dict | None):
+  """A stage's resumable state after `step` steps, atomically."""
+  record = dict(params=p, opt=o, ema=e, extra=x, losses=losses, step=step, seconds=spent)
+  if made_with is not None:
+    record["made_with"] = json.dumps(made_with, sort_keys=True)
+  blob = flax.serialization.to_bytes(record)
+  _atomic(path, lambda f: f.write(blob))
 
 
 def _tail(losses) -> float:
@@ -563,7 +620,11 @@ def write_random(out: str | Path, seed: int = 0, like: str | Path = WORLD_DIR) -
 
 def train(out: str | Path, work: str | Path | None = None, settings: Settings = Settings()) -> Path:
   """Trains the whole world (resumable from `work`) and writes the checkpoint to `out`."""
-  out = Path(out)
+  with stop_on_signals():
+    return _train(Path(out), work, settings)
+
+
+def _train(out: Path, work: str | Path | None, settings: Settings) -> Path:
   work = Path(work) if work else out.with_name(out.name + ".work")
   work.mkdir(parents=True, exist_ok=True)
   start = time.time()
@@ -575,25 +636,29 @@ def train(out: str | Path, work: str | Path | None = None, settings: Settings = 
   tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
   cfg = configs(vocab)
 
+  _Stop.stage = "data"
   data = make_data(settings, work)
   times["data"] = float(data["seconds"])
   log(f"{int(data['broad'].sum())} broad-world images ({int((~data['broad']).sum())} more target-domain ones "
       f"for the judge) drawn in {times['data']:.0f} s")
 
-  def stage(name, result):
-    params_, losses[name], extra, times[name] = result
+  def stage(name, train_fn, *args):
+    _Stop.stage = name
+    params_, losses[name], extra, times[name] = train_fn(*args)
     log(f"{name} done: {times[name]:.0f} s of training, final loss {losses[name]:.4f}")
     return params_, extra
 
-  vae_params, _ = stage("vae", train_vae(settings, data, cfg, work))
-  clip, _ = stage("clip", train_clip(settings, data, cfg, tokenizer, work))
+  vae_params, _ = stage("vae", train_vae, settings, data, cfg, work)
+  clip, _ = stage("clip", train_clip, settings, data, cfg, tokenizer, work)
   params = {"vae": vae_params, "text_encoder": clip["text_encoder"], "image_encoder": clip["image_encoder"]}
+  _Stop.stage = "stats"
   stats = compute_stats(settings, data, cfg, params, tokenizer, work)
   times["stats"] = float(stats["seconds"])
-  params["unet"], _ = stage("unet", train_unet(settings, stats, cfg, work))
+  params["unet"], _ = stage("unet", train_unet, settings, stats, cfg, work)
   params["image_normalizer"] = {"mean": stats["norm_mean"], "std": stats["norm_std"]}
-  judge_params, judge_stats = stage("judge", train_judge(settings, data, work))
+  judge_params, judge_stats = stage("judge", train_judge, settings, data, work)
 
+  _Stop.stage = "writing"
   tmp = out.with_name(f".{out.name}.tmp")
   shutil.rmtree(tmp, ignore_errors=True)
   shutil.copytree(tok_dir, tmp / "tokenizer")
@@ -603,7 +668,8 @@ def train(out: str | Path, work: str | Path | None = None, settings: Settings = 
   times = {k: round(v, 1) for k, v in times.items()}
   record = dict(settings=dataclasses.asdict(settings), seconds=times, total_seconds=round(sum(times.values()), 1),
                 final_losses={k: round(v, 5) for k, v in losses.items()}, latent_scale=float(stats["scale"]),
-                jax=jax.__version__, device=jax.devices()[0].device_kind)
+                jax=jax.__version__, device=jax.devices()[0].device_kind,
+                host_cpu=xla_options.host_cpu())
   (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
   write_sums(tmp)
   shutil.rmtree(out, ignore_errors=True)
