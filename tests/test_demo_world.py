@@ -180,24 +180,25 @@ PAIRS = [("circle", "star"), ("square", "heart"), ("triangle", "ring"), ("cross"
 LAMS = (1.0, 0.75, 0.5, 0.25, 0.0)
 
 
-def _mixing(model, judge, level: str, lams: tuple = LAMS):
-  """Share of generations labelled b, and labelled a or b, at each lambda (one measurement per lambda)."""
-  found = np.asarray([_mixed(model, judge, level, lam) for lam in lams])
+def _mixing(model, judge, level: str, lams: tuple = LAMS, per_pair: int = 8):
+  """Share of generations labelled b, and labelled a or b, at each lambda (one measurement per lambda), from
+  `per_pair` image pairs per class pair."""
+  found = np.asarray([_mixed(model, judge, level, lam, per_pair) for lam in lams])
   return found[:, 0], found[:, 1]
 
 
 @memo
-def _mixed(model, judge, level: str, lam: float):
+def _mixed(model, judge, level: str, lam: float, per_pair: int = 8):
   # At lambda 1 and 0 both levels give the unmixed image's embedding exactly (1 * e + 0 * e' and round(1 * x +
   # 0 * x') are e and x), so the ends are measured once for both levels.
   if lam in (0.0, 1.0) and level != "end":
-    return _mixed(model, judge, "end", lam)
+    return _mixed(model, judge, "end", lam, per_pair)
   source = world.WorldSource("test", 8)
   images = np.stack([source.read(i) for i in range(len(source))])
   firsts, seconds = [], []
   for a, b in PAIRS:
-    firsts += [world.CLASSES.index(a) * 8 + i for i in range(8)]
-    seconds += [world.CLASSES.index(b) * 8 + i for i in range(8)]
+    firsts += [world.CLASSES.index(a) * 8 + i for i in range(per_pair)]
+    seconds += [world.CLASSES.index(b) * 8 + i for i in range(per_pair)]
   x1, x2 = images[firsts], images[seconds]
   a_labels, b_labels = source.labels[firsts], source.labels[seconds]
   if level == "pixel":
@@ -222,8 +223,9 @@ def test_mixing_moves_from_a_to_b(judge, trained, untrained, level):
   share_b, share_ab = _mixing(trained, judge, level)
   assert _b_grows(share_b), (share_b, share_ab)
   assert share_ab[0] >= 0.7 and share_ab[-1] >= 0.5, share_ab  # the unmixed ends: measured 0.825 and 0.6-0.625
-  # Random weights fail already at the ends (0.2 labelled b at lambda 1 and at 0), so only the ends are made.
-  assert not _b_grows(_mixing(untrained, judge, level, (1.0, 0.0))[0])
+  # Random weights fail already at the ends (0.2 labelled b at lambda 1 and at 0: everything is one class, which
+  # is b for one of the five pairs), so only the ends are made, from 2 pairs per class pair.
+  assert not _b_grows(_mixing(untrained, judge, level, (1.0, 0.0), per_pair=2)[0])
 
 
 @pytest.mark.xfail(strict=True, reason="not yet: mid-lambda mixtures often land in a third class (a or b: 0.33-0.58 "
@@ -265,7 +267,10 @@ def _diversity(model, judge, level: int) -> float:
 
 
 def test_diversity_grows_with_noise_level(judge, trained, untrained):
-  # measured trained 3.58 / 4.32 / 4.26 at levels 0 / 500 / 900 (grows, then flat); random 4.78 / 4.79 / 4.74
+  # measured trained 3.58 / 4.32 / 4.26 at levels 0 / 500 / 900 (grows, then flat); random 4.78 / 4.79 / 4.74.
+  # Two other seed sets for the trained model (every seed + 10000 s): 3.54 / 4.38 / 4.89 and 3.47 / 4.15 / 4.49,
+  # so min(500, 900) / level 0 = 1.19-1.24 against the 1.1 asked. With 4 generations per image instead of 8 the
+  # measure is too noisy (trained 4.08 / 3.75 / 4.78; random weights then "grow" 1.35x at level 500): keep 8.
   found = [_diversity(trained, judge, level) for level in (0, 500, 900)]
   assert min(found[1], found[2]) > 1.1 * found[0], found
   random = [_diversity(untrained, judge, level) for level in (0, 500)]
