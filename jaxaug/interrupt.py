@@ -25,6 +25,14 @@ GRACE_S = 10.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def handled(signals=SIGNALS) -> tuple:
+  """Of `signals`, those this process acts on: all but those it was started with ignored. A shell without job
+  control starts background jobs with SIGINT ignored so that the terminal's Ctrl-C does not reach them; Python
+  keeps such a signal ignored, and so do jaxaug's startup handler and every run-time handler (SIGTERM, which
+  schedulers send, is never ignored that way)."""
+  return tuple(s for s in signals if signal.getsignal(s) is not signal.SIG_IGN)
+
+
 class _Watched:
   """Signals handled by a watcher thread (`_watch`, in the subclass) that `signal.set_wakeup_fd` wakes: a byte per
   signal on the pipe, and b"\\0" when the `with` block ends."""
@@ -39,7 +47,7 @@ class _Watched:
     os.set_blocking(write, False)
     self._pipe = (read, write)
     self._saved = (signal.set_wakeup_fd(write, warn_on_full_buffer=False),
-                   {s: signal.signal(s, _ignore) for s in SIGNALS})
+                   {s: signal.signal(s, _ignore) for s in handled()})
     threading.Thread(target=self._watch, name="jaxaug-signals", daemon=True).start()
     return self
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import python_m
 
 ENTRY_POINTS = ("jaxaug.generate", "jaxaug.train", "jaxaug.score", "jaxaug.experiment")
 
@@ -24,9 +25,7 @@ def _importing_numpy(pid: int) -> bool:
 def test_a_signal_during_import_is_one_line(tmp_path, module, signum):
   # `python -m module` with both signals at their defaults whatever this suite inherited: a shell without job
   # control starts background jobs with SIGINT ignored, and jaxaug (like Python) leaves an ignored signal ignored.
-  start = ("import os, signal, sys; [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)]; "
-           f"os.execv(sys.executable, [sys.executable, '-m', {module!r}])")
-  proc = subprocess.Popen([sys.executable, "-c", start], cwd=tmp_path, stdout=subprocess.PIPE,
+  proc = subprocess.Popen(python_m(module), cwd=tmp_path, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 60
   while not _importing_numpy(proc.pid):
@@ -38,6 +37,31 @@ def test_a_signal_during_import_is_one_line(tmp_path, module, signum):
   assert err.strip().splitlines()[-1] == (f"jaxaug: interrupted by {signum.name} while starting; rerun the same "
                                           "command to continue")
   assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_signal_started_ignored_stays_ignored_in_every_run_handler():
+  """A shell without job control starts background jobs with SIGINT ignored, so that the terminal's Ctrl-C does not
+  reach them: the startup handler keeps that, and so must the run-time handlers of generate, train and the demo
+  world's training, while SIGTERM (what schedulers send) is still theirs."""
+  from jaxaug import interrupt
+  from jaxaug.models import demo_world
+
+  inherited = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
+  try:
+    assert interrupt.handled() == (signal.SIGTERM,)
+    for block in (interrupt.Stopper(), interrupt.StepStop(1.0, lambda name, step: None),
+                  demo_world.stop_on_signals()):
+      with block:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN, block
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN), block
+      assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert interrupt.handled() == (signal.SIGINT, signal.SIGTERM)
+  finally:
+    for s, handler in inherited.items():
+      signal.signal(s, handler)
 
 
 # --- output directories: one helper, fsutil.make_dirs, behind generate, train, score and experiment -----------

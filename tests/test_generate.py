@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from processes import python_m
 
 from jaxaug import xla_options
 from jaxaug.data import synthetic
@@ -32,8 +33,8 @@ def _env(devices=1):
   return env
 
 
-def _generate(out, *flags, devices=1, wait=True, cwd=None, env=None):
-  cmd = [sys.executable, "-m", "jaxaug.generate", f"--config.output.dir={out}", *flags]
+def _generate(out, *flags, devices=1, wait=True, cwd=None, env=None, ignored=()):
+  cmd = python_m("jaxaug.generate", f"--config.output.dir={out}", *flags, ignored=ignored)
   env = {**_env(devices), **(env or {})}
   if not wait:
     return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -229,17 +230,26 @@ def longer_reference(tmp_path_factory):
   return _uninterrupted(tmp_path_factory, LONGER)
 
 
-def _interrupt(out, signum) -> tuple[int, str]:
-  """Runs LONGER into `out`, sends `signum` right after this run commits its first unit; (exit status, stderr).
+def _interrupt(out, signum, ignored=(), first=None) -> tuple[int, str]:
+  """Runs LONGER into `out` (started with the signals in `ignored` ignored), sends `signum` right after this run
+  commits its first unit; (exit status, stderr). With `first`, that signal goes first, and `signum` after the
+  next unit commits.
 
   (Not a fixed unit number: units that were in flight when an earlier run was stopped finish in that run's grace.)
   """
-  proc = _generate(out, *LONGER, wait=False)
+  proc = _generate(out, *LONGER, wait=False, ignored=ignored)
   err = []
-  for line in proc.stderr:
-    err.append(line)
-    if re.search(r"unit \d+: 5 images committed", line):
-      break
+
+  def next_commit():
+    for line in proc.stderr:
+      err.append(line)
+      if re.search(r"unit \d+: 5 images committed", line):
+        return
+
+  next_commit()
+  if first is not None:
+    proc.send_signal(first)
+    next_commit()
   sent = time.time()
   proc.send_signal(signum)
   _, rest = proc.communicate(timeout=60)
@@ -265,6 +275,15 @@ def test_sigint_then_sigterm_stop_cleanly_and_rerun_is_identical(longer_referenc
   rerun = _generate(out, *LONGER)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert _records(out) == _records(longer_reference)
+
+
+def test_a_run_started_with_sigint_ignored_goes_on_through_it_and_stops_on_sigterm(tmp_path):
+  """A background job of a shell without job control (SIGINT ignored): Ctrl-C does not stop it, SIGTERM does."""
+  code, err = _interrupt(tmp_path / "out", signal.SIGTERM, ignored=("SIGINT",), first=signal.SIGINT)
+  assert code == 143 and "Traceback" not in err, err[-3000:]
+  match = re.fullmatch(r"jaxaug: interrupted by SIGTERM: (\d+) unit\(s\) committed in this run, \1/8 units done "
+                       r"in all; rerun the same command to continue", err.strip().splitlines()[-1])
+  assert match and int(match[1]) >= 2, err[-3000:]  # the unit before SIGINT, and at least one after it
 
 
 # ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 from PIL import Image
+from processes import python_m
 
 from jaxaug import evaluate, train
 from jaxaug.data import keep, open_source, synthetic
@@ -235,8 +236,8 @@ def _env(devices=1):
 
 
 def _cli(workdir, *fields, devices=1):
-  cmd = [sys.executable, "-m", "jaxaug.train", f"--config={REPO / 'configs' / 'train_demo.py'}",
-         f"--config.workdir={workdir}", *fields]
+  cmd = python_m("jaxaug.train", f"--config={REPO / 'configs' / 'train_demo.py'}", f"--config.workdir={workdir}",
+                 *fields)
   return subprocess.Popen(cmd, cwd=REPO, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -111,7 +111,7 @@ def test_fit_resumes_where_it_stopped(tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_in_a_stage_saves_it_where_it_is_and_the_rerun_ends_as_one_run(tmp_path, capsys, signum):
+def test_a_signal_in_a_stage_saves_it_where_it_is_and_the_rerun_ends_as_one_run(tmp_path, capsys, request, signum):
   """SIGTERM / SIGINT mid-stage: the loop saves at the step it is on (not the last periodic checkpoint), exits
   128 + the signal with one line naming the stage and step; the rerun ends exactly as one uninterrupted run. A
   signal between stages exits at once, naming the stage."""
@@ -130,6 +130,9 @@ def test_a_signal_in_a_stage_saves_it_where_it_is_and_the_rerun_ends_as_one_run(
 
   start = {"w": jnp.zeros(8)}
   whole, loss, _, _ = demo_world.fit("toy", start, loss_fn, batch_of, 40, 0.1, tmp_path / "a", 0, 10, ema=0.9)
+  # as a terminal starts the command: the signal not ignored (this suite may have been started with SIGINT ignored)
+  inherited = signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+  request.addfinalizer(lambda: signal.signal(signum, inherited))
   before = signal.getsignal(signum)
   with pytest.raises(SystemExit) as stopped, demo_world.stop_on_signals():
     demo_world.fit("toy", start, loss_fn, signalled_at_13, 40, 0.1, tmp_path / "b", 0, 10, ema=0.9)

@@ -42,7 +42,7 @@ import optax
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
-from jaxaug import augment, xla_options
+from jaxaug import augment, interrupt, xla_options
 from jaxaug.data import world
 from jaxaug.errors import UserError, exit_on_user_error
 from jaxaug.models import pipeline, resnet, schedulers, sd, tiny
@@ -177,11 +177,12 @@ class _Stop:
 
 @contextlib.contextmanager
 def stop_on_signals():
-  """`_Stop`'s handling for SIGINT and SIGTERM while the block runs (main thread only), then the previous."""
+  """`_Stop`'s handling for SIGINT and SIGTERM while the block runs (main thread only), then the previous; a signal
+  the process was started with ignored stays ignored (`interrupt.handled`)."""
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-  saved = {s: signal.signal(s, _Stop.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+  saved = {s: signal.signal(s, _Stop.handle) for s in interrupt.handled()}
   _Stop.signum, _Stop.in_loop = None, False
   try:
     yield
