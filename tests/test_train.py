@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 from PIL import Image
-from processes import python_m
+from processes import as_from_a_terminal, python_m
 
 from jaxaug import evaluate, train
 from jaxaug.data import keep, open_source, synthetic
@@ -679,24 +679,31 @@ def test_bench_train_reports_step_and_input_rates():
   assert result["reduced"] and isinstance(result["input_keeps_up"], bool)
 
 
-def test_sigterm_to_the_local_launcher_stops_both_processes_at_one_step(whole_run, tmp_path):
-  """launch/local.sh passes SIGTERM to its two processes; they agree on the step, save one checkpoint, exit 143."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_local_launcher_stops_both_processes_at_one_step(whole_run, tmp_path, signum):
+  """SIGTERM to launch/local.sh (a scheduler, `kill`) is passed to its two processes; Ctrl-C in a terminal (SIGINT
+  to the script's process group) reaches them itself, although a script's background jobs start with SIGINT
+  ignored. Either way they agree on the step, save one checkpoint, and the script exits 128 + the signal."""
   import re
 
   fields, _ = whole_run
   workdir = tmp_path / "two"
-  proc = subprocess.Popen(["bash", str(REPO / "launch" / "local.sh"), "2", "jaxaug.train",
-                           f"--config={REPO / 'configs' / 'train_demo.py'}", f"--config.workdir={workdir}", *fields],
-                          cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  script = ["bash", REPO / "launch" / "local.sh", "2", "jaxaug.train", f"--config={REPO / 'configs' / 'train_demo.py'}",
+            f"--config.workdir={workdir}", *fields]
+  proc = subprocess.Popen(as_from_a_terminal(script), cwd=REPO, env=_env(), start_new_session=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 300
   while not (workdir / "checkpoints" / "10").is_dir():
     assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
     time.sleep(0.02)
-  proc.send_signal(signal.SIGTERM)
+  if signum == signal.SIGINT:
+    os.killpg(proc.pid, signum)  # a terminal's Ctrl-C: the whole foreground process group
+  else:
+    proc.send_signal(signum)
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 143 and "Traceback" not in err, err[-3000:]
-  steps = re.findall(r"jaxaug: interrupted by SIGTERM at step (\d+): checkpoint \1 kept; rerun the same command to "
-                     r"continue", err)
+  assert proc.returncode == 128 + signum and "Traceback" not in err, err[-3000:]
+  steps = re.findall(rf"jaxaug: interrupted by {signum.name} at step (\d+): checkpoint \1 kept; rerun the same "
+                     r"command to continue", err)
   assert len(steps) == 2 and steps[0] == steps[1], err[-3000:]
   assert (workdir / "checkpoints" / steps[0]).is_dir()
   assert not [p for p in (workdir / "checkpoints").iterdir() if not p.name.isdigit()]
