@@ -28,7 +28,7 @@ ONE_WORKER = {
         "test_sigkill_and_rerun_is_identical", "test_sigint_then_sigterm_stop_cleanly_and_rerun_is_identical")),
     "train: the uninterrupted run": tuple(f"tests/test_train.py::{name}" for name in (
         "test_kill_and_resume_ends_with_the_same_metrics", "test_sigterm_then_sigint_keep_a_checkpoint",
-        "test_sigterm_to_the_local_launcher")),
+        "test_a_signal_to_the_local_launcher")),
 }
 
 
