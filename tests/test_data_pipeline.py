@@ -71,6 +71,20 @@ def test_eval_batches_in_order_with_short_last_batch_and_host_shards(folder):
   assert sorted(np.concatenate(halves).tolist()) == order
 
 
+def test_hosts_batches_side_by_side_are_one_hosts_batch(tmp_path):
+  """Each host reads its block of every global batch, so 2 hosts' batches concatenated are 1 host's, in order
+  (the train step keys augmentation by position): a run's steps do not depend on the host count. Over epoch ends
+  too (15 images, global batch 6). (A bad image shifts its host's later batches by one, as on one host.)"""
+  fx.make_folder(str(tmp_path), {"a": 5, "b": 5, "c": 5})
+  source = sources.folder_source(str(tmp_path))
+  one = _take(pipeline.train_batches(source, batch_size=6, size=8, seed=2, shard=(0, 1)), 5)
+  hosts = [_take(pipeline.train_batches(source, batch_size=3, size=8, seed=2, shard=(h, 2)), 5) for h in range(2)]
+  for whole, *parts in zip(one, *hosts):
+    for key in ("index", "image", "label"):
+      assert np.array_equal(whole[key], np.concatenate([p[key] for p in parts])), key
+  assert len({i for b in one[:2] for i in b["index"].tolist()}) == 12  # (no image twice within an epoch)
+
+
 def test_checkpoint_state_resumes_the_same_batches(folder):
   batches = pipeline.train_batches(folder, batch_size=4, size=8, seed=3, shard=(0, 1))
   _take(batches, 5)

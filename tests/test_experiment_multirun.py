@@ -44,6 +44,16 @@ def _config(workdir, syn, seed, method):
 LOSS_REL = 2e-2
 
 
+def _same_history(workdir, other):
+  """The runs' metrics.jsonl agree record by record, within LOSS_REL and one image."""
+  a, b = _history(workdir), _history(other)
+  assert [r["step"] for r in a] == [r["step"] for r in b] and [sorted(r) for r in a] == [sorted(r) for r in b]
+  for ra, rb in zip(a, b):
+    for k in ra:  # loss; accuracy over a window of 2 batches of 8 and top-1 over 16 images: one image each
+      slack = dict(rel=LOSS_REL) if k == "loss" else dict(abs=1 / 16 + 1e-6)
+      assert rb[k] == (None if ra[k] is None else pytest.approx(ra[k], **slack)), (workdir.name, ra["step"], k)
+
+
 def test_batched_runs_equal_separate_runs(tmp_path, syn):
   separate = [train.train_and_evaluate(_config(tmp_path / f"alone{s}", syn, s, m)) for s, m in RUNS]
   programs = multirun.Programs()
@@ -53,12 +63,7 @@ def test_batched_runs_equal_separate_runs(tmp_path, syn):
     assert together["train_loss"] == pytest.approx(alone["train_loss"], rel=LOSS_REL), seed
     for key in ("top1", "best_top1"):
       assert together[key] == pytest.approx(alone[key], abs=1 / 16 + 1e-6), (seed, key)  # one of 16 images
-    a, b = _history(tmp_path / f"alone{seed}"), _history(tmp_path / f"run{seed}")
-    assert [r["step"] for r in a] == [r["step"] for r in b] and [sorted(r) for r in a] == [sorted(r) for r in b]
-    for ra, rb in zip(a, b):
-      for k in ra:  # loss; accuracy over a window of 2 batches of 8 and top-1 over 16 images: one image each
-        slack = dict(rel=LOSS_REL) if k == "loss" else dict(abs=1 / 16 + 1e-6)
-        assert rb[k] == (None if ra[k] is None else pytest.approx(ra[k], **slack)), (seed, ra["step"], k)
+    _same_history(tmp_path / f"alone{seed}", tmp_path / f"run{seed}")
     assert json.loads((tmp_path / f"run{seed}" / "metrics.json").read_text()) == json.loads(json.dumps(together))
   # The runs really differ from each other (own seeds, own data), by much more than the tolerance above.
   losses = sorted(r["train_loss"] for r in batched)
@@ -69,6 +74,38 @@ def test_batched_runs_equal_separate_runs(tmp_path, syn):
                                                           for s, m in RUNS)]
   multirun.train_group(more, programs, tmp_path / "group2", quiet=True)
   assert programs.compiles == 3
+
+
+def test_two_processes_train_a_group_as_one_process_does(tmp_path, syn):
+  """Each host of a multi-host group reads its share of every run's batch (multirun's host sharding): two
+  processes joined by jax.distributed over localhost end where one process does, run by run."""
+  import os
+  import socket
+  import subprocess
+  import sys
+
+  runs = [multirun.Run(c, loop.open_data(c)) for c in (_config(tmp_path / f"one{s}", syn, s, m) for s, m in RUNS)]
+  one = multirun.train_group(runs, multirun.Programs(), tmp_path / "one_group", quiet=True)
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+  probe = Path(__file__).resolve().parent / "multirun_probe.py"
+  procs = [subprocess.Popen([sys.executable, str(probe), str(tmp_path / "two"), str(syn), f"localhost:{port}", "2",
+                             str(rank)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for rank in range(2)]
+  for proc in procs:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+  two = json.loads((tmp_path / "two" / "results.json").read_text())
+  assert (two["processes"], two["devices"]) == (2, 2)
+  for (seed, _), alone, together in zip(RUNS, one, two["results"]):
+    assert together["train_loss"] == pytest.approx(alone["train_loss"], rel=LOSS_REL), seed
+    for key in ("top1", "best_top1"):
+      assert together[key] == pytest.approx(alone[key], abs=1 / 16 + 1e-6), (seed, key)
+    _same_history(tmp_path / f"one{seed}", tmp_path / "two" / f"run{seed}")
+  losses = sorted(r["train_loss"] for r in two["results"])  # and the runs still differ from each other
+  assert all(b > a * (1 + 5 * LOSS_REL) for a, b in zip(losses, losses[1:])), losses
 
 
 def test_vmapped_and_looped_runs_take_the_same_step():

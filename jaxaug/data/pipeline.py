@@ -119,7 +119,10 @@ def batch_dataset(source: ImageSource, *, batch_size: int, size: int, seed: int 
     ds = ds.shuffle(seed=seed)
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
-  ds = ds[shard_index::shard_count]
+  if shard_count > 1 and drop_remainder:
+    ds = _host_blocks(ds, batch_size, shard_index, shard_count)
+  else:  # one host, or one pass whose batches are summed (evaluation): any split of the images will do
+    ds = ds[shard_index::shard_count]
   ds = ds.map(functools.partial(load_example, source, size))
   buffer = max(4 * num_threads, min(2 * batch_size, 256))  # keeps threads busy, bounds memory per worker
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=buffer))
@@ -128,6 +131,16 @@ def batch_dataset(source: ImageSource, *, batch_size: int, size: int, seed: int 
     _ensure_flags_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2))
   return ds
+
+
+def _host_blocks(ds: grain.MapDataset, batch: int, host: int, hosts: int) -> grain.MapDataset:
+  """This host's part of every global batch: positions [host * batch, (host + 1) * batch) of each run of
+  hosts * batch. Side by side, the hosts' batches are then one host's batch, image for image and position for
+  position (the train step keys each image's augmentation by its position), so a run on 2 hosts takes the
+  steps a run on 1 takes. Only whole global batches (as drop_remainder)."""
+  whole = hosts * batch
+  return grain.MapDataset.range(len(ds) // whole * batch).map(
+      lambda j: ds[(j // batch) * whole + host * batch + j % batch])
 
 
 def _ensure_flags_parsed() -> None:

@@ -2,7 +2,8 @@
 
 Images arrive as uint8 [B, S, S, 3] (host-fitted squares); every transform after that runs here, on
 the device. The step's randomness is `fold_in(rng, step)` split per image, so a batch's augmentation
-depends only on (seed, step, position): not on device count and not on whether the run was resumed.
+depends only on (seed, step, position): not on device count, not on host count (each host reads its block of
+the global batch, data/pipeline.py) and not on whether the run was resumed.
 """
 
 from __future__ import annotations
