@@ -143,6 +143,36 @@ def test_batch_mix_puts_the_synthetic_share_in_every_batch():
   stream.close()
 
 
+@pytest.mark.parametrize("mix, fraction", [("batch", 0.5), ("batch", 0.25), ("swap", 0.5), ("real only", 0.0)])
+def test_hosts_batches_side_by_side_are_one_hosts_batch(mix, fraction):
+  """Whatever the mix, 3 hosts' batches concatenated are 1 host's batch in order (the train step keys augmentation
+  by position), so training takes the same steps on any host count. Batch mix at 0.5 of 6: host 0 reads only real
+  images, host 1 one real and one synthetic, host 2 only synthetic."""
+  def distinct(first, counts):  # every image its own grey level, so that order shows
+    labels = np.repeat(np.arange(len(counts)), counts)
+    grey = (first + np.arange(len(labels))).astype(np.uint8)[:, None, None, None]
+    return data_lib.ArraySource(np.broadcast_to(grey, (len(labels), 8, 8, 3)).copy(), labels, ["c0", "c1"])
+
+  real, syn = distinct(0, [12, 12]), None if mix == "real only" else distinct(200, [5, 5])
+
+  def batches(host, hosts):
+    stream = data_lib.train_input(real, syn, mix="batch" if syn is None else mix, fraction=fraction,
+                                  batch_size=6 // hosts, total_steps=10, size=8, seed=0, shard=(host, hosts),
+                                  num_threads=1, num_workers=0)
+    taken = [next(stream) for _ in range(7)]
+    stream.close()
+    return taken
+
+  one = batches(0, 1)
+  parts = [batches(h, 3) for h in range(3)]
+  for step, whole in enumerate(one):
+    for key in ("image", "label"):
+      assert np.array_equal(whole[key], np.concatenate([p[step][key] for p in parts])), (step, key)
+  if mix == "batch":
+    synthetic = one[0]["image"].reshape(6, -1).max(1) >= 200
+    assert synthetic.tolist() == [False] * (6 - round(6 * fraction)) + [True] * round(6 * fraction)
+
+
 # ---------------------------------------------------------------------------
 # Long tail: Balanced Softmax against cross-entropy on digits
 

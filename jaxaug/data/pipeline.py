@@ -110,8 +110,11 @@ class _GoodBatchIterDataset(grain.IterDataset):
 def batch_dataset(source: ImageSource, *, batch_size: int, size: int, seed: int | None = 0,
                   num_epochs: int | None = None, drop_remainder: bool = True,
                   shard_index: int = 0, shard_count: int = 1, num_threads: int = 4,
-                  num_workers: int = 0, max_bad_run: int = 1000) -> grain.IterDataset:
-  """The grain dataset behind `train_batches`; seed=None reads in source order."""
+                  num_workers: int = 0, max_bad_run: int = 1000,
+                  block: tuple[int, int] | None = None) -> grain.IterDataset:
+  """The grain dataset behind `train_batches`; seed=None reads in source order. Hosts share training batches by
+  blocks: `block` = (start, whole) reads positions [start, start + batch_size) of each run of `whole` (by default
+  this host's equal part of the global batch, `shard_count` x `batch_size`)."""
   if len(source) == 0:
     raise UserError("the data source has no images: check its path and split")
   ds = grain.MapDataset.range(len(source))
@@ -119,8 +122,10 @@ def batch_dataset(source: ImageSource, *, batch_size: int, size: int, seed: int 
     ds = ds.shuffle(seed=seed)
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
-  if shard_count > 1 and drop_remainder:
-    ds = _host_blocks(ds, batch_size, shard_index, shard_count)
+  if block is None and shard_count > 1 and drop_remainder:
+    block = (shard_index * batch_size, shard_count * batch_size)
+  if block is not None:
+    ds = _host_blocks(ds, block[0], batch_size, block[1])
   else:  # one host, or one pass whose batches are summed (evaluation): any split of the images will do
     ds = ds[shard_index::shard_count]
   ds = ds.map(functools.partial(load_example, source, size))
@@ -133,14 +138,14 @@ def batch_dataset(source: ImageSource, *, batch_size: int, size: int, seed: int 
   return ds
 
 
-def _host_blocks(ds: grain.MapDataset, batch: int, host: int, hosts: int) -> grain.MapDataset:
-  """This host's part of every global batch: positions [host * batch, (host + 1) * batch) of each run of
-  hosts * batch. Side by side, the hosts' batches are then one host's batch, image for image and position for
-  position (the train step keys each image's augmentation by its position), so a run on 2 hosts takes the
-  steps a run on 1 takes. Only whole global batches (as drop_remainder)."""
-  whole = hosts * batch
-  return grain.MapDataset.range(len(ds) // whole * batch).map(
-      lambda j: ds[(j // batch) * whole + host * batch + j % batch])
+def _host_blocks(ds: grain.MapDataset, start: int, size: int, whole: int) -> grain.MapDataset:
+  """Positions [start, start + size) of each run of `whole`: a host's part of every global batch. Side by side,
+  the hosts' batches are then one host's batch, image for image and position for position (the train step keys
+  each image's augmentation by its position), so a run on 2 hosts takes the steps a run on 1 takes. Only whole
+  global batches (as drop_remainder)."""
+  if not 0 <= start < start + size <= whole:
+    raise ValueError(f"block [{start}, {start + size}) is not within a batch of {whole}")
+  return grain.MapDataset.range(len(ds) // whole * size).map(lambda j: ds[(j // size) * whole + start + j % size])
 
 
 def _ensure_flags_parsed() -> None:
@@ -188,16 +193,17 @@ def _default_shard() -> tuple[int, int]:
 
 def train_batches(source: ImageSource, *, batch_size: int, size: int, seed: int,
                   num_epochs: int | None = None, num_threads: int = 4, num_workers: int = 0,
-                  shard: tuple[int, int] | None = None, max_bad_run: int = 1000) -> Batches:
+                  shard: tuple[int, int] | None = None, max_bad_run: int = 1000,
+                  block: tuple[int, int] | None = None) -> Batches:
   """Shuffled, repeated, fixed-size batches for training; `batch_size` is per host.
 
-  `shard` = (this host, host count), by default from jax.process_index/count.
+  `shard` = (this host, host count), by default from jax.process_index/count; `block` as in `batch_dataset`.
   """
   shard_index, shard_count = shard or _default_shard()
   return Batches(batch_dataset(
       source, batch_size=batch_size, size=size, seed=seed, num_epochs=num_epochs,
       drop_remainder=True, shard_index=shard_index, shard_count=shard_count,
-      num_threads=num_threads, num_workers=num_workers, max_bad_run=max_bad_run))
+      num_threads=num_threads, num_workers=num_workers, max_bad_run=max_bad_run, block=block))
 
 
 def eval_batches(source: ImageSource, *, batch_size: int, size: int, num_threads: int = 4,

@@ -141,7 +141,7 @@ class TrainInput:
 
 
 def synthetic_per_batch(mix: str, fraction: float, batch: int, has_synthetic: bool) -> int:
-  """Synthetic images in each host batch for the batch mix (0 for the swap mix or without a set)."""
+  """Synthetic images in each global batch for the batch mix (0 for the swap mix or without a set)."""
   if not has_synthetic or mix != "batch":
     return 0
   return int(round(fraction * batch))
@@ -160,12 +160,22 @@ def train_input(real: ImageSource, synthetic: ImageSource | None, *, mix: str, f
         stream, batch_size=batch_size, size=size, seed=None, num_epochs=None, drop_remainder=True,
         shard_index=shard[0], shard_count=shard[1], num_threads=num_threads, num_workers=num_workers)
     return TrainInput({"swap": pipeline.Batches(batches)})
-  n_syn = synthetic_per_batch(mix, fraction, batch_size, True)
+  # The global batch is [real, then n_syn synthetic] (TrainInput's name order), as on one host; this host reads
+  # its block of it, which may hold only real images, only synthetic ones, or both: each stream gives this host
+  # its part of that stream's share of every global batch.
+  host, hosts = shard
+  whole = batch_size * hosts
+  n_syn = synthetic_per_batch(mix, fraction, whole, True)
+  n_real = whole - n_syn
+  lo, hi = host * batch_size, (host + 1) * batch_size
   streams = {}
-  if n_syn:
-    streams["synthetic"] = pipeline.train_batches(synthetic, batch_size=n_syn, seed=seed + 1, **common)
-  if batch_size - n_syn:
-    streams["real"] = pipeline.train_batches(real, batch_size=batch_size - n_syn, seed=seed, **common)
+  if min(hi, n_real) > lo:
+    streams["real"] = pipeline.train_batches(real, batch_size=min(hi, n_real) - lo, seed=seed,
+                                             block=(lo, n_real) if hosts > 1 else None, **common)
+  if hi > max(lo, n_real):
+    start = max(lo, n_real) - n_real
+    streams["synthetic"] = pipeline.train_batches(synthetic, batch_size=hi - max(lo, n_real), seed=seed + 1,
+                                                  block=(start, n_syn) if hosts > 1 else None, **common)
   return TrainInput(streams)
 
 

@@ -159,10 +159,10 @@ def steps_per_epoch(config, data: Data) -> int:
   """The paper's epoch: one pass over the synthetic set in the batch mix, else over the real set."""
   if config.steps_per_epoch:
     return config.steps_per_epoch
-  local = config.batch_size // jax.process_count()
-  n_syn = data_lib.synthetic_per_batch(config.mix, config.synthetic_fraction, local, data.synthetic is not None)
+  n_syn = data_lib.synthetic_per_batch(config.mix, config.synthetic_fraction, config.batch_size,
+                                      data.synthetic is not None)
   if n_syn:
-    return max(1, len(data.synthetic) // (n_syn * jax.process_count()))
+    return max(1, len(data.synthetic) // n_syn)
   return max(1, len(data.train) // config.batch_size)
 
 
