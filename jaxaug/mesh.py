@@ -97,6 +97,14 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def leave() -> None:
+  """Leaves a multi-process job before exiting early (a signal's stop): process 0 hosts jax's coordination
+  service, so if it exited first, a host still inside one of orbax's finishing barriers would abort with a
+  traceback. jax.distributed.shutdown waits until every process has left."""
+  if jax.process_count() > 1:
+    jax.distributed.shutdown()
+
+
 def max_over_hosts(value: int) -> int:
   return value if jax.process_count() == 1 else int(np.max(_gathered(value)))
 

@@ -375,6 +375,7 @@ def _stop_at(stop: interrupt.StepStop, mngr, step: int, state, stream, window: l
   mngr.wait_until_finished()
   mngr.close()
   stream.close()
+  mesh.leave()
   name = signal.Signals(stop.requested).name
   stop.exit(f"jaxaug: interrupted by {name} at step {step}: checkpoint {step} kept; rerun the same command to "
             "continue")
