@@ -25,12 +25,12 @@ GRACE_S = 10.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def handled(signals=SIGNALS) -> tuple:
-  """Of `signals`, those this process acts on: all but those it was started with ignored. A shell without job
+def handled() -> tuple:
+  """Of SIGNALS, those this process acts on: all but those it was started with ignored. A shell without job
   control starts background jobs with SIGINT ignored so that the terminal's Ctrl-C does not reach them; Python
   keeps such a signal ignored, and so do jaxaug's startup handler and every run-time handler (SIGTERM, which
   schedulers send, is never ignored that way)."""
-  return tuple(s for s in signals if signal.getsignal(s) is not signal.SIG_IGN)
+  return tuple(s for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN)
 
 
 class _Watched:

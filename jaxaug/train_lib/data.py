@@ -167,15 +167,15 @@ def train_input(real: ImageSource, synthetic: ImageSource | None, *, mix: str, f
   whole = batch_size * hosts
   n_syn = synthetic_per_batch(mix, fraction, whole, True)
   n_real = whole - n_syn
-  lo, hi = host * batch_size, (host + 1) * batch_size
+  lo, hi = host * batch_size, (host + 1) * batch_size  # this host's block of the global batch
+  real_end, syn_start = min(hi, n_real), max(lo, n_real)  # where its real part ends and its synthetic part starts
   streams = {}
-  if min(hi, n_real) > lo:
-    streams["real"] = pipeline.train_batches(real, batch_size=min(hi, n_real) - lo, seed=seed,
+  if real_end > lo:
+    streams["real"] = pipeline.train_batches(real, batch_size=real_end - lo, seed=seed,
                                              block=(lo, n_real) if hosts > 1 else None, **common)
-  if hi > max(lo, n_real):
-    start = max(lo, n_real) - n_real
-    streams["synthetic"] = pipeline.train_batches(synthetic, batch_size=hi - max(lo, n_real), seed=seed + 1,
-                                                  block=(start, n_syn) if hosts > 1 else None, **common)
+  if hi > syn_start:
+    streams["synthetic"] = pipeline.train_batches(synthetic, batch_size=hi - syn_start, seed=seed + 1,
+                                                  block=(syn_start - n_real, n_syn) if hosts > 1 else None, **common)
   return TrainInput(streams)
 
 
