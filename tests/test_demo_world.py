@@ -7,20 +7,20 @@ with margin. The generations go through jaxaug's own conditioning, sampler and d
 
 import functools
 import inspect
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from jaxaug import augment, condition
 from jaxaug.data import world
-from jaxaug.models import demo_world, load, sd
+from jaxaug.models import demo_world, load, sd, world_show
 from jaxaug.models.tiny import resolve_model
-from jaxaug.sampler import SamplerSpec, denoise
 from jaxaug.score_lib import metrics
 
-STEPS = 20
 GUIDANCE = 3.0
 PER_CLASS = 6  # conditioning images per class (target-domain test split: the generator never saw them)
 RANDOM_PER_CLASS = 2  # the same, for the random-weight checks
@@ -77,33 +77,12 @@ def memo(fn):
   return wrapper
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _sample(pipe, params, spec, ids, empty_ids, vectors, noise):
-  context, uncond = sd.encode_text(pipe, params, ids), sd.encode_text(pipe, params, empty_ids)
-  latents = denoise(pipe, params, spec, noise, context, uncond, vectors)
-  return jnp.round(sd.to_pixels(sd.decode(pipe, params, latents)) * 255).astype(jnp.uint8)
-
-
 def sample(model, vectors, prompts, guidance=GUIDANCE, seed=0):
   """uint8 images from unCLIP vectors (B, 2d) and prompts; vectors None: text only (the all-zero vector)."""
-  pipe, params = model
-  n = len(prompts)
-  if vectors is None:
-    vectors = sd.unconditional_image_vector(n, 2 * pipe.image_embed_dim)
-  side = world.SIZE // pipe.vae_factor
-  noise = jax.random.normal(jax.random.key(seed), (n, pipe.latent_channels, side, side))
-  spec = SamplerSpec("unclip", None, STEPS, guidance).check(pipe)
-  return np.asarray(_sample(pipe, params, spec, sd.tokenize(pipe, prompts), sd.tokenize(pipe, [""] * n),
-                            jnp.asarray(vectors), noise))
+  return world_show.generate(model, vectors, prompts, guidance, seed)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _embed(pipe, params, images):
-  return sd.encode_image(pipe, params, condition.clip_normalize(pipe, condition.clip_resize(pipe, augment.to_float(images))))
-
-
-def embed(model, images):
-  return _embed(model[0], model[1], jnp.asarray(images))
+embed = world_show.embed
 
 
 def vectors_of(model, embeds, level=0, seed=0):
@@ -278,3 +257,35 @@ def test_diversity_grows_with_noise_level(judge, trained, untrained):
   if random[1] > 1.1 * random[0]:  # only then can level 900 decide (measured: it does not get here)
     random.append(_diversity(untrained, judge, 900))
   assert not min(random[1:]) > 1.1 * random[0], random
+
+
+# --- the pictures of guidance and mixing (python -m jaxaug.models.demo_world show) ------------------------
+
+
+def _row_shares(printed: str, picture: str) -> dict[str, float]:
+  """{row label: share} from show's lines, e.g. 'world show: guidance: guidance 3: 100%'."""
+  found = re.findall(rf"world show: {picture}: (.+?): (\d+)%", printed)
+  return {label: int(share) / 100 for label, share in found}
+
+
+def _framed(picture: Image.Image, row: int, columns: int) -> int:
+  """How many tiles of a row (0 = the first under the title) carry the red misread frame."""
+  pixels = np.asarray(picture)
+  y = 24 + row * world_show.TILE + 1
+  return sum(tuple(pixels[y, world_show.LABEL_W + c * world_show.TILE + 1]) == world_show.MISREAD
+             for c in range(columns))
+
+
+def test_show_draws_what_the_judge_reads(judge, trained, tmp_path, capsys):
+  guidance, mixing = world_show.show(tmp_path, trained, judge)
+  shares = _row_shares(capsys.readouterr().out, "guidance")
+  picture = Image.open(guidance).convert("RGB")
+  assert picture.size == (world_show.LABEL_W + 10 * world_show.TILE, 24 + 5 * world_show.TILE)
+  assert Image.open(mixing).size == (world_show.LABEL_W + 10 * world_show.TILE, 24 + 7 * world_show.TILE)
+  assert list(shares) == [f"guidance {g:g}" for g in world_show.GUIDANCES]
+  # One image per class: guidance 3 reads as its class 10 of 10 times (measured; 9 of 10 allowed), guidance 12
+  # 5 of 10 (the shapes break apart: docs/demo-world.md)
+  assert shares["guidance 3"] >= 0.9 and shares["guidance 12"] <= 0.7, shares
+  for row, g in enumerate(world_show.GUIDANCES, start=1):  # each row frames exactly the images the judge misreads
+    assert _framed(picture, row, 10) == round(10 * (1 - shares[f"guidance {g:g}"])), g
+  assert _framed(picture, 0, 10) == 0  # the real images all read right

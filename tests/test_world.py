@@ -177,3 +177,14 @@ def test_shipped_world_matches_its_recorded_hashes():
   assert size < 12 * 2**20  # small enough to ship in the wheel
   record = json.loads((root / "training.json").read_text())
   assert record["settings"] == json.loads(json.dumps(demo_world.Settings().__dict__))  # made with the defaults
+
+
+def test_show_refuses_what_is_not_a_world_in_one_line(tmp_path, capsys):
+  (tmp_path / "file").write_text("a file, not a directory")
+  for args, message in [([f"--out={tmp_path / 'o'}", f"--model={tmp_path}"], "not a world checkpoint"),
+                        ([f"--out={tmp_path / 'file' / 'o'}"], "cannot write to")]:
+    with pytest.raises(SystemExit) as stopped:
+      demo_world.main(["show", *args])
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and message in err and len(err.splitlines()) == 1, err
+  assert not (tmp_path / "o").exists()

@@ -1,6 +1,7 @@
 """The demo world's generator: an SD 2.1-unCLIP pipeline trained here, small enough to ship and run on a laptop.
 
     python -m jaxaug.models.demo_world train --out=DIR [--work=DIR] [--seed=0] [--scale=1.0] [--set NAME=VALUE ...]
+    python -m jaxaug.models.demo_world show --out=DIR [--model=DIR]     # pictures: guidance, mixing (world_show.py)
 
 trains, in order and each resumable (rerun the same command after a kill), with jaxaug's own Flax modules
 and the SD 2.1-unCLIP structure:
@@ -700,7 +701,17 @@ def main(argv=None):
   t.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (e.g. 0.01 for a smoke run)")
   t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                  help="change one training setting (repeatable), e.g. --set clip_steps=4000; kept in training.json")
+  s = sub.add_parser("show", help="draw what the generator does with guidance and with two classes mixed")
+  s.add_argument("--out", required=True, help="directory to write guidance.png and mixing.png to")
+  s.add_argument("--model", default=str(WORLD_DIR), help="a world checkpoint (default: the shipped one)")
   args = parser.parse_args(argv)
+  if args.command == "show":
+    from jaxaug.models import load, world_show
+
+    if not (Path(args.model) / "model_index.json").is_file():
+      raise UserError(f"--model={args.model}: not a world checkpoint (no model_index.json)")
+    world_show.show(args.out, load(args.model), Judge.load())
+    return
   train(args.out, args.work, Settings(seed=args.seed).overridden(args.set).scaled(args.scale))
 
 
