@@ -703,7 +703,8 @@ def main(argv=None):
                  help="change one training setting (repeatable), e.g. --set clip_steps=4000; kept in training.json")
   s = sub.add_parser("show", help="draw what the generator does with guidance and with two classes mixed")
   s.add_argument("--out", required=True, help="directory to write guidance.png and mixing.png to")
-  s.add_argument("--model", default=str(WORLD_DIR), help="a world checkpoint (default: the shipped one)")
+  s.add_argument("--model", default=str(WORLD_DIR),
+                 help="a world checkpoint (default: the shipped one); the shipped judge reads every world's images")
   args = parser.parse_args(argv)
   if args.command == "show":
     from jaxaug.models import load, world_show

@@ -28,6 +28,7 @@ STEPS = 20  # as the demo and the tests
 GUIDANCES = (1.0, 3.0, 7.0, 12.0)
 PAIRS = (("circle", "star"), ("square", "heart"), ("triangle", "ring"), ("cross", "crescent"), ("diamond", "arrow"))
 LAMS = (1.0, 0.75, 0.5, 0.25, 0.0)
+MIXING_GUIDANCE = 3.0  # the demo's, and the mixing tests'
 TILE = 64  # the world's 32 px images drawn at twice their size
 LABEL_W = 150
 MISREAD = (220, 30, 30)
@@ -98,7 +99,7 @@ def mixing_rows(model, judge, per_pair: int = 2) -> list[tuple[str, np.ndarray, 
   e1, e2 = embed(model, images[firsts]), embed(model, images[seconds])
   rows = [("a", images[firsts], np.zeros(len(firsts), bool))]
   for lam in LAMS:
-    made = generate(model, vectors(model, lam * e1 + (1 - lam) * e2), [""] * len(firsts), 3.0)
+    made = generate(model, vectors(model, lam * e1 + (1 - lam) * e2), [""] * len(firsts), MIXING_GUIDANCE)
     read = judge.predict(made)
     neither = (read != labels[firsts]) & (read != labels[seconds])
     rows.append((f"lambda {lam:g}: {1 - neither.mean():.0%} a or b", made, neither))
@@ -132,16 +133,18 @@ def show(out: str | Path, model, judge) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
   except OSError as error:
     raise UserError(f"cannot write to {out}: {error.strerror or error}") from None
+  mixing_title = (f"embed_mixup of a and b, empty prompt, guidance {MIXING_GUIDANCE:g}; red: read as neither a nor b; "
+                  "pairs: " + ", ".join(f"{a}/{b}" for a, b in PAIRS))
   pictures = {
       "guidance.png": (guidance_rows(model, judge), "one test image per class, its class prompt; red: the judge "
                                                     "reads another class"),
-      "mixing.png": (mixing_rows(model, judge), "embed_mixup of a and b, empty prompt, guidance 3; red: read as "
-                                                "neither a nor b; pairs: " + ", ".join(f"{a}/{b}" for a, b in PAIRS)),
+      "mixing.png": (mixing_rows(model, judge), mixing_title),
   }
   paths = []
   for name, (rows, title) in pictures.items():
-    for label, _, _ in rows[1:-1] if name == "mixing.png" else rows[1:]:
-      print(f"world show: {name[:-4]}: {label}", flush=True)
+    for label, _, _ in rows:
+      if "%" in label:  # the generated rows, with their shares
+        print(f"world show: {name[:-4]}: {label}", flush=True)
     render(rows, title).save(out / name)
     paths.append(out / name)
   print(f"world show: wrote {', '.join(str(p) for p in paths)}")
