@@ -62,6 +62,7 @@ def _job(args, out_dir: str):
   config.sampler.guidance = args.guidance
   config.batch.per_device = _sizes(args.batch)[0]
   config.attention = _names(args.attention)[0]
+  config.dots = args.dots
   config.dtype = args.dtype
   config.data.source_size = args.source_size
   config.output.dir = out_dir
@@ -294,7 +295,7 @@ def bench_sampler(args) -> dict:
     raise UserError("every batch size ran out of device memory; try a smaller --batch")
   best = max(done, key=lambda r: r["images_per_s"])
   result = {"model": args.model, "resolution": args.resolution, "steps": args.steps, "guidance": args.guidance,
-            "dtype": jnp.dtype(job.pipe.dtype).name, "best": best, "runs": runs}
+            "dtype": jnp.dtype(job.pipe.dtype).name, "dots": job.pipe.dots, "best": best, "runs": runs}
   if args.vs_torch:
     if jax.device_count() > 1:
       raise UserError("--vs-torch compares one device with one GPU: run it with a single visible device")
@@ -707,6 +708,8 @@ def main(argv=None):
   parser.add_argument("--batch", default="4", help="per device; the sampler bench takes a list, e.g. 4,8,16")
   parser.add_argument("--attention", default="auto",
                       help="UNet attention kernel (auto, xla, cudnn, einsum); the sampler bench takes a list")
+  parser.add_argument("--dots", default="auto", choices=("auto", "native", "fp32_results"),
+                      help="sampler: the UNet's transformer matmul form (auto: fp32_results for bf16 on a CPU)")
   parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
                       help="sampler/condition/flops: the generation dtype (auto: fp32 on a CPU, bf16 on an "
                            "accelerator); --vs-torch runs PyTorch in it too (auto: fp16 on a GPU, fp32 on a CPU)")

@@ -76,7 +76,7 @@ def prepare(config, methods: tuple[augment.Method, ...] | None = None) -> Job:
   root = checkpoint.resolve(resolve_model(config.model))
   check_noise_level(config, root)
   weights = hash_weights(root)
-  pipe, params = load(str(root), dtype, config.attention)
+  pipe, params = load(str(root), dtype, config.attention, config.dots)
   spec = SamplerSpec(mode=config.sampler.mode, scheduler=config.sampler.scheduler or None, steps=config.sampler.steps,
                      guidance=config.sampler.guidance, strength=config.sampler.strength).check(pipe)
   grid = pipe.vae_factor * 2 ** (len(pipe.unet.block_out_channels) - 1)  # VAE, then the UNet's downsamplings
@@ -126,7 +126,7 @@ def _check_self_pairs(config, source, plan: plan_lib.Plan, methods, mode: str):
 def numerics(config, pipe) -> dict:
   """What changes an image's float rounding but not what it depicts: a resume may change these, with a warning."""
   found = {"batch.per_device": config.batch.per_device, "dtype": jnp.dtype(pipe.dtype).name,
-           "attention": pipe.attention}
+           "attention": pipe.attention, "dots": pipe.dots}
   if jax.default_backend() == "cpu":
     found["cpu_convolutions"] = xla_options.cpu_convolutions()
   return found

@@ -124,6 +124,42 @@ def test_attention_kernel_is_a_field_every_unet_attention_layer_uses(unclip_dir,
   assert len(calls) == len(layers) and not any(calls)  # SD 1.x / 2.0 base: no upcast
 
 
+def _dot_operand_dtypes(compiled_text: str) -> list[str]:
+  """The element type of every dot's first operand in a compiled XLA program (e.g. ['bf16', 'f32', ...]),
+  looked up in the computation the dot is in (operand names repeat across computations)."""
+  import re
+
+  found = []
+  for block in re.split(r"\n(?=\S)", compiled_text):  # a computation starts at column 0
+    types = dict(re.findall(r"%([\w.-]+) = (\w+)\[", block))
+    found += [types.get(name, "?") for name in re.findall(r" dot\(%([\w.-]+)", block)]
+  return found
+
+
+def test_bf16_matmuls_run_in_bf16_on_the_cpu_only_with_fp32_results(unclip_dir):
+  """XLA:CPU compiles a bf16-result matmul as an fp32 one between conversions; a matmul asking for fp32
+  results keeps its bf16 operands (AVX512-BF16 / AMX). dots=auto picks that form for bf16 on a CPU, and the
+  UNet's output stays within rounding of the native form's."""
+  pipe, params = load(str(unclip_dir), jnp.bfloat16)
+  assert pipe.dots == "fp32_results"  # auto, bf16, this CPU
+  assert load(str(unclip_dir), jnp.float32)[0].dots == "native"
+  x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16))
+  ctx = jax.random.normal(jax.random.key(1), (2, 77, 32))
+  vec = jax.random.normal(jax.random.key(2), (2, 64))
+  outs, operands = {}, {}
+  for dots in ("fp32_results", "native"):
+    form = dataclasses.replace(pipe, dots=dots)
+    predict = jax.jit(lambda p, form=form: sd.predict(form, p, x, jnp.array([500, 20]), ctx, vec))
+    operands[dots] = _dot_operand_dtypes(predict.lower(params).compile().as_text())
+    outs[dots] = np.asarray(predict(params))
+  assert operands["native"] and "bf16" not in operands["native"], operands["native"]
+  assert operands["fp32_results"].count("bf16") >= 4 * 6, operands["fp32_results"]  # 6 matmuls per transformer
+  scale = np.abs(outs["native"]).max()
+  assert np.abs(outs["fp32_results"] - outs["native"]).max() < 0.05 * scale
+  with pytest.raises(UserError, match="dots must be one of auto, native, fp32_results"):
+    load(str(unclip_dir), jnp.bfloat16, dots="fast")
+
+
 def test_schedule_timesteps_as_diffusers_spaces_them(unclip_dir):
   from jaxaug.models import schedulers
 

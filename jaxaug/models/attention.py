@@ -24,6 +24,12 @@ from jaxaug.errors import UserError
 
 IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn")
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+# How the transformer blocks' matmuls (projections, feed-forward, attention) return their results:
+# "native" in the model dtype; "fp32_results" ask for fp32 and round once to the model dtype. Both accumulate in
+# fp32, so they differ only in summation order. On XLA:CPU only the second runs a bf16 matmul in bf16 (AVX512-BF16
+# or AMX): a bf16-result matmul is compiled as conversions to fp32, an fp32 matmul and a conversion back
+# (docs/benchmarks.md). GPUs and TPUs keep "native".
+DOTS = ("auto", "native", "fp32_results")
 
 
 def _cudnn_device() -> bool:
@@ -48,23 +54,52 @@ def resolve(name: str, dtype) -> str:
   return name
 
 
+def resolve_dots(name: str, dtype) -> str:
+  """The matmul form to use; "auto" is fp32_results for bf16 on a CPU, else native."""
+  if name not in DOTS:
+    raise UserError(f"dots must be one of {', '.join(DOTS)}, not {name!r}")
+  if name == "auto":
+    low = jnp.dtype(dtype) == jnp.dtype(jnp.bfloat16)
+    return "fp32_results" if low and jax.default_backend() == "cpu" else "native"
+  return name
+
+
+def _fp32_result_dot(dtype):
+  def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    del preferred_element_type  # nn.Dense passes none
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=jnp.float32).astype(dtype)
+  return dot_general
+
+
+def dense(features: int, dtype, dots: str, name: str, use_bias: bool = True) -> nn.Dense:
+  """nn.Dense whose matmul takes the `dots` form (fp32_results only changes a non-fp32 model)."""
+  fp32_results = dots == "fp32_results" and jnp.dtype(dtype) != jnp.dtype(jnp.float32)
+  return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name,
+                  dot_general=_fp32_result_dot(dtype) if fp32_results else None)
+
+
 def cudnn_head_ok(dim_head: int) -> bool:
   return dim_head % 8 == 0 and dim_head <= 128
 
 
-def dot_product_attention(q, k, v, *, fp32_scores: bool = True, mask=None):
+def dot_product_attention(q, k, v, *, fp32_scores: bool = True, mask=None, fp32_results: bool = False):
   """Softmax attention over (B, T, N, H) inputs, heads-major; `mask` (T, S) True where a query may look.
 
   With fp32_scores the scores and the softmax are fp32 whatever the inputs' dtype; the probabilities are
-  cast back to it before they weight the values (as PyTorch's upcast attention does).
+  cast back to it before they weight the values (as PyTorch's upcast attention does). fp32_results: both
+  matmuls ask for fp32 results, rounded once to the inputs' dtype (see DOTS).
   """
   q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
   score_dtype = jnp.float32 if fp32_scores else q.dtype
-  scores = jnp.einsum("bnth,bnsh->bnts", q, k, preferred_element_type=score_dtype) * q.shape[-1] ** -0.5
+  asked = jnp.float32 if fp32_results else score_dtype
+  scores = jnp.einsum("bnth,bnsh->bnts", q, k, preferred_element_type=asked).astype(score_dtype)
+  scores = scores * q.shape[-1] ** -0.5
   if mask is not None:
     scores = jnp.where(mask, scores, jnp.finfo(score_dtype).min)
   probs = jax.nn.softmax(scores.astype(jnp.promote_types(score_dtype, jnp.float32)), axis=-1).astype(v.dtype)
-  return jnp.einsum("bnts,bnsh->bnth", probs, v).transpose(0, 2, 1, 3)
+  out = jnp.einsum("bnts,bnsh->bnth", probs, v, preferred_element_type=jnp.float32 if fp32_results else None)
+  return out.astype(v.dtype).transpose(0, 2, 1, 3)
 
 
 def xla_attention(q, k, v):
@@ -76,33 +111,36 @@ def cudnn_attention(q, k, v):
   return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
 
 
-def attend(kernel: str, q, k, v, *, upcast: bool):
+def attend(kernel: str, q, k, v, *, upcast: bool, dots: str = "native"):
   """(B, T, N, H) attention with a resolved kernel name; cuDNN falls back to xla where the head forbids."""
   if kernel == "cudnn" and cudnn_head_ok(q.shape[-1]):
     return cudnn_attention(q, k, v)
+  fp32_results = dots == "fp32_results"
   if kernel == "einsum":
-    return dot_product_attention(q, k, v, fp32_scores=q.dtype == jnp.float32)
-  return dot_product_attention(q, k, v, fp32_scores=upcast or q.dtype == jnp.float32)
+    return dot_product_attention(q, k, v, fp32_scores=q.dtype == jnp.float32, fp32_results=fp32_results)
+  return dot_product_attention(q, k, v, fp32_scores=upcast or q.dtype == jnp.float32, fp32_results=fp32_results)
 
 
 class Attention(nn.Module):
   """Multi-head attention of SD's transformer blocks (to_q/to_k/to_v without bias, to_out.0 with bias).
 
-  `kernel` is a resolved name from IMPLEMENTATIONS; `upcast` is the checkpoint's upcast_attention.
+  `kernel` is a resolved name from IMPLEMENTATIONS; `upcast` is the checkpoint's upcast_attention; `dots` a
+  resolved form from DOTS.
   """
   heads: int
   dim_head: int
   kernel: str = "xla"
   upcast: bool = False
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, hidden, context=None):
     context = hidden if context is None else context
     b, inner = hidden.shape[0], self.heads * self.dim_head
     split = (b, -1, self.heads, self.dim_head)  # (B, T, N, H): the layout dot_product_attention takes
-    q = nn.Dense(inner, use_bias=False, dtype=self.dtype, name="to_q")(hidden).reshape(split)
-    k = nn.Dense(inner, use_bias=False, dtype=self.dtype, name="to_k")(context).reshape(split)
-    v = nn.Dense(inner, use_bias=False, dtype=self.dtype, name="to_v")(context).reshape(split)
-    out = attend(self.kernel, q, k, v, upcast=self.upcast).reshape(b, -1, inner)
-    return nn.Dense(hidden.shape[-1], dtype=self.dtype, name="to_out_0")(out)
+    q = dense(inner, self.dtype, self.dots, "to_q", use_bias=False)(hidden).reshape(split)
+    k = dense(inner, self.dtype, self.dots, "to_k", use_bias=False)(context).reshape(split)
+    v = dense(inner, self.dtype, self.dots, "to_v", use_bias=False)(context).reshape(split)
+    out = attend(self.kernel, q, k, v, upcast=self.upcast, dots=self.dots).reshape(b, -1, inner)
+    return dense(hidden.shape[-1], self.dtype, self.dots, "to_out_0")(out)

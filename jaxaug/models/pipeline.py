@@ -69,10 +69,11 @@ class Pipeline:
   noising_alphas_cumprod: np.ndarray | None = None  # the image-noising DDPM schedule (unCLIP)
   dtype: Any = jnp.float32
   attention: str = "xla"  # the UNet's attention kernel, resolved (see attention.py)
+  dots: str = "native"  # the UNet's transformer matmul form, resolved (attention.DOTS)
 
   @property
   def unet(self) -> UNet:
-    return UNet(self.unet_config, dtype=self.dtype, attention=self.attention)
+    return UNet(self.unet_config, dtype=self.dtype, attention=self.attention, dots=self.dots)
 
   @property
   def vae(self) -> AutoencoderKL:
@@ -292,13 +293,14 @@ NAMINGS = {"unet": UNET_NAMING, "vae": VAE_NAMING, "text_encoder": convert.CLIP_
            "image_encoder": convert.CLIP_VISION}
 
 
-def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[Pipeline, dict]:
+def load(model: str, dtype=jnp.float32, attention_impl: str = "auto", dots: str = "auto") -> tuple[Pipeline, dict]:
   """Loads `model` (a diffusers directory or hub id) as (Pipeline, params) with float params in `dtype`.
 
   `attention_impl` picks the UNet's attention kernel (attention.IMPLEMENTATIONS; auto: the fastest that
-  runs here).
+  runs here); `dots` its transformer matmuls' form (attention.DOTS; auto: fp32 results for bf16 on a CPU).
   """
   attention_impl = attention.resolve(attention_impl, dtype)
+  dots = attention.resolve_dots(dots, dtype)
   root = checkpoint.resolve(model)
   pipe = describe(read_architecture(root), str(model), str(root), dtype, attention_impl)
   params = {name: convert.torch_to_flax(checkpoint.read_weights(root, name), target, NAMINGS[name],
@@ -306,7 +308,7 @@ def load(model: str, dtype=jnp.float32, attention_impl: str = "auto") -> tuple[P
             for name, target in param_shapes(pipe).items()}
   if pipe.kind == "unclip":
     params["image_normalizer"] = _normalizer(root, pipe.image_embed_dim)
-  pipe = dataclasses.replace(pipe, tokenizer=_tokenizer(root, pipe.text_config.max_position_embeddings))
+  pipe = dataclasses.replace(pipe, tokenizer=_tokenizer(root, pipe.text_config.max_position_embeddings), dots=dots)
   models = {k: _cast(v, dtype) for k, v in params.items() if k != "image_normalizer"}
   return pipe, {**params, **models}  # the normaliser stays fp32: it is noise-schedule arithmetic
 

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxaug.errors import UserError
-from jaxaug.models.attention import Attention
+from jaxaug.models.attention import Attention, dense
 from jaxaug.models.layers import Downsample, GroupNorm, ResnetBlock, TimestepEmbedding, Upsample, conv, \
     sinusoidal_embedding
 
@@ -131,21 +131,23 @@ class _GEGLU(nn.Module):
   """The GEGLU projection under the checkpoint's name `net.0.proj`: value * GELU(gate), exact erf GELU."""
   inner: int
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x):
-    value, gate = jnp.split(nn.Dense(2 * self.inner, dtype=self.dtype, name="proj")(x), 2, axis=-1)
+    value, gate = jnp.split(dense(2 * self.inner, self.dtype, self.dots, "proj")(x), 2, axis=-1)
     return value * nn.gelu(gate, approximate=False)
 
 
 class FeedForward(nn.Module):
   """GEGLU to 4x the width (`net.0`), then back (`net.2`); `net.1` is PyTorch's dropout."""
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x):
-    h = _GEGLU(4 * x.shape[-1], self.dtype, name="net_0")(x)
-    return nn.Dense(x.shape[-1], dtype=self.dtype, name="net_2")(h)
+    h = _GEGLU(4 * x.shape[-1], self.dtype, self.dots, name="net_0")(x)
+    return dense(x.shape[-1], self.dtype, self.dots, "net_2")(h)
 
 
 class TransformerBlock(nn.Module):
@@ -156,14 +158,17 @@ class TransformerBlock(nn.Module):
   kernel: str = "xla"
   upcast: bool = False
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x, context):
-    attn = lambda name: Attention(self.heads, self.dim_head, self.kernel, self.upcast, self.dtype, name=name)  # noqa: E731
+    def attn(name):
+      return Attention(self.heads, self.dim_head, self.kernel, self.upcast, self.dtype, self.dots, name=name)
+
     norm = lambda name: nn.LayerNorm(1e-5, dtype=self.dtype, use_fast_variance=False, name=name)  # noqa: E731
     x = x + attn("attn1")(norm("norm1")(x), context if self.only_cross_attention else None)
     x = x + attn("attn2")(norm("norm2")(x), context)
-    return x + FeedForward(self.dtype, name="ff")(norm("norm3")(x))
+    return x + FeedForward(self.dtype, self.dots, name="ff")(norm("norm3")(x))
 
 
 class Transformer2D(nn.Module):
@@ -176,20 +181,21 @@ class Transformer2D(nn.Module):
   kernel: str = "xla"
   upcast: bool = False
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x, context):
     b, h, w, c = x.shape
     y = GroupNorm(self.groups, 1e-6, name="norm")(x)
     if self.linear_projection:
-      y = nn.Dense(c, dtype=self.dtype, name="proj_in")(y.reshape(b, h * w, c))
+      y = dense(c, self.dtype, self.dots, "proj_in")(y.reshape(b, h * w, c))
     else:
       y = conv(c, 1, self.dtype, "proj_in", padding="VALID")(y).reshape(b, h * w, c)
     for i in range(self.depth):
       y = TransformerBlock(self.heads, c // self.heads, self.only_cross_attention, self.kernel, self.upcast,
-                           self.dtype, name=f"transformer_blocks_{i}")(y, context)
+                           self.dtype, self.dots, name=f"transformer_blocks_{i}")(y, context)
     if self.linear_projection:
-      y = nn.Dense(c, dtype=self.dtype, name="proj_out")(y).reshape(b, h, w, c)
+      y = dense(c, self.dtype, self.dots, "proj_out")(y).reshape(b, h, w, c)
     else:
       y = conv(c, 1, self.dtype, "proj_out", padding="VALID")(y.reshape(b, h, w, c))
     return x + y
@@ -204,6 +210,7 @@ class _Level(nn.Module):
   resample: bool
   kernel: str = "xla"
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x, temb, context, skips=()):
@@ -221,7 +228,7 @@ class _Level(nn.Module):
       x = ResnetBlock(channels, cfg.norm_num_groups, cfg.norm_eps, self.dtype, name=f"resnets_{j}")(x, temb)
       if attention:
         x = Transformer2D(heads, depth, cfg.use_linear_projection, only_cross, cfg.norm_num_groups, self.kernel,
-                          cfg.upcast_attention, self.dtype, name=f"attentions_{j}")(x, context)
+                          cfg.upcast_attention, self.dtype, self.dots, name=f"attentions_{j}")(x, context)
       outputs.append(x)
     if self.resample and self.up:
       x = Upsample(channels, self.dtype, name="upsamplers_0")(x)
@@ -235,6 +242,7 @@ class _MidBlock(nn.Module):
   config: UNetConfig
   kernel: str = "xla"
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x, temb, context):
@@ -243,7 +251,7 @@ class _MidBlock(nn.Module):
     x = ResnetBlock(c, cfg.norm_num_groups, cfg.norm_eps, self.dtype, name="resnets_0")(x, temb)
     x = Transformer2D(cfg.heads[-1], cfg.transformer_layers[-1], cfg.use_linear_projection,
                       cfg.mid_only_cross_attention, cfg.norm_num_groups, self.kernel, cfg.upcast_attention,
-                      self.dtype, name="attentions_0")(x, context)
+                      self.dtype, self.dots, name="attentions_0")(x, context)
     return ResnetBlock(c, cfg.norm_num_groups, cfg.norm_eps, self.dtype, name="resnets_1")(x, temb)
 
 
@@ -253,6 +261,7 @@ class UNet(nn.Module):
   config: UNetConfig
   dtype: jnp.dtype = jnp.float32
   attention: str = "xla"  # a resolved kernel name (attention.resolve)
+  dots: str = "native"  # the transformer blocks' matmul form, resolved (attention.resolve_dots)
 
   # What the rest of jaxaug reads off the module.
   @property
@@ -289,14 +298,14 @@ class UNet(nn.Module):
     levels = len(cfg.block_out_channels)
     for i in range(levels):
       x, outputs = _Level(cfg, i, up=False, resample=i < levels - 1, kernel=self.attention, dtype=dtype,
-                          name=f"down_blocks_{i}")(x, temb, context)
+                          dots=self.dots, name=f"down_blocks_{i}")(x, temb, context)
       skips += outputs
     if cfg.has_mid_block:
-      x = _MidBlock(cfg, self.attention, dtype, name="mid_block")(x, temb, context)
+      x = _MidBlock(cfg, self.attention, dtype, self.dots, name="mid_block")(x, temb, context)
     for i in range(levels):
       n = cfg.layers_per_block + 1
       x, _ = _Level(cfg, i, up=True, resample=i < levels - 1, kernel=self.attention, dtype=dtype,
-                    name=f"up_blocks_{i}")(x, temb, context, skips[-n:])
+                    dots=self.dots, name=f"up_blocks_{i}")(x, temb, context, skips[-n:])
       skips = skips[:-n]
     x = nn.silu(GroupNorm(cfg.norm_num_groups, cfg.norm_eps, name="conv_norm_out")(x))
     x = conv(cfg.out_channels, 3, dtype, "conv_out")(x)
