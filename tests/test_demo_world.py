@@ -155,8 +155,7 @@ def test_image_conditioning_pulls_toward_the_target_domain(judge, trained, untra
 
 # --- 3. mixing two classes gives one or the other, more of b as lambda falls --------------------------
 
-PAIRS = [("circle", "star"), ("square", "heart"), ("triangle", "ring"), ("cross", "crescent"), ("diamond", "arrow")]
-LAMS = (1.0, 0.75, 0.5, 0.25, 0.0)
+PAIRS, LAMS = world_show.PAIRS, world_show.LAMS  # the class pairs and lambdas the mixing picture shows
 
 
 def _mixing(model, judge, level: str, lams: tuple = LAMS, per_pair: int = 8):
@@ -271,7 +270,7 @@ def _row_shares(printed: str, picture: str) -> dict[str, float]:
 def _framed(picture: Image.Image, row: int, columns: int) -> int:
   """How many tiles of a row (0 = the first under the title) carry the red misread frame."""
   pixels = np.asarray(picture)
-  y = 24 + row * world_show.TILE + 1
+  y = world_show.HEAD_H + row * world_show.TILE + 1
   return sum(tuple(pixels[y, world_show.LABEL_W + c * world_show.TILE + 1]) == world_show.MISREAD
              for c in range(columns))
 
@@ -280,8 +279,8 @@ def test_show_draws_what_the_judge_reads(judge, trained, tmp_path, capsys):
   guidance, mixing = world_show.show(tmp_path, trained, judge)
   shares = _row_shares(capsys.readouterr().out, "guidance")
   picture = Image.open(guidance).convert("RGB")
-  assert picture.size == (world_show.LABEL_W + 10 * world_show.TILE, 24 + 5 * world_show.TILE)
-  assert Image.open(mixing).size == (world_show.LABEL_W + 10 * world_show.TILE, 24 + 7 * world_show.TILE)
+  assert picture.size == (world_show.LABEL_W + 10 * world_show.TILE, world_show.HEAD_H + 5 * world_show.TILE)
+  assert Image.open(mixing).size == (world_show.LABEL_W + 10 * world_show.TILE, world_show.HEAD_H + 7 * world_show.TILE)
   assert list(shares) == [f"guidance {g:g}" for g in world_show.GUIDANCES]
   # One image per class: guidance 3 reads as its class 10 of 10 times (measured; 9 of 10 allowed), guidance 12
   # 5 of 10 (the shapes break apart: docs/demo-world.md)

@@ -31,6 +31,7 @@ LAMS = (1.0, 0.75, 0.5, 0.25, 0.0)
 MIXING_GUIDANCE = 3.0  # the demo's, and the mixing tests'
 TILE = 64  # the world's 32 px images drawn at twice their size
 LABEL_W = 150
+HEAD_H = 24  # the title line
 MISREAD = (220, 30, 30)
 
 
@@ -110,11 +111,11 @@ def mixing_rows(model, judge, per_pair: int = 2) -> list[tuple[str, np.ndarray, 
 def render(rows, title: str) -> Image.Image:
   """The rows as one picture: a label column, then the tiles; a red frame on each marked tile."""
   width = LABEL_W + max(len(images) for _, images, _ in rows) * TILE
-  sheet = Image.new("RGB", (width, 24 + len(rows) * TILE), "white")
+  sheet = Image.new("RGB", (width, HEAD_H + len(rows) * TILE), "white")
   draw = ImageDraw.Draw(sheet)
   draw.text((6, 6), title, fill="black")
   for r, (label, images, marked) in enumerate(rows):
-    y = 24 + r * TILE
+    y = HEAD_H + r * TILE
     draw.text((6, y + TILE // 2 - 6), label, fill="black")
     for c, (image, mark) in enumerate(zip(images, marked)):
       x = LABEL_W + c * TILE
