@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
 from jaxaug.errors import UserError
-from jaxaug.models import attention, convert, load, pipeline, sd, tiny
+from jaxaug.models import attention, convert, layers, load, pipeline, sd, tiny
 from jaxaug.sampler import SamplerSpec, denoise
 
 
@@ -127,7 +128,6 @@ def test_attention_kernel_is_a_field_every_unet_attention_layer_uses(unclip_dir,
 def _dot_operand_dtypes(compiled_text: str) -> list[str]:
   """The element type of every dot's first operand in a compiled XLA program (e.g. ['bf16', 'f32', ...]),
   looked up in the computation the dot is in (operand names repeat across computations)."""
-  import re
 
   found = []
   for block in re.split(r"\n(?=\S)", compiled_text):  # a computation starts at column 0
@@ -137,27 +137,49 @@ def _dot_operand_dtypes(compiled_text: str) -> list[str]:
 
 
 def test_bf16_matmuls_run_in_bf16_on_the_cpu_only_with_fp32_results(unclip_dir):
-  """XLA:CPU compiles a bf16-result matmul as an fp32 one between conversions; a matmul asking for fp32
-  results keeps its bf16 operands (AVX512-BF16 / AMX). dots=auto picks that form for bf16 on a CPU, and the
-  UNet's output stays within rounding of the native form's."""
+  """XLA:CPU compiles a bf16-result matmul, and any bf16 convolution, as fp32 ones between conversions; a
+  matmul asking for fp32 results keeps its bf16 operands (AVX512-BF16 / AMX). dots=auto picks that form for
+  bf16 on a CPU, the UNet's convolutions included (as row dots), and its output stays within rounding of the
+  native form's."""
   pipe, params = load(str(unclip_dir), jnp.bfloat16)
   assert pipe.dots == "fp32_results"  # auto, bf16, this CPU
   assert load(str(unclip_dir), jnp.float32)[0].dots == "native"
   x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16))
   ctx = jax.random.normal(jax.random.key(1), (2, 77, 32))
   vec = jax.random.normal(jax.random.key(2), (2, 64))
-  outs, operands = {}, {}
+  outs, operands, convolutions = {}, {}, {}
   for dots in ("fp32_results", "native"):
     form = dataclasses.replace(pipe, dots=dots)
     predict = jax.jit(lambda p, form=form: sd.predict(form, p, x, jnp.array([500, 20]), ctx, vec))
-    operands[dots] = _dot_operand_dtypes(predict.lower(params).compile().as_text())
+    compiled = predict.lower(params).compile().as_text()
+    operands[dots] = _dot_operand_dtypes(compiled)
+    convolutions[dots] = len(re.findall(r"\bconvolution\(", compiled))
     outs[dots] = np.asarray(predict(params))
   assert operands["native"] and "bf16" not in operands["native"], operands["native"]
-  assert operands["fp32_results"].count("bf16") >= 4 * 6, operands["fp32_results"]  # 6 matmuls per transformer
+  # 6 matmuls per transformer, and 3 per 3x3 convolution (one per kernel row)
+  assert operands["fp32_results"].count("bf16") >= 4 * 6 + 3 * convolutions["native"], operands["fp32_results"]
+  assert convolutions["native"] >= 10 and convolutions["fp32_results"] == 0, convolutions
   scale = np.abs(outs["native"]).max()
   assert np.abs(outs["fp32_results"] - outs["native"]).max() < 0.05 * scale
   with pytest.raises(UserError, match="dots must be one of auto, native, fp32_results"):
     load(str(unclip_dir), jnp.bfloat16, dots="fast")
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, ((1, 1), (1, 1))), (3, 2, ((1, 1), (1, 1))),
+                                                   (3, 2, "VALID"), (1, 1, "VALID"), (3, 1, ((0, 1), (2, 0)))])
+def test_row_dots_compute_the_convolution(kernel, stride, padding):
+  x = jax.random.normal(jax.random.key(0), (2, 9, 7, 5))
+  w = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 6))
+  numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+  want = jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=numbers)
+  got = layers.row_dots(x, w, (stride, stride), padding, lhs_dilation=(1, 1), rhs_dilation=(1, 1),
+                        dimension_numbers=numbers)
+  assert got.shape == want.shape and got.dtype == want.dtype
+  np.testing.assert_allclose(got, want, atol=2e-5)
+  # what it does not rewrite (a dilated kernel) is XLA's convolution, the same numbers
+  dilated = dict(rhs_dilation=(2, 2), dimension_numbers=numbers)
+  np.testing.assert_array_equal(layers.row_dots(x, w, (1, 1), "VALID", **dilated),
+                                jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", **dilated))
 
 
 def test_schedule_timesteps_as_diffusers_spaces_them(unclip_dir):

@@ -24,11 +24,12 @@ from jaxaug.errors import UserError
 
 IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn")
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
-# How the transformer blocks' matmuls (projections, feed-forward, attention) return their results:
-# "native" in the model dtype; "fp32_results" ask for fp32 and round once to the model dtype. Both accumulate in
-# fp32, so they differ only in summation order. On XLA:CPU only the second runs a bf16 matmul in bf16 (AVX512-BF16
-# or AMX): a bf16-result matmul is compiled as conversions to fp32, an fp32 matmul and a conversion back
-# (docs/benchmarks.md). GPUs and TPUs keep "native".
+# The form of the UNet's matmuls (projections, feed-forward, attention) and convolutions: "native", XLA's
+# matmuls and convolutions with results in the model dtype; "fp32_results", matmuls that ask for fp32 results and
+# round once to the model dtype, the convolutions written as such matmuls (layers.row_dots). Both accumulate in
+# fp32, so they differ only in summation order. On XLA:CPU only the second runs bf16 in bf16 (AVX512-BF16 or
+# AMX): a bf16-result matmul and any bf16 convolution are compiled as conversions to fp32, the fp32 op and a
+# conversion back (docs/benchmarks.md). GPUs and TPUs keep "native"; so does the VAE (row dots lose at its sizes).
 DOTS = ("auto", "native", "fp32_results")
 
 

@@ -34,10 +34,46 @@ class GroupNorm(nn.Module):
     return y.reshape(x.shape).astype(x.dtype)
 
 
-def conv(features: int, kernel: int, dtype, name: str, stride: int = 1, padding=1):
-  """A PyTorch-style Conv2d: symmetric `padding` on both sides (or 'VALID')."""
+def conv(features: int, kernel: int, dtype, name: str, stride: int = 1, padding=1, dots: str = "native"):
+  """A PyTorch-style Conv2d: symmetric `padding` on both sides (or 'VALID').
+
+  `dots` is the UNet's matmul form (attention.DOTS, resolved): "fp32_results" computes a non-fp32
+  convolution as `row_dots`, the same parameters and the same sums in another order.
+  """
   pad = padding if isinstance(padding, str) else ((padding, padding), (padding, padding))
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=pad, dtype=dtype, name=name)
+  as_dots = dots == "fp32_results" and jnp.dtype(dtype) != jnp.dtype(jnp.float32)
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=pad, dtype=dtype, name=name,
+                 conv_general_dilated=row_dots if as_dots else None)
+
+
+_NHWC = jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
+
+
+def row_dots(x, kernel, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+             feature_group_count=1, precision=None):
+  """An NHWC convolution as one matmul per kernel row, each asking for fp32 results, summed in fp32 and
+  rounded once to the inputs' dtype (`lax.conv_general_dilated`'s signature, for nn.Conv).
+
+  Why: XLA:CPU compiles a bf16 convolution as conversions to fp32 around an fp32 convolution, and a bf16
+  matmul asking for fp32 results is the one form it runs in bf16 (AVX512-BF16, AMX). The kernel's columns
+  become one contraction over (column, channel) of the input shifted per column. Dilated or grouped
+  convolutions (none in the UNet) stay XLA's.
+  """
+  kh, kw, c_in, c_out = kernel.shape
+  plain = (feature_group_count == 1 and dimension_numbers == _NHWC
+           and all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))))
+  if not plain:
+    return jax.lax.conv_general_dilated(x, kernel, window_strides, padding, lhs_dilation=lhs_dilation,
+                                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                        feature_group_count=feature_group_count, precision=precision)
+  sh, sw = window_strides
+  pads = ((0, 0), (0, 0)) if padding == "VALID" else tuple(tuple(p) for p in padding)
+  x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+  columns = jnp.concatenate([x[:, :, j:j + sw * (out_w - 1) + 1:sw] for j in range(kw)], axis=-1)
+  out = sum(jnp.einsum("bhwc,cd->bhwd", columns[:, i:i + sh * (out_h - 1) + 1:sh], kernel[i].reshape(kw * c_in, c_out),
+                       preferred_element_type=jnp.float32) for i in range(kh))
+  return out.astype(x.dtype)
 
 
 class ResnetBlock(nn.Module):
@@ -49,18 +85,19 @@ class ResnetBlock(nn.Module):
   groups: int = 32
   epsilon: float = 1e-5
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"  # the convolutions' form (see conv); the VAE keeps native
 
   @nn.compact
   def __call__(self, x, temb=None):
     h = nn.silu(GroupNorm(self.groups, self.epsilon, name="norm1")(x))
-    h = conv(self.out_channels, 3, self.dtype, "conv1")(h)
+    h = conv(self.out_channels, 3, self.dtype, "conv1", dots=self.dots)(h)
     if temb is not None:
       t = nn.Dense(self.out_channels, dtype=self.dtype, name="time_emb_proj")(nn.silu(temb))
       h = h + t[:, None, None, :]
     h = nn.silu(GroupNorm(self.groups, self.epsilon, name="norm2")(h))
-    h = conv(self.out_channels, 3, self.dtype, "conv2")(h)
+    h = conv(self.out_channels, 3, self.dtype, "conv2", dots=self.dots)(h)
     if x.shape[-1] != self.out_channels:
-      x = conv(self.out_channels, 1, self.dtype, "conv_shortcut", padding="VALID")(x)
+      x = conv(self.out_channels, 1, self.dtype, "conv_shortcut", padding="VALID", dots=self.dots)(x)
     return x + h
 
 
@@ -69,25 +106,27 @@ class Downsample(nn.Module):
   channels: int
   asymmetric: bool = False
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x):
     if self.asymmetric:
       x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
-      return conv(self.channels, 3, self.dtype, "conv", stride=2, padding="VALID")(x)
-    return conv(self.channels, 3, self.dtype, "conv", stride=2)(x)
+      return conv(self.channels, 3, self.dtype, "conv", stride=2, padding="VALID", dots=self.dots)(x)
+    return conv(self.channels, 3, self.dtype, "conv", stride=2, dots=self.dots)(x)
 
 
 class Upsample(nn.Module):
   """Nearest-neighbour 2x (each pixel repeated: exact, no resize kernel) then a 3x3 conv."""
   channels: int
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
     x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c)).reshape(b, 2 * h, 2 * w, c)
-    return conv(self.channels, 3, self.dtype, "conv")(x)
+    return conv(self.channels, 3, self.dtype, "conv", dots=self.dots)(x)
 
 
 def sinusoidal_embedding(timesteps, dim: int, flip_sin_to_cos: bool, freq_shift: float, max_period: float = 10000.0):

@@ -190,14 +190,14 @@ class Transformer2D(nn.Module):
     if self.linear_projection:
       y = dense(c, self.dtype, self.dots, "proj_in")(y.reshape(b, h * w, c))
     else:
-      y = conv(c, 1, self.dtype, "proj_in", padding="VALID")(y).reshape(b, h * w, c)
+      y = conv(c, 1, self.dtype, "proj_in", padding="VALID", dots=self.dots)(y).reshape(b, h * w, c)
     for i in range(self.depth):
       y = TransformerBlock(self.heads, c // self.heads, self.only_cross_attention, self.kernel, self.upcast,
                            self.dtype, self.dots, name=f"transformer_blocks_{i}")(y, context)
     if self.linear_projection:
       y = dense(c, self.dtype, self.dots, "proj_out")(y).reshape(b, h, w, c)
     else:
-      y = conv(c, 1, self.dtype, "proj_out", padding="VALID")(y.reshape(b, h, w, c))
+      y = conv(c, 1, self.dtype, "proj_out", padding="VALID", dots=self.dots)(y.reshape(b, h, w, c))
     return x + y
 
 
@@ -225,15 +225,15 @@ class _Level(nn.Module):
     for j in range(cfg.layers_per_block + (1 if self.up else 0)):
       if self.up:
         x = jnp.concatenate([x, skips[-1 - j]], axis=-1)
-      x = ResnetBlock(channels, cfg.norm_num_groups, cfg.norm_eps, self.dtype, name=f"resnets_{j}")(x, temb)
+      x = ResnetBlock(channels, cfg.norm_num_groups, cfg.norm_eps, self.dtype, self.dots, name=f"resnets_{j}")(x, temb)
       if attention:
         x = Transformer2D(heads, depth, cfg.use_linear_projection, only_cross, cfg.norm_num_groups, self.kernel,
                           cfg.upcast_attention, self.dtype, self.dots, name=f"attentions_{j}")(x, context)
       outputs.append(x)
     if self.resample and self.up:
-      x = Upsample(channels, self.dtype, name="upsamplers_0")(x)
+      x = Upsample(channels, self.dtype, self.dots, name="upsamplers_0")(x)
     elif self.resample:
-      x = Downsample(channels, dtype=self.dtype, name="downsamplers_0")(x)
+      x = Downsample(channels, dtype=self.dtype, dots=self.dots, name="downsamplers_0")(x)
       outputs.append(x)
     return x, outputs
 
@@ -248,11 +248,11 @@ class _MidBlock(nn.Module):
   def __call__(self, x, temb, context):
     cfg = self.config
     c = cfg.block_out_channels[-1]
-    x = ResnetBlock(c, cfg.norm_num_groups, cfg.norm_eps, self.dtype, name="resnets_0")(x, temb)
+    x = ResnetBlock(c, cfg.norm_num_groups, cfg.norm_eps, self.dtype, self.dots, name="resnets_0")(x, temb)
     x = Transformer2D(cfg.heads[-1], cfg.transformer_layers[-1], cfg.use_linear_projection,
                       cfg.mid_only_cross_attention, cfg.norm_num_groups, self.kernel, cfg.upcast_attention,
                       self.dtype, self.dots, name="attentions_0")(x, context)
-    return ResnetBlock(c, cfg.norm_num_groups, cfg.norm_eps, self.dtype, name="resnets_1")(x, temb)
+    return ResnetBlock(c, cfg.norm_num_groups, cfg.norm_eps, self.dtype, self.dots, name="resnets_1")(x, temb)
 
 
 class UNet(nn.Module):
@@ -293,7 +293,7 @@ class UNet(nn.Module):
       temb = temb + TimestepEmbedding(4 * base, dtype, name="class_embedding")(class_vector.astype(dtype))
     context = context.astype(dtype)
 
-    x = conv(base, 3, dtype, "conv_in")(jnp.transpose(sample, (0, 2, 3, 1)).astype(dtype))
+    x = conv(base, 3, dtype, "conv_in", dots=self.dots)(jnp.transpose(sample, (0, 2, 3, 1)).astype(dtype))
     skips = [x]
     levels = len(cfg.block_out_channels)
     for i in range(levels):
@@ -308,5 +308,5 @@ class UNet(nn.Module):
                     dots=self.dots, name=f"up_blocks_{i}")(x, temb, context, skips[-n:])
       skips = skips[:-n]
     x = nn.silu(GroupNorm(cfg.norm_num_groups, cfg.norm_eps, name="conv_norm_out")(x))
-    x = conv(cfg.out_channels, 3, dtype, "conv_out")(x)
+    x = conv(cfg.out_channels, 3, dtype, "conv_out", dots=self.dots)(x)
     return jnp.transpose(x, (0, 3, 1, 2))
