@@ -1,6 +1,7 @@
 """Loading checkpoints: the mapping, dtypes, plain SD, torch never imported, and clear errors for bad input."""
 
 import dataclasses
+import functools
 import json
 import re
 import os
@@ -139,28 +140,37 @@ def _dot_operand_dtypes(compiled_text: str) -> list[str]:
 def test_bf16_matmuls_run_in_bf16_on_the_cpu_only_with_fp32_results(unclip_dir):
   """XLA:CPU compiles a bf16-result matmul, and any bf16 convolution, as fp32 ones between conversions; a
   matmul asking for fp32 results keeps its bf16 operands (AVX512-BF16 / AMX). dots=auto picks that form for
-  bf16 on a CPU, the UNet's convolutions included (as row dots), and its output stays within rounding of the
-  native form's."""
+  bf16 on a CPU in every model, convolutions included (as row dots), and their outputs stay within rounding
+  of the native form's."""
   pipe, params = load(str(unclip_dir), jnp.bfloat16)
   assert pipe.dots == "fp32_results"  # auto, bf16, this CPU
   assert load(str(unclip_dir), jnp.float32)[0].dots == "native"
   x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16))
   ctx = jax.random.normal(jax.random.key(1), (2, 77, 32))
   vec = jax.random.normal(jax.random.key(2), (2, 64))
-  outs, operands, convolutions = {}, {}, {}
-  for dots in ("fp32_results", "native"):
-    form = dataclasses.replace(pipe, dots=dots)
-    predict = jax.jit(lambda p, form=form: sd.predict(form, p, x, jnp.array([500, 20]), ctx, vec))
-    compiled = predict.lower(params).compile().as_text()
-    operands[dots] = _dot_operand_dtypes(compiled)
-    convolutions[dots] = len(re.findall(r"\bconvolution\(", compiled))
-    outs[dots] = np.asarray(predict(params))
-  assert operands["native"] and "bf16" not in operands["native"], operands["native"]
-  # 6 matmuls per transformer, and 3 per 3x3 convolution (one per kernel row)
-  assert operands["fp32_results"].count("bf16") >= 4 * 6 + 3 * convolutions["native"], operands["fp32_results"]
-  assert convolutions["native"] >= 10 and convolutions["fp32_results"] == 0, convolutions
-  scale = np.abs(outs["native"]).max()
-  assert np.abs(outs["fp32_results"] - outs["native"]).max() < 0.05 * scale
+  side = pipe.clip_image.size
+  pixels = jax.random.normal(jax.random.key(3), (2, side, side, 3))
+  ids = sd.tokenize(pipe, ["a photo of a red circle", ""])
+  # (the call, its fewest convolutions, its transformer layers: 6 matmuls each)
+  parts = {"unet": (lambda form, p: sd.predict(form, p, x, jnp.array([500, 20]), ctx, vec), 10, 4),
+           "vae": (lambda form, p: sd.decode(form, p, x), 8, 0),
+           "image": (lambda form, p: sd.encode_image(form, p, pixels), 1, pipe.image_config.num_hidden_layers),
+           "text": (lambda form, p: sd.encode_text(form, p, ids), 0, pipe.text_config.num_hidden_layers)}
+  for part, (call, convolutions_at_least, layers_) in parts.items():
+    outs, operands, convolutions = {}, {}, {}
+    for dots in ("fp32_results", "native"):
+      run = jax.jit(functools.partial(call, dataclasses.replace(pipe, dots=dots)))
+      compiled = run.lower(params).compile().as_text()
+      operands[dots] = _dot_operand_dtypes(compiled)
+      convolutions[dots] = len(re.findall(r"\bconvolution\(", compiled))
+      outs[dots] = np.asarray(run(params), np.float32)
+    assert convolutions["native"] >= convolutions_at_least and convolutions["fp32_results"] == 0, (part, convolutions)
+    # natively only fp32-score attention products keep bf16 operands; fp32_results adds a dot per convolution
+    # (more for 3x3) and per transformer matmul
+    least = operands["native"].count("bf16") + convolutions["native"] + 6 * layers_
+    assert operands["fp32_results"].count("bf16") >= least, (part, operands)
+    scale = np.abs(outs["native"]).max()
+    assert np.abs(outs["fp32_results"] - outs["native"]).max() < 0.05 * scale, part
   with pytest.raises(UserError, match="dots must be one of auto, native, fp32_results"):
     load(str(unclip_dir), jnp.bfloat16, dots="fast")
 

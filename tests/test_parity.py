@@ -116,7 +116,7 @@ def test_bf16_as_faithful_as_pytorch_bf16(unclip):
   """bf16 cannot match a bf16 PyTorch run number for number: each implementation rounds on its own. The
   yardstick is PyTorch's own bf16 distance from the fp32 reference; ours must stay within 1.5x of it,
   in the mean and the worst element (measured in the CPU's default form, dots=fp32_results: UNet 1.03x
-  mean / 0.88x max, images 0.93x / 0.99x; with dots=native 1.02x / 1.17x and 0.94x / 0.93x)."""
+  mean / 0.88x max, images 0.95x / 1.14x; with dots=native 1.02x / 1.17x and 0.94x / 0.93x)."""
   root, _ = unclip
   pipe, params = load(str(root), jnp.bfloat16)
   lat, vec = jnp.asarray(GOLDEN["latents"]), jnp.asarray(GOLDEN["image_vector_0"])

@@ -13,7 +13,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxaug.errors import UserError
-from jaxaug.models.attention import dot_product_attention
+from jaxaug.models.attention import dense, dot_product_attention
+from jaxaug.models.layers import conv_form
 
 ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),
@@ -57,58 +58,65 @@ class CLIPConfig:
 class _SelfAttention(nn.Module):
   heads: int
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x, mask=None):
     b, t, d = x.shape
     split = lambda y: y.reshape(b, t, self.heads, d // self.heads)  # noqa: E731
-    q, k, v = (split(nn.Dense(d, dtype=self.dtype, name=f"{n}_proj")(x)) for n in ("q", "k", "v"))
-    y = dot_product_attention(q, k, v, fp32_scores=True, mask=mask).reshape(b, t, d)
-    return nn.Dense(d, dtype=self.dtype, name="out_proj")(y)
+    q, k, v = (split(dense(d, self.dtype, self.dots, f"{n}_proj")(x)) for n in ("q", "k", "v"))
+    y = dot_product_attention(q, k, v, fp32_scores=True, mask=mask,
+                              fp32_results=self.dots == "fp32_results").reshape(b, t, d)
+    return dense(d, self.dtype, self.dots, "out_proj")(y)
 
 
 class _Layer(nn.Module):
   config: CLIPConfig
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x, mask=None):
     cfg = self.config
     norm = lambda name: nn.LayerNorm(cfg.layer_norm_eps, dtype=self.dtype, use_fast_variance=False, name=name)  # noqa: E731
-    x = x + _SelfAttention(cfg.num_attention_heads, self.dtype, name="self_attn")(norm("layer_norm1")(x), mask)
-    h = _MLP(cfg, self.dtype, name="mlp")(norm("layer_norm2")(x))
+    attend = _SelfAttention(cfg.num_attention_heads, self.dtype, self.dots, name="self_attn")
+    x = x + attend(norm("layer_norm1")(x), mask)
+    h = _MLP(cfg, self.dtype, self.dots, name="mlp")(norm("layer_norm2")(x))
     return x + h
 
 
 class _MLP(nn.Module):
   config: CLIPConfig
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x):
-    h = ACTIVATIONS[self.config.hidden_act](nn.Dense(self.config.intermediate_size, dtype=self.dtype, name="fc1")(x))
-    return nn.Dense(self.config.hidden_size, dtype=self.dtype, name="fc2")(h)
+    h = ACTIVATIONS[self.config.hidden_act](dense(self.config.intermediate_size, self.dtype, self.dots, "fc1")(x))
+    return dense(self.config.hidden_size, self.dtype, self.dots, "fc2")(h)
 
 
 class _Layers(nn.Module):
   """`encoder.layers.N` in the checkpoint: children named by their index."""
   config: CLIPConfig
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x, mask=None):
     for i in range(self.config.num_hidden_layers):
-      x = _Layer(self.config, self.dtype, name=str(i))(x, mask)
+      x = _Layer(self.config, self.dtype, self.dots, name=str(i))(x, mask)
     return x
 
 
 class _Encoder(nn.Module):
   config: CLIPConfig
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x, mask=None):
-    return _Layers(self.config, self.dtype, name="layers")(x, mask)
+    return _Layers(self.config, self.dtype, self.dots, name="layers")(x, mask)
 
 
 class _TextEmbeddings(nn.Module):
@@ -127,6 +135,7 @@ class _VisionEmbeddings(nn.Module):
   """The class token and the patches (a stride-`patch` conv without bias), plus learned positions."""
   config: CLIPConfig
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, pixels):
@@ -134,7 +143,8 @@ class _VisionEmbeddings(nn.Module):
     cls_token = self.param("class_embedding", nn.initializers.normal(0.02), (cfg.hidden_size,))
     p = cfg.patch_size
     patches = nn.Conv(cfg.hidden_size, (p, p), strides=(p, p), padding="VALID", use_bias=False, dtype=self.dtype,
-                      name="patch_embedding")(pixels.astype(self.dtype))
+                      conv_general_dilated=conv_form(self.dtype, self.dots), name="patch_embedding")
+    patches = patches(pixels.astype(self.dtype))
     b = patches.shape[0]
     patches = patches.reshape(b, -1, cfg.hidden_size)
     x = jnp.concatenate([jnp.broadcast_to(cls_token.astype(patches.dtype), (b, 1, cfg.hidden_size)), patches], axis=1)
@@ -145,6 +155,7 @@ class _VisionEmbeddings(nn.Module):
 class _TextTransformer(nn.Module):
   config: CLIPConfig
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, input_ids):
@@ -152,20 +163,22 @@ class _TextTransformer(nn.Module):
     x = _TextEmbeddings(cfg, self.dtype, name="embeddings")(input_ids)
     length = input_ids.shape[-1]
     causal = jnp.tril(jnp.ones((length, length), bool))  # no padding mask: SD attends over the padded prompt
-    x = _Encoder(cfg, self.dtype, name="encoder")(x, causal)
+    x = _Encoder(cfg, self.dtype, self.dots, name="encoder")(x, causal)
     return nn.LayerNorm(cfg.layer_norm_eps, dtype=self.dtype, use_fast_variance=False, name="final_layer_norm")(x)
 
 
 class _VisionTransformer(nn.Module):
   config: CLIPConfig
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, pixels):
     cfg = self.config
     norm = lambda name: nn.LayerNorm(cfg.layer_norm_eps, dtype=self.dtype, use_fast_variance=False, name=name)  # noqa: E731
-    x = norm("pre_layrnorm")(_VisionEmbeddings(cfg, self.dtype, name="embeddings")(pixels))  # sic: the checkpoint's name
-    x = _Encoder(cfg, self.dtype, name="encoder")(x)
+    embeddings = _VisionEmbeddings(cfg, self.dtype, self.dots, name="embeddings")
+    x = norm("pre_layrnorm")(embeddings(pixels))  # sic: the checkpoint's name
+    x = _Encoder(cfg, self.dtype, self.dots, name="encoder")(x)
     return norm("post_layernorm")(x[:, 0])
 
 
@@ -173,18 +186,20 @@ class TextEncoder(nn.Module):
   """Token ids (B, L) -> hidden states (B, L, D): the cross-attention context of the UNet."""
   config: CLIPConfig
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, input_ids):
-    return _TextTransformer(self.config, self.dtype, name="text_model")(input_ids)
+    return _TextTransformer(self.config, self.dtype, self.dots, name="text_model")(input_ids)
 
 
 class ImageEncoder(nn.Module):
   """CLIP-preprocessed pixels (B, H, W, 3) -> image embeddings (B, projection_dim)."""
   config: CLIPConfig
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, pixel_values):
-    pooled = _VisionTransformer(self.config, self.dtype, name="vision_model")(pixel_values)
-    return nn.Dense(self.config.projection_dim, use_bias=False, dtype=self.dtype, name="visual_projection")(pooled)
+    pooled = _VisionTransformer(self.config, self.dtype, self.dots, name="vision_model")(pixel_values)
+    return dense(self.config.projection_dim, self.dtype, self.dots, "visual_projection", use_bias=False)(pooled)

@@ -41,9 +41,14 @@ def conv(features: int, kernel: int, dtype, name: str, stride: int = 1, padding=
   convolution as `row_dots`, the same parameters and the same sums in another order.
   """
   pad = padding if isinstance(padding, str) else ((padding, padding), (padding, padding))
-  as_dots = dots == "fp32_results" and jnp.dtype(dtype) != jnp.dtype(jnp.float32)
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=pad, dtype=dtype, name=name,
-                 conv_general_dilated=row_dots if as_dots else None)
+                 conv_general_dilated=conv_form(dtype, dots))
+
+
+def conv_form(dtype, dots: str):
+  """nn.Conv's `conv_general_dilated` for a resolved `dots` form: row_dots for fp32_results in a non-fp32
+  model, else None (XLA's convolution)."""
+  return row_dots if dots == "fp32_results" and jnp.dtype(dtype) != jnp.dtype(jnp.float32) else None
 
 
 _NHWC = jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
@@ -85,7 +90,7 @@ class ResnetBlock(nn.Module):
   groups: int = 32
   epsilon: float = 1e-5
   dtype: jnp.dtype = jnp.float32
-  dots: str = "native"  # the convolutions' form (see conv); the VAE keeps native
+  dots: str = "native"  # the convolutions' form (see conv)
 
   @nn.compact
   def __call__(self, x, temb=None):

@@ -69,7 +69,7 @@ class Pipeline:
   noising_alphas_cumprod: np.ndarray | None = None  # the image-noising DDPM schedule (unCLIP)
   dtype: Any = jnp.float32
   attention: str = "xla"  # the UNet's attention kernel, resolved (see attention.py)
-  dots: str = "native"  # the UNet's matmul and convolution form, resolved (attention.DOTS)
+  dots: str = "native"  # the form of every model's matmuls and convolutions, resolved (attention.DOTS)
 
   @property
   def unet(self) -> UNet:
@@ -77,15 +77,15 @@ class Pipeline:
 
   @property
   def vae(self) -> AutoencoderKL:
-    return AutoencoderKL(self.vae_config, dtype=self.dtype)
+    return AutoencoderKL(self.vae_config, dtype=self.dtype, dots=self.dots)
 
   @property
   def text_encoder(self) -> TextEncoder:
-    return TextEncoder(self.text_config, dtype=self.dtype)
+    return TextEncoder(self.text_config, dtype=self.dtype, dots=self.dots)
 
   @property
   def image_encoder(self) -> ImageEncoder | None:
-    return None if self.image_config is None else ImageEncoder(self.image_config, dtype=self.dtype)
+    return None if self.image_config is None else ImageEncoder(self.image_config, dtype=self.dtype, dots=self.dots)
 
   @property
   def latent_channels(self) -> int:
@@ -297,7 +297,8 @@ def load(model: str, dtype=jnp.float32, attention_impl: str = "auto", dots: str 
   """Loads `model` (a diffusers directory or hub id) as (Pipeline, params) with float params in `dtype`.
 
   `attention_impl` picks the UNet's attention kernel (attention.IMPLEMENTATIONS; auto: the fastest that
-  runs here); `dots` the form of its matmuls and convolutions (attention.DOTS; auto: fp32 results for bf16 on a CPU).
+  runs here); `dots` the form of the models' matmuls and convolutions (attention.DOTS; auto: fp32 results
+  for bf16 on a CPU).
   """
   attention_impl = attention.resolve(attention_impl, dtype)
   dots = attention.resolve_dots(dots, dtype)

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxaug.errors import UserError
-from jaxaug.models.attention import dot_product_attention
-from jaxaug.models.layers import Downsample, GroupNorm, ResnetBlock, Upsample, conv
+from jaxaug.models.attention import dense, dot_product_attention
+from jaxaug.models.layers import Downsample, GroupNorm, ResnetBlock, Upsample, conv, conv_form
 
 _FIXED = {"use_quant_conv": True, "use_post_quant_conv": True, "mid_block_add_attention": True, "shift_factor": None,
           "latents_mean": None, "latents_std": None, "act_fn": "silu"}
@@ -60,26 +60,28 @@ class _AttentionBlock(nn.Module):
   """The mid block's single-head self-attention over all pixels, with a residual (scores in fp32)."""
   groups: int
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
     y = GroupNorm(self.groups, 1e-6, name="group_norm")(x).reshape(b, h * w, 1, c)
-    q, k, v = (nn.Dense(c, dtype=self.dtype, name=n)(y) for n in ("to_q", "to_k", "to_v"))
-    y = dot_product_attention(q, k, v, fp32_scores=True).reshape(b, h * w, c)
-    return x + nn.Dense(c, dtype=self.dtype, name="to_out_0")(y).reshape(b, h, w, c)
+    q, k, v = (dense(c, self.dtype, self.dots, n)(y) for n in ("to_q", "to_k", "to_v"))
+    y = dot_product_attention(q, k, v, fp32_scores=True, fp32_results=self.dots == "fp32_results")
+    return x + dense(c, self.dtype, self.dots, "to_out_0")(y.reshape(b, h * w, c)).reshape(b, h, w, c)
 
 
 class _MidBlock(nn.Module):
   channels: int
   groups: int
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x):
-    x = ResnetBlock(self.channels, self.groups, 1e-6, self.dtype, name="resnets_0")(x)
-    x = _AttentionBlock(self.groups, self.dtype, name="attentions_0")(x)
-    return ResnetBlock(self.channels, self.groups, 1e-6, self.dtype, name="resnets_1")(x)
+    x = ResnetBlock(self.channels, self.groups, 1e-6, self.dtype, self.dots, name="resnets_0")(x)
+    x = _AttentionBlock(self.groups, self.dtype, self.dots, name="attentions_0")(x)
+    return ResnetBlock(self.channels, self.groups, 1e-6, self.dtype, self.dots, name="resnets_1")(x)
 
 
 class _Level(nn.Module):
@@ -89,50 +91,53 @@ class _Level(nn.Module):
   resample: bool
   up: bool
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x):
     for j in range(self.layers):
-      x = ResnetBlock(self.channels, self.groups, 1e-6, self.dtype, name=f"resnets_{j}")(x)
+      x = ResnetBlock(self.channels, self.groups, 1e-6, self.dtype, self.dots, name=f"resnets_{j}")(x)
     if self.resample and self.up:
-      x = Upsample(self.channels, self.dtype, name="upsamplers_0")(x)
+      x = Upsample(self.channels, self.dtype, self.dots, name="upsamplers_0")(x)
     elif self.resample:
-      x = Downsample(self.channels, asymmetric=True, dtype=self.dtype, name="downsamplers_0")(x)
+      x = Downsample(self.channels, asymmetric=True, dtype=self.dtype, dots=self.dots, name="downsamplers_0")(x)
     return x
 
 
 class Encoder(nn.Module):
   config: VAEConfig
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    x = conv(cfg.block_out_channels[0], 3, self.dtype, "conv_in")(x)
+    x = conv(cfg.block_out_channels[0], 3, self.dtype, "conv_in", dots=self.dots)(x)
     levels = len(cfg.block_out_channels)
     for i, c in enumerate(cfg.block_out_channels):
-      x = _Level(c, cfg.layers_per_block, cfg.norm_num_groups, i < levels - 1, False, self.dtype,
+      x = _Level(c, cfg.layers_per_block, cfg.norm_num_groups, i < levels - 1, False, self.dtype, self.dots,
                  name=f"down_blocks_{i}")(x)
-    x = _MidBlock(cfg.block_out_channels[-1], cfg.norm_num_groups, self.dtype, name="mid_block")(x)
+    x = _MidBlock(cfg.block_out_channels[-1], cfg.norm_num_groups, self.dtype, self.dots, name="mid_block")(x)
     x = nn.silu(GroupNorm(cfg.norm_num_groups, 1e-6, name="conv_norm_out")(x))
-    return conv(2 * cfg.latent_channels, 3, self.dtype, "conv_out")(x)
+    return conv(2 * cfg.latent_channels, 3, self.dtype, "conv_out", dots=self.dots)(x)
 
 
 class Decoder(nn.Module):
   config: VAEConfig
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"
 
   @nn.compact
   def __call__(self, z):
     cfg = self.config
-    x = conv(cfg.block_out_channels[-1], 3, self.dtype, "conv_in")(z)
-    x = _MidBlock(cfg.block_out_channels[-1], cfg.norm_num_groups, self.dtype, name="mid_block")(x)
+    x = conv(cfg.block_out_channels[-1], 3, self.dtype, "conv_in", dots=self.dots)(z)
+    x = _MidBlock(cfg.block_out_channels[-1], cfg.norm_num_groups, self.dtype, self.dots, name="mid_block")(x)
     levels = len(cfg.block_out_channels)
     for i, c in enumerate(cfg.block_out_channels[::-1]):
-      x = _Level(c, cfg.layers_per_block + 1, cfg.norm_num_groups, i < levels - 1, True, self.dtype,
+      x = _Level(c, cfg.layers_per_block + 1, cfg.norm_num_groups, i < levels - 1, True, self.dtype, self.dots,
                  name=f"up_blocks_{i}")(x)
     x = nn.silu(GroupNorm(cfg.norm_num_groups, 1e-6, name="conv_norm_out")(x))
-    return conv(cfg.out_channels, 3, self.dtype, "conv_out")(x)
+    return conv(cfg.out_channels, 3, self.dtype, "conv_out", dots=self.dots)(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +156,7 @@ class Posterior:
 class AutoencoderKL(nn.Module):
   config: VAEConfig
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"  # the form of its convolutions and matmuls, resolved (attention.DOTS)
 
   @property
   def block_out_channels(self) -> tuple[int, ...]:
@@ -162,10 +168,11 @@ class AutoencoderKL(nn.Module):
 
   def setup(self):
     latent = self.config.latent_channels
-    self.encoder = Encoder(self.config, self.dtype)
-    self.decoder = Decoder(self.config, self.dtype)
-    self.quant_conv = nn.Conv(2 * latent, (1, 1), padding="VALID", dtype=self.dtype)
-    self.post_quant_conv = nn.Conv(latent, (1, 1), padding="VALID", dtype=self.dtype)
+    self.encoder = Encoder(self.config, self.dtype, self.dots)
+    self.decoder = Decoder(self.config, self.dtype, self.dots)
+    form = conv_form(self.dtype, self.dots)
+    self.quant_conv = nn.Conv(2 * latent, (1, 1), padding="VALID", dtype=self.dtype, conv_general_dilated=form)
+    self.post_quant_conv = nn.Conv(latent, (1, 1), padding="VALID", dtype=self.dtype, conv_general_dilated=form)
 
   def encode(self, images) -> Posterior:
     moments = self.quant_conv(self.encoder(jnp.transpose(images, (0, 2, 3, 1)).astype(self.dtype)))
