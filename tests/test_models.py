@@ -177,9 +177,12 @@ def test_bf16_matmuls_run_in_bf16_on_the_cpu_only_with_fp32_results(unclip_dir):
 
 @pytest.mark.parametrize("kernel,stride,padding", [(3, 1, ((1, 1), (1, 1))), (3, 2, ((1, 1), (1, 1))),
                                                    (3, 2, "VALID"), (1, 1, "VALID"), (3, 1, ((0, 1), (2, 0)))])
-def test_row_dots_compute_the_convolution(kernel, stride, padding):
-  x = jax.random.normal(jax.random.key(0), (2, 9, 7, 5))
-  w = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 6))
+@pytest.mark.parametrize("image,channels", [((9, 7), (5, 6)), ((4, 3), (16, 96))])  # rows sliced; rows batched
+def test_row_dots_compute_the_convolution(kernel, stride, padding, image, channels):
+  x = jax.random.normal(jax.random.key(0), (2, *image, channels[0]))
+  w = jax.random.normal(jax.random.key(1), (kernel, kernel, *channels))
+  if kernel == 3:  # the two shapes take the two forms
+    assert (w.size > layers.ROWS_BATCHED_ABOVE * x.size) == (image == (4, 3))
   numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
   want = jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=numbers)
   got = layers.row_dots(x, w, (stride, stride), padding, lhs_dilation=(1, 1), rhs_dilation=(1, 1),
@@ -187,9 +190,9 @@ def test_row_dots_compute_the_convolution(kernel, stride, padding):
   assert got.shape == want.shape and got.dtype == want.dtype
   np.testing.assert_allclose(got, want, atol=2e-5)
   # what it does not rewrite (a dilated kernel) is XLA's convolution, the same numbers
-  dilated = dict(rhs_dilation=(2, 2), dimension_numbers=numbers)
-  np.testing.assert_array_equal(layers.row_dots(x, w, (1, 1), "VALID", **dilated),
-                                jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", **dilated))
+  dilated = dict(rhs_dilation=(2, 2), dimension_numbers=numbers, padding=((2, 2), (2, 2)))
+  np.testing.assert_array_equal(layers.row_dots(x, w, (1, 1), **dilated),
+                                jax.lax.conv_general_dilated(x, w, (1, 1), **dilated))
 
 
 def test_schedule_timesteps_as_diffusers_spaces_them(unclip_dir):

@@ -54,15 +54,23 @@ def conv_form(dtype, dots: str):
 _NHWC = jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
 
 
+# Above this many kernel elements per input element, row_dots batches its rows (see there).
+ROWS_BATCHED_ABOVE = 32
+
+
 def row_dots(x, kernel, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
              feature_group_count=1, precision=None):
-  """An NHWC convolution as one matmul per kernel row, each asking for fp32 results, summed in fp32 and
-  rounded once to the inputs' dtype (`lax.conv_general_dilated`'s signature, for nn.Conv).
+  """An NHWC convolution as matmuls that ask for fp32 results, one per kernel row, summed in fp32 and rounded
+  once to the inputs' dtype (`lax.conv_general_dilated`'s signature, for nn.Conv).
 
   Why: XLA:CPU compiles a bf16 convolution as conversions to fp32 around an fp32 convolution, and a bf16
-  matmul asking for fp32 results is the one form it runs in bf16 (AVX512-BF16, AMX). The kernel's columns
-  become one contraction over (column, channel) of the input shifted per column. Dilated or grouped
-  convolutions (none in the UNet) stay XLA's.
+  matmul asking for fp32 results is the one form it runs in bf16 (AVX512-BF16, AMX). The input, shifted
+  once per kernel column, is stacked on channels and sliced once per kernel row; each slice is contracted
+  with that row's (column, channel) slab of the kernel. Slicing the kernel copies its weights on every call,
+  which costs most where the kernel dwarfs the input (SD's UNet at 8x8 and 4x4 latents); there the row
+  slices of the input are stacked instead and one dot, batched over the rows, takes the kernel only
+  reshaped. Measured per form at SD's shapes in docs/benchmarks.md. Dilated or grouped convolutions (none in
+  these models) stay XLA's.
   """
   kh, kw, c_in, c_out = kernel.shape
   plain = (feature_group_count == 1 and dimension_numbers == _NHWC
@@ -71,13 +79,20 @@ def row_dots(x, kernel, window_strides, padding, lhs_dilation=None, rhs_dilation
     return jax.lax.conv_general_dilated(x, kernel, window_strides, padding, lhs_dilation=lhs_dilation,
                                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                         feature_group_count=feature_group_count, precision=precision)
+  batched = kernel.size > ROWS_BATCHED_ABOVE * x.size
   sh, sw = window_strides
   pads = ((0, 0), (0, 0)) if padding == "VALID" else tuple(tuple(p) for p in padding)
   x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
   out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
   columns = jnp.concatenate([x[:, :, j:j + sw * (out_w - 1) + 1:sw] for j in range(kw)], axis=-1)
-  out = sum(jnp.einsum("bhwc,cd->bhwd", columns[:, i:i + sh * (out_h - 1) + 1:sh], kernel[i].reshape(kw * c_in, c_out),
-                       preferred_element_type=jnp.float32) for i in range(kh))
+  rows = [columns[:, i:i + sh * (out_h - 1) + 1:sh] for i in range(kh)]  # each (B, H, W, kw * c_in)
+  slabs = kernel.reshape(kh, kw * c_in, c_out)
+  if batched:
+    out = jax.lax.dot_general(jnp.stack(rows), slabs, (((4,), (1,)), ((0,), (0,))),
+                              preferred_element_type=jnp.float32).sum(axis=0)
+  else:
+    out = sum(jnp.einsum("bhwc,cd->bhwd", row, slab, preferred_element_type=jnp.float32)
+              for row, slab in zip(rows, slabs))
   return out.astype(x.dtype)
 
 
