@@ -29,7 +29,7 @@ def generation_config() -> ml_collections.ConfigDict:
   c.model = "tiny"  # a diffusers directory or hub id; built in: world (the trained demo world), tiny / tiny-sd (random)
   c.dtype = "auto"  # auto: fp32 on CPU, bf16 on accelerators; or fp32 / bf16
   c.attention = "auto"  # UNet attention kernel: auto (cuDNN on NVIDIA bf16, else xla) | xla | cudnn | einsum
-  c.dots = "auto"  # UNet matmuls and convolutions: auto (fp32_results for bf16 on CPUs) | native | fp32_results
+  c.dots = "auto"  # matmul and convolution form: auto (fp32_results on CPUs) | native | fp32_results
   c.seed = 0
   c.methods = "embed_cutmix_dropout"  # comma-separated names (method.md); a run may mix several
   c.alpha = 1.0  # lambda ~ Beta(alpha, alpha)

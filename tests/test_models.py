@@ -144,7 +144,7 @@ def test_bf16_matmuls_run_in_bf16_on_the_cpu_only_with_fp32_results(unclip_dir):
   of the native form's."""
   pipe, params = load(str(unclip_dir), jnp.bfloat16)
   assert pipe.dots == "fp32_results"  # auto, bf16, this CPU
-  assert load(str(unclip_dir), jnp.float32)[0].dots == "native"
+  assert load(str(unclip_dir), jnp.float16)[0].dots == "native"
   x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16))
   ctx = jax.random.normal(jax.random.key(1), (2, 77, 32))
   vec = jax.random.normal(jax.random.key(2), (2, 64))
@@ -193,6 +193,22 @@ def test_row_dots_compute_the_convolution(kernel, stride, padding, image, channe
   dilated = dict(rhs_dilation=(2, 2), dimension_numbers=numbers, padding=((2, 2), (2, 2)))
   np.testing.assert_array_equal(layers.row_dots(x, w, (1, 1), **dilated),
                                 jax.lax.conv_general_dilated(x, w, (1, 1), **dilated))
+
+
+def test_fp32_convolutions_are_row_dots_only_where_the_kernel_dwarfs_the_input(unclip_dir):
+  """In fp32 on a CPU, XLA's convolution is the faster where activations dominate and the slower where the
+  weights do; fp32_results (auto here) takes each where it is faster, with the convolution's numbers."""
+  assert load(str(unclip_dir), jnp.float32)[0].dots == "fp32_results"  # auto, fp32, this CPU
+  for shape, dwarfed in (((1, 2, 2, 64), True), ((1, 16, 16, 64), False)):
+    x = jax.random.normal(jax.random.key(0), shape)
+    forms = {}
+    for dots in ("fp32_results", "native"):
+      module = layers.conv(128, 3, jnp.float32, "conv", dots=dots)
+      params = module.init(jax.random.key(1), x)
+      run = jax.jit(module.apply)
+      forms[dots] = ("convolution(" in run.lower(params, x).compile().as_text(), np.asarray(run(params, x)))
+    assert (forms["fp32_results"][0], forms["native"][0]) == (not dwarfed, True), shape
+    np.testing.assert_allclose(forms["fp32_results"][1], forms["native"][1], atol=1e-5)
 
 
 def test_schedule_timesteps_as_diffusers_spaces_them(unclip_dir):

@@ -24,12 +24,13 @@ from jaxaug.errors import UserError
 
 IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn")
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
-# The form of the UNet's matmuls (projections, feed-forward, attention) and convolutions: "native", XLA's
+# The form of the models' matmuls (projections, feed-forward, attention) and convolutions: "native", XLA's
 # matmuls and convolutions with results in the model dtype; "fp32_results", matmuls that ask for fp32 results and
-# round once to the model dtype, the convolutions written as such matmuls (layers.row_dots). Both accumulate in
-# fp32, so they differ only in summation order. On XLA:CPU only the second runs bf16 in bf16 (AVX512-BF16 or
-# AMX): a bf16-result matmul and any bf16 convolution are compiled as conversions to fp32, the fp32 op and a
-# conversion back (docs/benchmarks.md). GPUs and TPUs keep "native"; so does the VAE (row dots lose at its sizes).
+# round once to the model dtype, the convolutions written as such matmuls (layers.row_dots; in an fp32 model only
+# where the kernel dwarfs the input, layers.conv_form). Both accumulate in fp32, so they differ only in summation
+# order. On XLA:CPU only the second runs bf16 in bf16 (AVX512-BF16 or AMX): a bf16-result matmul and any bf16
+# convolution are compiled as conversions to fp32, the fp32 op and a conversion back; and in fp32 its convolution
+# is slow where the weights dominate (docs/benchmarks.md). GPUs and TPUs keep "native".
 DOTS = ("auto", "native", "fp32_results")
 
 
@@ -56,12 +57,12 @@ def resolve(name: str, dtype) -> str:
 
 
 def resolve_dots(name: str, dtype) -> str:
-  """The matmul form to use; "auto" is fp32_results for bf16 on a CPU, else native."""
+  """The matmul and convolution form to use; "auto" is fp32_results on a CPU (bf16 or fp32), else native."""
   if name not in DOTS:
     raise UserError(f"dots must be one of {', '.join(DOTS)}, not {name!r}")
   if name == "auto":
-    low = jnp.dtype(dtype) == jnp.dtype(jnp.bfloat16)
-    return "fp32_results" if low and jax.default_backend() == "cpu" else "native"
+    known = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32))
+    return "fp32_results" if known and jax.default_backend() == "cpu" else "native"
   return name
 
 

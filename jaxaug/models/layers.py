@@ -46,16 +46,32 @@ def conv(features: int, kernel: int, dtype, name: str, stride: int = 1, padding=
 
 
 def conv_form(dtype, dots: str):
-  """nn.Conv's `conv_general_dilated` for a resolved `dots` form: row_dots for fp32_results in a non-fp32
-  model, else None (XLA's convolution)."""
-  return row_dots if dots == "fp32_results" and jnp.dtype(dtype) != jnp.dtype(jnp.float32) else None
+  """nn.Conv's `conv_general_dilated` for a resolved `dots` form. fp32_results: row_dots in a non-fp32 model;
+  in an fp32 one only where the kernel dwarfs the input (`rows_where_the_kernel_dwarfs_the_input`). native:
+  None (XLA's convolution)."""
+  if dots != "fp32_results":
+    return None
+  return rows_where_the_kernel_dwarfs_the_input if jnp.dtype(dtype) == jnp.dtype(jnp.float32) else row_dots
 
 
 _NHWC = jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
 
 
-# Above this many kernel elements per input element, row_dots batches its rows (see there).
+# Above this many kernel elements per input element, row_dots batches its rows (see there), and an fp32
+# convolution is row_dots rather than XLA's (rows_where_the_kernel_dwarfs_the_input).
 ROWS_BATCHED_ABOVE = 32
+
+
+def rows_where_the_kernel_dwarfs_the_input(x, kernel, *args, **kwargs):
+  """An fp32 convolution: row_dots where the kernel dwarfs the input, XLA's convolution elsewhere.
+
+  Why: in fp32, XLA:CPU's convolution is 2-2.6x slower than the batched row dots where the weights dominate
+  (SD's UNet at 8x8 and 4x4 latents, a few images at a time) and 1.3-2.6x faster where the activations do
+  (the UNet's larger levels, the VAE); measured per shape in docs/benchmarks.md.
+  """
+  if kernel.size > ROWS_BATCHED_ABOVE * x.size:
+    return row_dots(x, kernel, *args, **kwargs)
+  return jax.lax.conv_general_dilated(x, kernel, *args, **kwargs)
 
 
 def row_dots(x, kernel, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
