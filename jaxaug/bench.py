@@ -709,7 +709,7 @@ def main(argv=None):
   parser.add_argument("--attention", default="auto",
                       help="UNet attention kernel (auto, xla, cudnn, einsum); the sampler bench takes a list")
   parser.add_argument("--dots", default="auto", choices=("auto", "native", "fp32_results"),
-                      help="sampler: the UNet's matmul and convolution form (auto: fp32_results for bf16 on a CPU)")
+                      help="sampler: the models' matmul and convolution form (auto: fp32_results on a CPU)")
   parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
                       help="sampler/condition/flops: the generation dtype (auto: fp32 on a CPU, bf16 on an "
                            "accelerator); --vs-torch runs PyTorch in it too (auto: fp16 on a GPU, fp32 on a CPU)")

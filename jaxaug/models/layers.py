@@ -37,8 +37,8 @@ class GroupNorm(nn.Module):
 def conv(features: int, kernel: int, dtype, name: str, stride: int = 1, padding=1, dots: str = "native"):
   """A PyTorch-style Conv2d: symmetric `padding` on both sides (or 'VALID').
 
-  `dots` is the UNet's matmul form (attention.DOTS, resolved): "fp32_results" computes a non-fp32
-  convolution as `row_dots`, the same parameters and the same sums in another order.
+  `dots` is the models' matmul and convolution form (attention.DOTS, resolved): "fp32_results" computes the
+  convolution as `conv_form` says (row_dots: the same parameters, the same sums in another order).
   """
   pad = padding if isinstance(padding, str) else ((padding, padding), (padding, padding))
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=pad, dtype=dtype, name=name,

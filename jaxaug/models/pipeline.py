@@ -297,8 +297,8 @@ def load(model: str, dtype=jnp.float32, attention_impl: str = "auto", dots: str 
   """Loads `model` (a diffusers directory or hub id) as (Pipeline, params) with float params in `dtype`.
 
   `attention_impl` picks the UNet's attention kernel (attention.IMPLEMENTATIONS; auto: the fastest that
-  runs here); `dots` the form of the models' matmuls and convolutions (attention.DOTS; auto: fp32 results
-  for bf16 on a CPU).
+  runs here); `dots` the form of the models' matmuls and convolutions (attention.DOTS; auto: fp32_results on
+  a CPU).
   """
   attention_impl = attention.resolve(attention_impl, dtype)
   dots = attention.resolve_dots(dots, dtype)
