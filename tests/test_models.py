@@ -3,8 +3,8 @@
 import dataclasses
 import functools
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -129,7 +129,6 @@ def test_attention_kernel_is_a_field_every_unet_attention_layer_uses(unclip_dir,
 def _dot_operand_dtypes(compiled_text: str) -> list[str]:
   """The element type of every dot's first operand in a compiled XLA program (e.g. ['bf16', 'f32', ...]),
   looked up in the computation the dot is in (operand names repeat across computations)."""
-
   found = []
   for block in re.split(r"\n(?=\S)", compiled_text):  # a computation starts at column 0
     types = dict(re.findall(r"%([\w.-]+) = (\w+)\[", block))
@@ -182,7 +181,7 @@ def test_row_dots_compute_the_convolution(kernel, stride, padding, image, channe
   x = jax.random.normal(jax.random.key(0), (2, *image, channels[0]))
   w = jax.random.normal(jax.random.key(1), (kernel, kernel, *channels))
   if kernel == 3:  # the two shapes take the two forms
-    assert (w.size > layers.ROWS_BATCHED_ABOVE * x.size) == (image == (4, 3))
+    assert layers.kernel_dwarfs_input(x, w) == (image == (4, 3))
   numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
   want = jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=numbers)
   got = layers.row_dots(x, w, (stride, stride), padding, lhs_dilation=(1, 1), rhs_dilation=(1, 1),

@@ -62,6 +62,11 @@ _NHWC = jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWI
 ROWS_BATCHED_ABOVE = 32
 
 
+def kernel_dwarfs_input(x, kernel) -> bool:
+  """More than ROWS_BATCHED_ABOVE kernel elements per input element: where the weights dominate the cost."""
+  return kernel.size > ROWS_BATCHED_ABOVE * x.size
+
+
 def rows_where_the_kernel_dwarfs_the_input(x, kernel, *args, **kwargs):
   """An fp32 convolution: row_dots where the kernel dwarfs the input, XLA's convolution elsewhere.
 
@@ -69,7 +74,7 @@ def rows_where_the_kernel_dwarfs_the_input(x, kernel, *args, **kwargs):
   (SD's UNet at 8x8 and 4x4 latents, a few images at a time) and 1.3-2.6x faster where the activations do
   (the UNet's larger levels, the VAE); measured per shape in docs/benchmarks.md.
   """
-  if kernel.size > ROWS_BATCHED_ABOVE * x.size:
+  if kernel_dwarfs_input(x, kernel):
     return row_dots(x, kernel, *args, **kwargs)
   return jax.lax.conv_general_dilated(x, kernel, *args, **kwargs)
 
@@ -95,7 +100,7 @@ def row_dots(x, kernel, window_strides, padding, lhs_dilation=None, rhs_dilation
     return jax.lax.conv_general_dilated(x, kernel, window_strides, padding, lhs_dilation=lhs_dilation,
                                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                         feature_group_count=feature_group_count, precision=precision)
-  batched = kernel.size > ROWS_BATCHED_ABOVE * x.size
+  batched = kernel_dwarfs_input(x, kernel)
   sh, sw = window_strides
   pads = ((0, 0), (0, 0)) if padding == "VALID" else tuple(tuple(p) for p in padding)
   x = jnp.pad(x, ((0, 0), *pads, (0, 0)))

@@ -261,7 +261,7 @@ class UNet(nn.Module):
   config: UNetConfig
   dtype: jnp.dtype = jnp.float32
   attention: str = "xla"  # a resolved kernel name (attention.resolve)
-  dots: str = "native"  # the transformer blocks' matmul form, resolved (attention.resolve_dots)
+  dots: str = "native"  # its matmul and convolution form, resolved (attention.resolve_dots)
 
   # What the rest of jaxaug reads off the module.
   @property
