@@ -28,3 +28,9 @@ if _sys.argv[:1] == ["-m"]:
     if _signal.getsignal(_s) in (_signal.default_int_handler, _signal.SIG_DFL):
       _signal.signal(_s, _interrupted_while_starting)
 
+
+# Also only for entry points: glibc's malloc keeps freed memory (xla_options.keep_host_memory, why there).
+if _sys.argv[:1] == ["-m"]:
+  from jaxaug import xla_options as _xla_options
+
+  _xla_options.keep_host_memory()

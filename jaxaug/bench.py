@@ -28,18 +28,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxaug import xla_options
 from jaxaug.errors import UserError, exit_on_user_error
 from jaxaug.flops import (BF16_PEAK_TFLOPS, bf16_peak, device_hours, model_flops, unet_call, unet_calls,
                           with_kernel)
 
 
 def _device() -> dict:
-  from jaxaug.xla_options import host_cpu
-
   d = jax.devices()[0]
   return {"platform": d.platform, "device_kind": d.device_kind, "device_count": jax.device_count(),
           "jax": jax.__version__, "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          "host_cpu": host_cpu()}
+          "host_cpu": {**xla_options.host_cpu(), "malloc_keeps_memory": xla_options.host_memory_kept()}}
 
 
 def _timed(fn, *args, repeats: int):
@@ -341,7 +340,9 @@ def torch_baseline(args) -> dict:
 
   from jaxaug.models.torch_reference import PROGRESS  # imports no torch
 
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # the child only writes built-in checkpoints with jax; the GPU is torch's
+  # The child only writes built-in checkpoints with jax (the GPU is torch's), and keeps glibc's malloc as a
+  # PyTorch script has it (jaxaug's entry points change it: xla_options.keep_host_memory).
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", xla_options.HOST_MEMORY_ENV: "default"}
   request = {"model": args.model, "batches": _sizes(args.batch), "resolution": args.resolution, "steps": args.steps,
              "guidance": args.guidance, "scheduler": args.scheduler, "repeats": args.repeats, "dtype": args.dtype,
              "compile": args.torch_compile}
@@ -670,8 +671,9 @@ def _table(name: str, result: dict, device: dict) -> str:
     rows.append("  (lowered, not run: FLOPs depend on the model and shapes, not on this device)")
   elif device["platform"] == "cpu":
     cpu = device["host_cpu"]
-    rows.append(f"  (CPU: {cpu['model']}, {cpu['cores']} cores, {', '.join(cpu['features']) or 'no AVX2'}; a CPU "
-                "figure is this CPU's, not an accelerator's)")
+    malloc = "malloc keeps freed memory" if cpu.get("malloc_keeps_memory") else "glibc's default malloc"
+    rows.append(f"  (CPU: {cpu['model']}, {cpu['cores']} cores, {', '.join(cpu['features']) or 'no AVX2'}, {malloc}; "
+                "a CPU figure is this CPU's, not an accelerator's)")
   for key, value in result.items():
     if key in ("runs", "best", "torch"):
       continue

@@ -1,4 +1,5 @@
-"""Which library runs XLA:CPU's convolutions, and why jaxaug leaves jaxlib's choice alone (issue 20).
+"""How jaxaug sets up a CPU process: which library runs XLA:CPU's convolutions (and why jaxaug leaves jaxlib's
+choice alone), the host's malloc (`keep_host_memory`), and the host facts a CPU figure needs (issue 20).
 
 jaxlib 0.10's XLA:CPU hands convolutions to YNNPACK ("individual_convolution" in
 `--xla_cpu_experimental_ynn_fusion_type`). XLA's own (Eigen) convolutions are faster on an AMD EPYC (Zen 4):
@@ -19,6 +20,7 @@ changes it warns that the remaining images round differently. docs/speed.md has 
 from __future__ import annotations
 
 import os
+import sys
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 FASTER_CONVOLUTIONS = f"{YNN_FLAG}=individual_dot"  # YNNPACK for dots only; convolutions are XLA's own
@@ -37,6 +39,43 @@ def cpu_convolutions(environ=os.environ) -> str:
   if any(k.startswith(("-", "+")) for k in kinds):  # edits of the default set
     return "xla" if "-individual_convolution" in kinds else "default"
   return "ynnpack" if "individual_convolution" in kinds else "xla"
+
+
+HOST_MEMORY_ENV = "JAXAUG_HOST_MEMORY"  # "default": leave glibc's malloc as it is
+
+
+def keep_host_memory(environ=os.environ) -> bool:
+  """Has glibc's malloc keep freed memory for the next buffer instead of handing it back to the OS; returns
+  whether it did (not on another C library, nor under JAXAUG_HOST_MEMORY=default).
+
+  Why: glibc maps each buffer above 32 MB afresh and unmaps it when freed, and trims the heap's freed top,
+  so XLA:CPU's large intermediates (a UNet call's attention scores, a VAE decode's activations) fault their
+  pages in one by one on every call. Measured on a 2-core Zen 4: one 2x5x1024x1024 fp32 attention-score matmul
+  22 -> 7 ms, a full-size bf16 UNet call at 256 px 1.54 -> 1.43 s. The cost: the process keeps its peak
+  memory until it exits. `python -m jaxaug.<command>` calls it when the package is imported; a program that
+  imports jaxaug keeps its own malloc unless it calls this.
+  """
+  if environ.get(HOST_MEMORY_ENV, "") == "default" or not sys.platform.startswith("linux"):
+    return False
+  import ctypes
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):  # musl and others: no mallopt
+    return False
+  m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+  most = ctypes.c_int(2 ** 31 - 1)
+  global _host_memory_kept
+  _host_memory_kept = bool(mallopt(m_mmap_threshold, most)) and bool(mallopt(m_trim_threshold, most))
+  return _host_memory_kept
+
+
+_host_memory_kept = False
+
+
+def host_memory_kept() -> bool:
+  """Whether keep_host_memory has changed this process's malloc (a CPU figure records it)."""
+  return _host_memory_kept
 
 
 CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what XLA:CPU's kernels use

@@ -176,22 +176,77 @@ def test_bf16_matmuls_run_in_bf16_on_the_cpu_only_with_fp32_results(unclip_dir):
 
 @pytest.mark.parametrize("kernel,stride,padding", [(3, 1, ((1, 1), (1, 1))), (3, 2, ((1, 1), (1, 1))),
                                                    (3, 2, "VALID"), (1, 1, "VALID"), (3, 1, ((0, 1), (2, 0)))])
-@pytest.mark.parametrize("image,channels", [((9, 7), (5, 6)), ((4, 3), (16, 96))])  # rows sliced; rows batched
-def test_row_dots_compute_the_convolution(kernel, stride, padding, image, channels):
-  x = jax.random.normal(jax.random.key(0), (2, *image, channels[0]))
-  w = jax.random.normal(jax.random.key(1), (kernel, kernel, *channels))
-  if kernel == 3:  # the two shapes take the two forms
-    assert layers.kernel_dwarfs_input(x, w) == (image == (4, 3))
+@pytest.mark.parametrize("image,channels,form", [((9, 7), (5, 6), "one dot"), ((5, 4), (6, 40), "rows sliced"),
+                                                 ((4, 3), (16, 96), "rows batched")])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_row_dots_compute_the_convolution(kernel, stride, padding, image, channels, form, dtype):
+  x = jax.random.normal(jax.random.key(0), (2, *image, channels[0])).astype(dtype)
+  w = jax.random.normal(jax.random.key(1), (kernel, kernel, *channels)).astype(dtype)
+  if kernel == 3:  # the three shapes take the three forms (one dot only at stride 1)
+    assert layers.kernel_dwarfs_input(x, w) == (form == "rows batched")
+    assert (w.size <= layers.ONE_DOT_UP_TO * x.size) == (form == "one dot")
   numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
-  want = jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=numbers)
-  got = layers.row_dots(x, w, (stride, stride), padding, lhs_dilation=(1, 1), rhs_dilation=(1, 1),
-                        dimension_numbers=numbers)
-  assert got.shape == want.shape and got.dtype == want.dtype
-  np.testing.assert_allclose(got, want, atol=2e-5)
+  # the convolution of the same values, exactly summed in fp32 and rounded once to the dtype
+  want = jax.lax.conv_general_dilated(x.astype(jnp.float32), w.astype(jnp.float32), (stride, stride), padding,
+                                      dimension_numbers=numbers)
+  run = jax.jit(lambda x, w: layers.row_dots(x, w, (stride, stride), padding, lhs_dilation=(1, 1),
+                                             rhs_dilation=(1, 1), dimension_numbers=numbers))
+  got = run(x, w)
+  assert got.shape == want.shape and got.dtype == dtype
+  np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=2e-5,
+                             rtol=0 if dtype == jnp.float32 else 2.0 ** -8)
+  if dtype == jnp.bfloat16:  # its copies of the input and the kernel stay 16-bit (XLA:CPU widens bf16 copies)
+    assert not _widened(run.lower(x, w).compile().as_text())
   # what it does not rewrite (a dilated kernel) is XLA's convolution, the same numbers
   dilated = dict(rhs_dilation=(2, 2), dimension_numbers=numbers, padding=((2, 2), (2, 2)))
   np.testing.assert_array_equal(layers.row_dots(x, w, (1, 1), **dilated),
                                 jax.lax.conv_general_dilated(x, w, (1, 1), **dilated))
+
+
+def _widened(hlo: str) -> list[str]:
+  """The instructions of a compiled program that convert a bf16 value to fp32."""
+  dtypes = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", hlo))
+  return [line.strip() for line in hlo.splitlines()
+          if (m := re.search(r"= f32\[[^\]]*\]\S* convert\(%([\w.\-]+)\)", line)) and dtypes.get(m.group(1)) == "bf16"]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_upsampling_folded_into_its_conv(dtype):
+  """fp32_results folds Upsample's conv into the upsampling: the same parameters and numbers, no upsampled copy
+  and no convolution in the program; it keeps upsample-then-conv where the kernel dwarfs the input."""
+  x = jax.random.normal(jax.random.key(0), (2, 5, 7, 12)).astype(dtype)
+  folded, written = layers.Upsample(20, dtype, "fp32_results"), layers.Upsample(20, dtype, "native")
+  assert layers.folds_upsampling(x, 20)
+  params = folded.init(jax.random.key(1), x)
+  assert jax.tree.map(np.asarray, params).keys() == written.init(jax.random.key(1), x).keys()
+  chex_equal = jax.tree.map(lambda a, b: bool((a == b).all()), params, written.init(jax.random.key(1), x))
+  assert all(jax.tree.leaves(chex_equal))  # the same initial weights: a checkpoint loads into either
+  params = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(2), a.shape), params)
+  want = np.asarray(jax.jit(written.apply)(params, x), np.float32)
+  run = jax.jit(folded.apply)
+  got = run(params, x)
+  assert got.shape == (2, 10, 14, 20) and got.dtype == dtype
+  hlo = run.lower(params, x).compile().as_text()
+  assert "convolution(" not in hlo and "[2,10,14,12]" not in hlo  # no conv, no upsampled input
+  # fp32: the folded taps' sums in another order; bf16: the folded kernel is rounded once to bf16
+  np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=1e-5 if dtype == jnp.float32 else 0.05,
+                             rtol=1e-5 if dtype == jnp.float32 else 2.0 ** -6)
+  # the weights dominate: upsample then conv (SD's UNet upsampling 8x8 latents at 1280 channels, two images)
+  assert not layers.folds_upsampling(jax.ShapeDtypeStruct((2, 8, 8, 1280), dtype), 1280)
+  assert layers.folds_upsampling(jax.ShapeDtypeStruct((1, 32, 32, 512), dtype), 512)  # the VAE's first
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 64), (1, 16, 16, 64), (2, 77, 64)])  # rows not a multiple of 16
+def test_group_norm_matches_its_definition(shape):
+  x = np.random.default_rng(0).normal(3.0, 2.0, shape).astype(np.float32)
+  norm = layers.GroupNorm(32, 1e-6)
+  params = {"params": {"scale": np.linspace(0.5, 2, 64, dtype=np.float32),
+                       "bias": np.linspace(-1, 1, 64, dtype=np.float32)}}
+  got = np.asarray(jax.jit(norm.apply)(params, x))
+  g = x.astype(np.float64).reshape(shape[0], -1, 32, 2)
+  want = (g - g.mean(axis=(1, 3), keepdims=True)) / np.sqrt(g.var(axis=(1, 3), keepdims=True) + 1e-6)
+  want = want.reshape(shape) * params["params"]["scale"] + params["params"]["bias"]
+  np.testing.assert_allclose(got, want, atol=2e-5)
 
 
 def test_fp32_convolutions_are_row_dots_only_where_the_kernel_dwarfs_the_input(unclip_dir):

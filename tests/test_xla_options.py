@@ -57,3 +57,40 @@ def test_host_cpu_names_the_model_and_the_vector_features(tmp_path):
   assert cpu["model"] == "AMD EPYC (family 23, model 1)" and cpu["features"] == ["avx2", "fma"]
   assert cpu["cores"] >= 1
   assert xla_options.host_cpu(str(tmp_path / "absent"))["features"] == []  # not Linux: no flags, still a model
+
+
+MALLOC_PROBE = """
+import sys
+if sys.argv[1] == "entry":
+  sys.argv[:1] = ["-m"]  # what `python -m jaxaug.<command>` has while the package is imported
+import jaxaug
+from jaxaug import xla_options
+if sys.argv[1] == "call":
+  xla_options.keep_host_memory()
+import numpy as np
+
+def resident_mb():
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * 4096 / 2**20
+
+before = resident_mb()
+for _ in range(3):
+  block = np.ones(100 * 2**20 // 8)  # 100 MB, written (so resident), then freed
+  del block
+print(xla_options.host_memory_kept(), round(resident_mb() - before))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and /proc are Linux's")
+@pytest.mark.parametrize("how, env, kept", [("none", {}, False), ("call", {}, True), ("entry", {}, True),
+                                            ("entry", {xla_options.HOST_MEMORY_ENV: "default"}, False)])
+def test_malloc_keeps_freed_memory_for_entry_points_only(how, env, kept):
+  """glibc hands a freed 100 MB buffer back to the OS (the next one faults its pages in again); after
+  keep_host_memory the process keeps it. Entry points call it, a plain import does not, and the environment
+  variable opts out."""
+  run = subprocess.run([sys.executable, "-c", MALLOC_PROBE, how], env={**os.environ, **env}, capture_output=True,
+                       text=True, timeout=120)
+  assert run.returncode == 0, run.stderr[-2000:]
+  flag, kept_mb = run.stdout.split()
+  assert flag == str(kept)
+  assert (int(kept_mb) >= 90) == kept, run.stdout  # the buffer's 100 MB still resident, or given back
