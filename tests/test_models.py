@@ -299,6 +299,23 @@ def test_attention_kernels_agree_with_the_exact_softmax(dtype):
   assert np.abs(np.asarray(got, np.float64) - np.asarray(ref, np.float64)).max() < (1e-5 if dtype == jnp.float32 else 2e-2)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_attention_scale_on_q_changes_no_number(dtype, monkeypatch):
+  """A power-of-two scale multiplies q instead of the scores (heads of 64, 16): the same bits, with or
+  without fp32 scores or results; any other head (80) and fp16 keep it on the scores."""
+  assert attention.scale_is_exact_on_q(dtype, 64) and attention.scale_is_exact_on_q(dtype, 16)
+  assert not attention.scale_is_exact_on_q(dtype, 80) and not attention.scale_is_exact_on_q(jnp.float16, 64)
+  q, k, v = (jax.random.normal(key, (2, 40, 3, 64), dtype) for key in jax.random.split(jax.random.key(3), 3))
+  runs = {}
+  for on_q in (True, False):
+    monkeypatch.setattr(attention, "scale_is_exact_on_q", lambda dtype, dim, on_q=on_q: on_q)
+    runs[on_q] = [np.asarray(jax.jit(functools.partial(attention.dot_product_attention, fp32_scores=scores,
+                                                       fp32_results=results))(q, k, v), np.float32)
+                  for scores in (True, False) for results in (True, False)]
+  for folded, plain in zip(runs[True], runs[False]):
+    np.testing.assert_array_equal(folded, plain)
+
+
 def test_attention_choice_errors(unclip_dir):
   with pytest.raises(UserError, match="attention must be one of auto, einsum, xla, cudnn"):
     load(str(unclip_dir), jnp.float32, "flash")

@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxaug.models.attention import dense
+
 
 class GroupNorm(nn.Module):
   """GroupNorm over NHWC (or (B, T, C)) with fp32 statistics; params `scale` and `bias` as flax's."""
@@ -211,7 +213,7 @@ class ResnetBlock(nn.Module):
     h = nn.silu(GroupNorm(self.groups, self.epsilon, name="norm1")(x))
     h = conv(self.out_channels, 3, self.dtype, "conv1", dots=self.dots)(h)
     if temb is not None:
-      t = nn.Dense(self.out_channels, dtype=self.dtype, name="time_emb_proj")(nn.silu(temb))
+      t = dense(self.out_channels, self.dtype, self.dots, "time_emb_proj")(nn.silu(temb))
       h = h + t[:, None, None, :]
     h = nn.silu(GroupNorm(self.groups, self.epsilon, name="norm2")(h))
     h = conv(self.out_channels, 3, self.dtype, "conv2", dots=self.dots)(h)
@@ -292,8 +294,9 @@ class TimestepEmbedding(nn.Module):
   """Dense -> SiLU -> Dense: the timestep embedding and unCLIP's projection class embedding alike."""
   features: int
   dtype: jnp.dtype = jnp.float32
+  dots: str = "native"  # the matmuls' form (attention.DOTS, resolved)
 
   @nn.compact
   def __call__(self, x):
-    x = nn.Dense(self.features, dtype=self.dtype, name="linear_1")(x)
-    return nn.Dense(self.features, dtype=self.dtype, name="linear_2")(nn.silu(x))
+    x = dense(self.features, self.dtype, self.dots, "linear_1")(x)
+    return dense(self.features, self.dtype, self.dots, "linear_2")(nn.silu(x))

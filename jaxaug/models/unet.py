@@ -286,11 +286,11 @@ class UNet(nn.Module):
     base = cfg.block_out_channels[0]
     timesteps = jnp.broadcast_to(jnp.asarray(timesteps), sample.shape[:1])
     temb = sinusoidal_embedding(timesteps, base, cfg.flip_sin_to_cos, cfg.freq_shift).astype(dtype)
-    temb = TimestepEmbedding(4 * base, dtype, name="time_embedding")(temb)
+    temb = TimestepEmbedding(4 * base, dtype, self.dots, name="time_embedding")(temb)
     if cfg.class_embed_input_dim is not None:
       if class_vector is None:
         raise ValueError("this UNet has a projection class embedding (unCLIP): pass class_vector")
-      temb = temb + TimestepEmbedding(4 * base, dtype, name="class_embedding")(class_vector.astype(dtype))
+      temb = temb + TimestepEmbedding(4 * base, dtype, self.dots, name="class_embedding")(class_vector.astype(dtype))
     context = context.astype(dtype)
 
     x = conv(base, 3, dtype, "conv_in", dots=self.dots)(jnp.transpose(sample, (0, 2, 3, 1)).astype(dtype))
