@@ -104,17 +104,20 @@ def rows_where_the_kernel_dwarfs_the_input(x, kernel, *args, **kwargs):
 
 def row_dots(x, kernel, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
              feature_group_count=1, precision=None):
-  """An NHWC convolution as matmuls that ask for fp32 results, one per kernel row, summed in fp32 and rounded
-  once to the inputs' dtype (`lax.conv_general_dilated`'s signature, for nn.Conv).
+  """An NHWC convolution as matmuls that ask for fp32 results, summed in fp32 and rounded once to the inputs'
+  dtype (`lax.conv_general_dilated`'s signature, for nn.Conv).
 
   Why: XLA:CPU compiles a bf16 convolution as conversions to fp32 around an fp32 convolution, and a bf16
   matmul asking for fp32 results is the one form it runs in bf16 (AVX512-BF16, AMX). The input, shifted
-  once per kernel column, is stacked on channels and sliced once per kernel row; each slice is contracted
-  with that row's (column, channel) slab of the kernel. Slicing the kernel copies its weights on every call,
-  which costs most where the kernel dwarfs the input (SD's UNet at 8x8 and 4x4 latents); there the row
-  slices of the input are stacked instead and one dot, batched over the rows, takes the kernel only
-  reshaped. Measured per form at SD's shapes in docs/benchmarks.md. Dilated or grouped convolutions (none in
-  these models) stay XLA's.
+  once per kernel column, is stacked on channels (`_columns`); then, by how the kernel compares with the
+  input (measured per form at SD's shapes in docs/benchmarks.md):
+  - small kernel, stride 1 (ONE_DOT_UP_TO): one dot of all the padded rows against every kernel row at once,
+    each kernel row's share of the output then summed at its row offset (no row slice of the input copied);
+  - otherwise, one dot per kernel row on that row's slice of the input;
+  - where the kernel dwarfs the input (kernel_dwarfs_input: SD's UNet at 8x8 and 4x4 latents) the row
+    slices are stacked and one dot, batched over the rows, takes the kernel only reshaped, because slicing
+    or rearranging a kernel copies every weight on every call.
+  Dilated or grouped convolutions (none in these models) stay XLA's.
   """
   kh, kw, c_in, c_out = kernel.shape
   plain = (feature_group_count == 1 and dimension_numbers == _NHWC
