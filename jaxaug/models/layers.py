@@ -173,6 +173,12 @@ def _unbits(v, dtype):
 PHASE_TAPS = ((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1))
 
 
+def _fold_taps(kernel, axis: int):
+  """A kernel's 3 taps along `axis` summed per output phase and tap (PHASE_TAPS): two new leading axes of 2."""
+  return jnp.stack([jnp.stack([sum(jnp.take(kernel, r, axis) for r in range(3) if PHASE_TAPS[phase][tap][r])
+                               for tap in range(2)]) for phase in range(2)])
+
+
 def upsampled_conv(x, kernel, bias):
   """nearest-2x upsampling then a 3x3 conv with padding 1 (NHWC, HWIO kernel), computed on the small input.
 
@@ -183,17 +189,13 @@ def upsampled_conv(x, kernel, bias):
   """
   b, h, w, c = x.shape
   c_out = kernel.shape[-1]
-  k = kernel.astype(jnp.float32)
-  fold = lambda k, axis: jnp.stack([jnp.stack([sum(jnp.take(k, r, axis) for r in range(3) if PHASE_TAPS[a][t][r])
-                                               for t in range(2)]) for a in range(2)])
-  folded = fold(fold(k, 0), 2)  # (column phase, column tap, row phase, row tap, c, c_out)
-  folded = folded.transpose(0, 1, 4, 2, 3, 5).reshape(2, 2 * c, 4 * c_out).astype(x.dtype)
+  folded = _fold_taps(_fold_taps(kernel.astype(jnp.float32), 0), 2)  # (col phase, col tap, row phase, row tap,
+  folded = folded.transpose(0, 1, 4, 2, 3, 5).reshape(2, 2 * c, 4 * c_out).astype(x.dtype)  # c, c_out)
   bias = bias.astype(jnp.float32)
   phases = []  # phases[col phase][row phase]
   for col in range(2):
     columns = _unbits(_columns(x, ((1, 1), (1, 1)), 2, 1, w, first=col), x.dtype)
-    whole = jnp.einsum("bhwc,cd->bhwd", columns, folded[col],
-                       preferred_element_type=jnp.float32)
+    whole = jnp.einsum("bhwc,cd->bhwd", columns, folded[col], preferred_element_type=jnp.float32)
     parts = lambda row, t: whole[:, row + t:row + t + h, :, (2 * row + t) * c_out:(2 * row + t + 1) * c_out]
     phases.append([_bits((parts(row, 0) + parts(row, 1) + bias).astype(x.dtype)) for row in range(2)])
   out = jnp.stack([jnp.stack([phases[0][row], phases[1][row]], axis=3) for row in range(2)], axis=2)
