@@ -20,17 +20,14 @@ def _interrupted_while_starting(signum, frame):
 
 
 # Only for `python -m jaxaug.<entry point>` (sys.argv[0] is "-m" while runpy imports the package): a notebook or
-# library that imports jaxaug keeps its own signal handling. A signal the process was started with ignored stays
-# ignored (as Python does), here and in the runs' own handlers (interrupt.handled), which replace this one while
-# they run and put it back after.
+# library that imports jaxaug keeps its own signal handling and malloc. A signal the process was started with
+# ignored stays ignored (as Python does), here and in the runs' own handlers (interrupt.handled), which replace
+# this one while they run and put it back after. glibc's malloc then keeps freed memory (why:
+# xla_options.keep_host_memory).
 if _sys.argv[:1] == ["-m"]:
   for _s in (_signal.SIGINT, _signal.SIGTERM):
     if _signal.getsignal(_s) in (_signal.default_int_handler, _signal.SIG_DFL):
       _signal.signal(_s, _interrupted_while_starting)
-
-
-# Also only for entry points: glibc's malloc keeps freed memory (xla_options.keep_host_memory, why there).
-if _sys.argv[:1] == ["-m"]:
   from jaxaug import xla_options as _xla_options
 
   _xla_options.keep_host_memory()
