@@ -316,6 +316,21 @@ def test_attention_scale_on_q_changes_no_number(dtype, monkeypatch):
     np.testing.assert_array_equal(folded, plain)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_long_fp32_results_attention_runs_over_query_blocks(dtype):
+  """Beyond BLOCKED_ABOVE queries the fp32_results form never holds the whole (T, S) score array, and gives
+  the whole softmax's numbers (each block sums in its own order: within fp32 or bf16 rounding)."""
+  t = attention.BLOCKED_ABOVE + 100  # not a multiple of the block
+  q, k, v = (jax.random.normal(key, (1, t, 2, 16), dtype) for key in jax.random.split(jax.random.key(4), 3))
+  blocked = jax.jit(functools.partial(attention.dot_product_attention, fp32_results=True))
+  whole = jax.jit(functools.partial(attention.dot_product_attention, fp32_results=False))
+  assert f"{t},{t}]" not in blocked.lower(q, k, v).compile().as_text()
+  assert f"{t},{t}]" in whole.lower(q, k, v).compile().as_text()  # the check can see the array
+  got, want = (np.asarray(f(q, k, v), np.float32) for f in (blocked, whole))
+  assert got.shape == (1, t, 2, 16)
+  np.testing.assert_allclose(got, want, atol=1e-6 if dtype == jnp.float32 else 2e-2)
+
+
 def test_attention_choice_errors(unclip_dir):
   with pytest.raises(UserError, match="attention must be one of auto, einsum, xla, cudnn"):
     load(str(unclip_dir), jnp.float32, "flash")
