@@ -123,10 +123,16 @@ def _check_self_pairs(config, source, plan: plan_lib.Plan, methods, mode: str):
     logging.warning("%s (set --config.refuse_self_pairs=True to refuse such a run)", what)
 
 
+# Raised when the model code's rounding changes under the same settings, so that a run begun before resumes with
+# a warning. 2: GroupNorm's statistics summed per channel first; under fp32_results the folded upsampling conv and
+# the blocked long attention (December 2026). A stored run without it is revision 1.
+NUMERICS_REVISION = 2
+
+
 def numerics(config, pipe) -> dict:
   """What changes an image's float rounding but not what it depicts: a resume may change these, with a warning."""
   found = {"batch.per_device": config.batch.per_device, "dtype": jnp.dtype(pipe.dtype).name,
-           "attention": pipe.attention, "dots": pipe.dots}
+           "attention": pipe.attention, "dots": pipe.dots, "numerics_revision": NUMERICS_REVISION}
   if jax.default_backend() == "cpu":
     found["cpu_convolutions"] = xla_options.cpu_convolutions()
   return found
@@ -146,6 +152,8 @@ def _check_output(job: Job):
       raise UserError(f"{out} holds a run with a different config ({', '.join(changed)} changed); use a new "
                       "--config.output.dir, or rerun with the same config to resume")
     was = stored.get("numerics") or {}
+    if was:
+      was = {"numerics_revision": 1, **was}  # recorded from revision 2 on
     changed = {k: v for k, v in numerics(config, job.pipe).items() if k in was and was[k] != v}
     if changed:
       rounding = ("up to bf16 rounding (visibly close, not equal)" if "dtype" in changed

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from processes import python_m
 
-from jaxaug import xla_options
+from jaxaug import generate, xla_options
 from jaxaug.data import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -611,6 +611,26 @@ def test_resume_with_other_numerics_warns(reference, tmp_path):
   assert "dots=native (was fp32_results)" in warning  # fp32_results: auto on a CPU
   assert "cpu_convolutions=xla (was default)" in warning
   assert _records(out) == _records(reference)  # a finished run stays as it was
+
+
+def test_resume_of_a_run_from_older_model_code_warns(reference, tmp_path):
+  """A run recorded before NUMERICS_REVISION existed (revision 1) rounds differently from today's code: its
+  resume says so; one recorded now does not."""
+  import shutil
+
+  out = tmp_path / "out"
+  shutil.copytree(reference, out)
+  stored = json.loads((out / "config.json").read_text())
+  assert stored["numerics"]["numerics_revision"] == generate.NUMERICS_REVISION
+  run = _generate(out, *SMALL)
+  assert run.returncode == 0 and "resuming with" not in run.stderr, run.stderr[-3000:]
+  del stored["numerics"]["numerics_revision"]
+  (out / "config.json").write_text(json.dumps(stored, indent=2))
+  run = _generate(out, *SMALL)
+  assert run.returncode == 0, run.stderr[-3000:]
+  warning = next(line for line in run.stderr.splitlines() if "resuming with" in line)
+  assert f"numerics_revision={generate.NUMERICS_REVISION} (was 1)" in warning
+  assert _records(out) == _records(reference)
 
 
 def test_bad_attention_is_one_line(tmp_path):
