@@ -126,7 +126,6 @@ def row_dots(x, kernel, window_strides, padding, lhs_dilation=None, rhs_dilation
     return jax.lax.conv_general_dilated(x, kernel, window_strides, padding, lhs_dilation=lhs_dilation,
                                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                         feature_group_count=feature_group_count, precision=precision)
-  batched = kernel_dwarfs_input(x, kernel)
   sh, sw = window_strides
   pads = ((0, 0), (0, 0)) if padding == "VALID" else tuple(tuple(p) for p in padding)
   out_h, out_w = (x.shape[1] + sum(pads[0]) - kh) // sh + 1, (x.shape[2] + sum(pads[1]) - kw) // sw + 1
@@ -140,7 +139,7 @@ def row_dots(x, kernel, window_strides, padding, lhs_dilation=None, rhs_dilation
     out = sum(whole[:, i:i + out_h, :, i * c_out:(i + 1) * c_out] for i in range(kh))
     return out.astype(x.dtype)
   rows = [columns[:, i:i + sh * (out_h - 1) + 1:sh] for i in range(kh)]  # each (B, H, W, kw * c_in)
-  if batched:
+  if kernel_dwarfs_input(x, kernel):
     out = jax.lax.dot_general(_unbits(jnp.stack(rows), x.dtype), _unbits(slabs, x.dtype),
                               (((4,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32).sum(axis=0)
   else:
