@@ -122,6 +122,7 @@ class Stopper(_Watched):
     except Exception:  # the line must come out whatever state the run is in
       status = ""
     name = signal.Signals(signum).name
+    _stderr_for_this_thread_only()
     print(f"\njaxaug: interrupted by {name}: {committed} unit(s) committed in this run"
           f"{', ' + status if status else ''}; rerun the same command to continue", file=sys.stderr, flush=True)
     sys.stdout.flush()
@@ -176,6 +177,7 @@ class StepStop(_Watched):
           break  # a second signal: abandon now
     if self._exiting.acquire(blocking=False):  # the loop is not already printing its own line
       try:
+        _stderr_for_this_thread_only()
         self.abandon(signal.Signals(self.requested).name, self.step)
       finally:
         _end("", self.requested)
@@ -184,5 +186,18 @@ class StepStop(_Watched):
 def _end(line: str, signum: int) -> None:
   if line:
     print(f"\n{line}", file=sys.stderr, flush=True)
+  sys.stderr.flush()
   sys.stdout.flush()
   os._exit(128 + signum)
+
+
+def _stderr_for_this_thread_only() -> None:
+  """Before the watcher thread's last line: `sys.stderr` becomes its own stream to the process's stderr, and the
+  old stream's descriptor goes to /dev/null, so that the main thread (a progress bar still drawing, holding the
+  old stream) cannot write after that line. The process exits right after (os._exit)."""
+  sys.stderr.flush()
+  own = os.fdopen(os.dup(2), "w", buffering=1)
+  null = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(null, 2)
+  os.close(null)
+  sys.stderr = own
