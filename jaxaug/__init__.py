@@ -28,6 +28,10 @@ if _sys.argv[:1] == ["-m"]:
   for _s in (_signal.SIGINT, _signal.SIGTERM):
     if _signal.getsignal(_s) in (_signal.default_int_handler, _signal.SIG_DFL):
       _signal.signal(_s, _interrupted_while_starting)
-  from jaxaug import xla_options as _xla_options
+  from jaxaug import errors as _errors, xla_options as _xla_options
 
-  _xla_options.keep_host_memory()
+  try:
+    _xla_options.keep_host_memory()
+  except _errors.UserError as _e:
+    print(f"jaxaug: error: {_e}", file=_sys.stderr, flush=True)
+    raise SystemExit(2) from None

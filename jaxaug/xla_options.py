@@ -41,7 +41,7 @@ def cpu_convolutions(environ=os.environ) -> str:
   return "ynnpack" if "individual_convolution" in kinds else "xla"
 
 
-HOST_MEMORY_ENV = "JAXAUG_HOST_MEMORY"  # "default": leave glibc's malloc as it is
+HOST_MEMORY_ENV = "JAXAUG_HOST_MEMORY"  # "default": leave glibc's malloc as it is; "keep" (or unset): keep_host_memory
 
 
 def keep_host_memory(environ=os.environ) -> bool:
@@ -55,7 +55,12 @@ def keep_host_memory(environ=os.environ) -> bool:
   memory until it exits. `python -m jaxaug.<command>` calls it when the package is imported; a program that
   imports jaxaug keeps its own malloc unless it calls this.
   """
-  if environ.get(HOST_MEMORY_ENV, "") == "default" or not sys.platform.startswith("linux"):
+  asked = environ.get(HOST_MEMORY_ENV, "keep")
+  if asked not in ("keep", "default"):
+    from jaxaug.errors import UserError
+
+    raise UserError(f"{HOST_MEMORY_ENV}={asked!r}: expected keep or default (glibc's malloc as it is)")
+  if asked == "default" or not sys.platform.startswith("linux"):
     return False
   import ctypes
   try:

@@ -94,3 +94,12 @@ def test_malloc_keeps_freed_memory_for_entry_points_only(how, env, kept):
   flag, kept_mb = run.stdout.split()
   assert flag == str(kept)
   assert (int(kept_mb) >= 90) == kept, run.stdout  # the buffer's 100 MB still resident, or given back
+
+
+def test_an_unknown_host_memory_setting_is_one_line():
+  run = subprocess.run([sys.executable, "-m", "jaxaug.generate", "--help"],
+                       env={**os.environ, xla_options.HOST_MEMORY_ENV: "off"}, capture_output=True, text=True,
+                       timeout=120)
+  assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+  assert run.stderr.strip().splitlines() == [
+      f"jaxaug: error: {xla_options.HOST_MEMORY_ENV}='off': expected keep or default (glibc's malloc as it is)"]
