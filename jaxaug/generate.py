@@ -36,7 +36,7 @@ from jaxaug.data.pipeline import read_units
 from jaxaug.errors import UserError, run_with_config
 from jaxaug.fsutil import atomic_write_bytes
 from jaxaug.generate_lib.config import check_config, fingerprint
-from jaxaug.generate_lib.step import Job, make_step
+from jaxaug.generate_lib.step import Job, empty_context, make_step
 from jaxaug.models import checkpoint, sd
 from jaxaug.models.tiny import resolve_model
 from jaxaug.models.pipeline import load
@@ -125,8 +125,9 @@ def _check_self_pairs(config, source, plan: plan_lib.Plan, methods, mode: str):
 
 # Raised when the model code's rounding changes under the same settings, so that a run begun before resumes with
 # a warning. 2: GroupNorm's statistics summed per channel first; under fp32_results the folded upsampling conv and
-# the blocked long attention (December 2026). A stored run without it is revision 1.
-NUMERICS_REVISION = 2
+# the blocked long attention (December 2026). 3: under fp32_results, attention over one to two blocks of queries
+# (the full-size image tower's 257) in two parts. A stored run without it is revision 1.
+NUMERICS_REVISION = 3
 
 
 def numerics(config, pipe) -> dict:
@@ -370,7 +371,7 @@ def _generate(job: Job, stopper: interrupt.Stopper, process: int, processes: int
                  len(job.plan), job.plan.num_units, len(done), total, jax.device_count(), processes,
                  jnp.dtype(job.pipe.dtype).name, job.pipe.attention)
   params = jax.device_put(job.params, mesh.replicated(mesh_))
-  step = make_step(job, mesh_)
+  step, empty = make_step(job, mesh_), empty_context(job, params, mesh_)
 
   unit_of = {int(i): u for u in pending for i in job.plan.unit_items(u)}
   left = {u: len(job.plan.unit_items(u)) for u in pending}
@@ -408,7 +409,7 @@ def _generate(job: Job, stopper: interrupt.Stopper, process: int, processes: int
     for chunk, ok1, ok2, host in _batches(job, pending_items, local_batch, steps):
       if stopper.stopping:
         stopper.park()
-      result = step(params, mesh.to_global(mesh_, host))  # asynchronous: runs while the last batch is written
+      result = step(params, mesh.to_global(mesh_, host), empty)  # asynchronous: runs while the last batch is written
       if previous is not None:
         finish(*previous)
       for w in [w for w in writes if w.done()]:  # a failed write stops the run now, not at the end

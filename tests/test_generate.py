@@ -837,3 +837,34 @@ def test_empty_class_folder_is_refused_under_every_policy(tmp_path, policy):
   assert str(error.value) == ("class 4 ('zz_empty') has no real images to condition on (1 such class(es)); remove "
                               "them from the source (an empty class folder: delete it) or check the split")
   assert not (tmp_path / "out").exists()
+
+
+def test_the_empty_prompt_is_encoded_once_per_run_not_in_every_step(tmp_path):
+  """Guidance's empty prompt is a constant of the run (`generate_lib.step.empty_context`): the step's program runs
+  the text tower once, for the batch's prompts, and guides with the context it is handed."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxaug import bench, flops, mesh
+  from jaxaug.generate_lib.step import make_step
+  from jaxaug.models import sd
+
+  config = generate.get_demo_config()
+  config.model, config.resolution, config.output.dir = "tiny", 64, str(tmp_path)
+  job = generate.prepare(config)
+  mesh_ = mesh.data_mesh()
+  step = make_step(job, mesh_)
+
+  def text_dots(lowered) -> int:
+    return len(re.findall(r'loc\("[^"]*/TextEncoder/[^"]*dot_general', lowered.as_text(debug_info=True)))
+
+  one_encode = text_dots(jax.jit(lambda p: sd.encode_text(job.pipe, p, jnp.asarray(job.empty_ids))).lower(job.params))
+  assert one_encode > 0
+  assert text_dots(step.lower(*flops._abstract_inputs(job, mesh_, 1))) == one_encode  # 2x when each step encoded ""
+  params, batch, empty = bench._step_inputs(job, mesh_, 2)
+  images = np.asarray(step(params, batch, empty)["image"])
+  # The same images as a step that encodes "" itself, byte for byte (the numbers do not change) ...
+  encoding_inside = jax.jit(lambda p, b: step(p, b, sd.encode_text(job.pipe, p, jnp.asarray(job.empty_ids))))
+  np.testing.assert_array_equal(images, np.asarray(encoding_inside(params, batch)["image"]))
+  # ... and the context handed in is the one guidance uses.
+  assert not np.array_equal(images, np.asarray(step(params, batch, jnp.zeros_like(empty))["image"]))

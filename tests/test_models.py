@@ -331,6 +331,22 @@ def test_long_fp32_results_attention_runs_over_query_blocks(dtype):
   np.testing.assert_allclose(got, want, atol=1e-6 if dtype == jnp.float32 else 2e-2)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_fp32_results_attention_just_over_a_block_splits_its_queries(dtype):
+  """Between QUERY_BLOCK and twice that many queries (a ViT-H/14 image tower's 257) the fp32_results form runs
+  one block of QUERY_BLOCK queries and one of the rest, with the whole softmax's numbers."""
+  t = attention.QUERY_BLOCK + 1
+  q, k, v = (jax.random.normal(key, (1, t, 2, 16), dtype) for key in jax.random.split(jax.random.key(5), 3))
+  split = jax.jit(functools.partial(attention.dot_product_attention, fp32_results=True))
+  whole = jax.jit(functools.partial(attention.dot_product_attention, fp32_results=False))
+  hlo = split.lower(q, k, v).compile().as_text()
+  assert f"2,{attention.QUERY_BLOCK},{t}]" in hlo and f"2,1,{t}]" in hlo and f"2,{t},{t}]" not in hlo
+  assert f"2,{t},{t}]" in whole.lower(q, k, v).compile().as_text()  # the check can see the whole array
+  got, want = (np.asarray(f(q, k, v), np.float32) for f in (split, whole))
+  assert got.shape == (1, t, 2, 16)
+  np.testing.assert_allclose(got, want, atol=1e-6 if dtype == jnp.float32 else 2e-2)
+
+
 def test_attention_choice_errors(unclip_dir):
   with pytest.raises(UserError, match="attention must be one of auto, einsum, xla, cudnn"):
     load(str(unclip_dir), jnp.float32, "flash")

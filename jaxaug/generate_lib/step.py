@@ -1,6 +1,7 @@
 """The generation step: a batch of plan items -> conditioning -> the sampler loop -> VAE decode -> uint8 images, as
 one jitted function with explicit shardings. generate.py runs it; bench and the experiment's dry run lower it to
-count its FLOPs (jaxaug/flops.py).
+count its FLOPs (jaxaug/flops.py). The empty prompt's text context, which every batch's guidance uses, is
+encoded once per run (`empty_context`) and handed to each step.
 """
 
 from __future__ import annotations
@@ -33,17 +34,30 @@ class Job:
   weights: dict  # {weight file: sha256} of the checkpoint
 
 
+def empty_context(job: Job, params, mesh_):
+  """The empty prompt's text context (1, L, D), replicated: guidance's unconditional text for every batch of a run.
+
+  A constant of the run, so it is encoded once here rather than in every step (one text tower call saved per
+  batch: 0.35 s of a 10.7 s full-size bf16 batch at 256 px on a 2-core CPU). The same program as inside the step,
+  so the same numbers.
+  """
+  empty_ids = jnp.asarray(job.empty_ids)
+  encode = jax.jit(lambda p: sd.encode_text(job.pipe, p, empty_ids), in_shardings=(mesh.replicated(mesh_),),
+                   out_shardings=mesh.replicated(mesh_))
+  return encode(params)
+
+
 def make_step(job: Job, mesh_):
-  """The jitted step: a batch of items -> uint8 images and the drawn lambdas. Nothing leaves the device."""
+  """The jitted step: (params, a batch of items, `empty_context`) -> uint8 images and the drawn lambdas. Nothing
+  leaves the device."""
   pipe, spec, config = job.pipe, job.spec, job.config
   latent = config.resolution // pipe.vae_factor
-  empty_ids = jnp.asarray(job.empty_ids)
 
-  def step(params, batch):
+  def step(params, batch, empty):
     k_cond, k_latents, k_vae = condition.item_streams(config.seed, batch["item_id"])
     batch_size = batch["item_id"].shape[0]
     context = sd.encode_text(pipe, params, batch["prompt_ids"])
-    uncond = jnp.broadcast_to(sd.encode_text(pipe, params, empty_ids), context.shape)
+    uncond = jnp.broadcast_to(empty, context.shape)
     noise = jax.vmap(lambda k: jax.random.normal(k, (pipe.latent_channels, latent, latent)))(k_latents)
     vector, start, lam = None, None, jnp.ones((batch_size,), jnp.float32)
     if spec.mode == "unclip":
@@ -62,4 +76,4 @@ def make_step(job: Job, mesh_):
     return {"image": jnp.round(pixels * 255).astype(jnp.uint8), "lam": lam}
 
   data = mesh.batch_sharding(mesh_)
-  return jax.jit(step, in_shardings=(mesh.replicated(mesh_), data), out_shardings=data)
+  return jax.jit(step, in_shardings=(mesh.replicated(mesh_), data, mesh.replicated(mesh_)), out_shardings=data)

@@ -98,7 +98,9 @@ def scale_is_exact_on_q(dtype, dim_head: int) -> bool:
 
 # fp32_results attention over more queries than this runs over blocks of QUERY_BLOCK queries (see
 # dot_product_attention): SD's self-attention from 384 px (2,304 tokens: 480 -> 326 ms at batch 2) up; at
-# 1,100 tokens blocking measured slower (24 -> 39 ms), so 256 px's 1,024 stay whole.
+# 1,100 tokens blocking measured slower (24 -> 39 ms), so 256 px's 1,024 stay whole. Just over one block (fewer
+# than two), the queries split into one block and the rest: XLA:CPU's attention over 258 to 512 queries costs
+# about what 512 do, and the image tower's 257 (1 x 16 heads x 80) took 5.6-7.0 ms whole, 3.5-3.9 ms split.
 BLOCKED_ABOVE, QUERY_BLOCK = 2048, 256
 
 
@@ -107,12 +109,16 @@ def dot_product_attention(q, k, v, *, fp32_scores: bool = True, mask=None, fp32_
 
   With fp32_scores the scores and the softmax are fp32 whatever the inputs' dtype; the probabilities are
   cast back to it before they weight the values (as PyTorch's upcast attention does). fp32_results: both
-  matmuls ask for fp32 results, rounded once to the inputs' dtype (see DOTS); and beyond BLOCKED_ABOVE
-  queries, one block of QUERY_BLOCK queries at a time (each query's softmax still sees every key): the scores
+  matmuls ask for fp32 results, rounded once to the inputs' dtype (see DOTS); between one and two
+  QUERY_BLOCKs of queries, one block and then the rest; and beyond BLOCKED_ABOVE queries, one block of
+  QUERY_BLOCK queries at a time (each query's softmax still sees every key, so only rounding changes): the scores
   of SD's 4,096-token self-attention at batch 2 are 671 MB in fp32 (3.4 GB at 768 px), and a CPU spends more
   time moving them than multiplying (2 x 5 heads x 4,096 tokens: 714 -> 394 ms on a 2-core Zen 4).
   """
   t = q.shape[1]
+  if fp32_results and QUERY_BLOCK < t < 2 * QUERY_BLOCK and mask is None:
+    head = _attention(q[:, :QUERY_BLOCK], k, v, fp32_scores, None, fp32_results)
+    return jnp.concatenate([head, _attention(q[:, QUERY_BLOCK:], k, v, fp32_scores, None, fp32_results)], axis=1)
   if fp32_results and t > BLOCKED_ABOVE and mask is None:
     blocks = -(-t // QUERY_BLOCK)
     padded = jnp.pad(q, ((0, 0), (0, blocks * QUERY_BLOCK - t), (0, 0), (0, 0)))  # extra queries: dropped below
