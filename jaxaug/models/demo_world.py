@@ -91,6 +91,16 @@ class Settings:
   drop_text: float = 0.2
   drop_image: float = 0.25
   noised_share: float = 0.3  # share of UNet examples whose image embedding is noised at a random level
+  # An optional last stage, "pairs" (off at 0 steps; not in the shipped weights): the UNet fine-tuned with
+  # pair_batch more examples per batch at low noise (t < pair_below), each seen through both branches (its
+  # condition, and the empty prompt with the all-zero vector) on the true v, plus pair_consistency x the two
+  # outputs' mean squared difference. Guidance multiplies that difference in the last sampling steps, which is
+  # where the shapes break at guidance 7 (docs/demo-world.md, with what each weight measured).
+  pair_steps: int = 0
+  pair_batch: int = 16
+  pair_below: int = 300
+  pair_lr: float = 3e-4
+  pair_consistency: float = 1.0
   judge_steps: int = 1200
   judge_batch: int = 64
   judge_lr: float = 3e-3
@@ -115,7 +125,7 @@ class Settings:
 
   def scaled(self, scale: float) -> "Settings":
     steps = {f.name: max(1, int(round(getattr(self, f.name) * scale))) for f in dataclasses.fields(self)
-             if f.name.endswith("_steps")}
+             if f.name.endswith("_steps") and getattr(self, f.name)}  # a stage that is off stays off
     return dataclasses.replace(self, **steps)
 
 
@@ -292,7 +302,8 @@ def _tail(losses) -> float:
 def stage_settings(settings: Settings, stage: str) -> dict:
   """The settings a stage's result depends on (its own fields, the data's, and for the UNet its inputs')."""
   own = {"vae": ("vae_",), "clip": ("clip_",), "judge": ("judge_",),
-         "unet": ("vae_", "clip_", "unet_", "drop_", "min_snr", "noised_share")}[stage]
+         "unet": ("vae_", "clip_", "unet_", "drop_", "min_snr", "noised_share"),
+         "pairs": ("vae_", "clip_", "unet_", "drop_", "min_snr", "noised_share", "pair_")}[stage]
   return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
           if f.name in ("seed", "images") or f.name.startswith(own)}
 
@@ -436,49 +447,92 @@ def _to_unit_j(x):
   return x.astype(jnp.float32) / 255.0
 
 
+def _unet_task(stats: dict, cfg: dict) -> types.SimpleNamespace:
+  """What the UNet stages share: the module, the noise schedules, and the stats as device arrays."""
+  return types.SimpleNamespace(
+      unet=pipeline.unet_module(cfg["unet"], jnp.float32, "world/unet"),
+      alphas=jnp.asarray(schedulers.alphas_cumprod(tiny.pndm_config())),
+      noising=types.SimpleNamespace(noising_alphas_cumprod=schedulers.alphas_cumprod(
+          {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000})),
+      normalizer={"image_normalizer": {"mean": jnp.asarray(stats["norm_mean"]), "std": jnp.asarray(stats["norm_std"])}},
+      contexts=jnp.asarray(stats["contexts"]), empty=len(stats["contexts"]) - 1, scale=float(stats["scale"]))
+
+
+def _unet_examples(settings: Settings, stats: dict, empty: int, rng: np.random.Generator, b: int) -> dict:
+  """b training examples: latents, conditions dropped independently (text, image), noise levels, timesteps."""
+  idx = rng.integers(0, len(stats["latent"]), b)
+  text_row = np.where(rng.uniform(size=b) < settings.drop_text, empty, stats["caption_index"][idx])
+  keep_image = rng.uniform(size=b) >= settings.drop_image
+  level = np.where(rng.uniform(size=b) < settings.noised_share, rng.integers(0, 1000, b), 0)
+  return dict(latent=stats["latent"][idx], embeds=stats["embeds"][idx], text=text_row.astype(np.int32),
+              keep=keep_image, level=level.astype(np.int32), t=rng.integers(0, 1000, b).astype(np.int32))
+
+
+def _noised(task, batch: dict, key):
+  """(x_t, the v target, the unCLIP vector or zeros where the image is dropped, alpha-bar per example)."""
+  k_lat, k_noise, k_img = jax.random.split(key, 3)
+  mean, std = batch["latent"][..., :4], batch["latent"][..., 4:]
+  z = (mean + std * jax.random.normal(k_lat, mean.shape)) * task.scale
+  z = jnp.transpose(z, (0, 3, 1, 2))
+  noise = jax.random.normal(k_noise, z.shape)
+  a = task.alphas[batch["t"]][:, None, None, None]
+  x_t = jnp.sqrt(a) * z + jnp.sqrt(1 - a) * noise
+  v = jnp.sqrt(a) * noise - jnp.sqrt(1 - a) * z
+  vector = sd.image_condition(task.noising, task.normalizer, batch["embeds"], batch["level"],
+                              jax.random.normal(k_img, batch["embeds"].shape))
+  vector = jnp.where(batch["keep"][:, None], vector, 0.0)
+  return x_t, v, vector, a[:, 0, 0, 0]
+
+
+def _min_snr_loss(settings: Settings, out, v, a):
+  # Min-SNR-gamma weighting (Hang et al. 2023) in its v-prediction form: no timestep dominates, so the
+  # small budget goes further.
+  snr = a / (1 - a)
+  weight = jnp.minimum(snr, settings.min_snr) / (snr + 1)
+  return jnp.mean(weight * jnp.mean((out - v) ** 2, axis=(1, 2, 3)))
+
+
 def train_unet(settings: Settings, stats: dict, cfg: dict, work: Path):
-  unet = pipeline.unet_module(cfg["unet"], jnp.float32, "world/unet")
-  params = unet.init(jax.random.key(settings.seed + 2), *pipeline.unet_inputs(unet, 1, 8, 8))["params"]
-  alphas = jnp.asarray(schedulers.alphas_cumprod(tiny.pndm_config()))
-  noising = types.SimpleNamespace(noising_alphas_cumprod=schedulers.alphas_cumprod(
-      {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000}))
-  normalizer = {"image_normalizer": {"mean": jnp.asarray(stats["norm_mean"]), "std": jnp.asarray(stats["norm_std"])}}
-  latent, embeds, caption_index = stats["latent"], stats["embeds"], stats["caption_index"]
-  contexts = jnp.asarray(stats["contexts"])
-  empty = len(stats["contexts"]) - 1
-  scale = float(stats["scale"])
+  task = _unet_task(stats, cfg)
+  params = task.unet.init(jax.random.key(settings.seed + 2), *pipeline.unet_inputs(task.unet, 1, 8, 8))["params"]
 
   def batch_of(step):
-    rng = _rng(settings, 4, step)
-    idx = rng.integers(0, len(latent), settings.unet_batch)
-    b = len(idx)
-    text_row = np.where(rng.uniform(size=b) < settings.drop_text, empty, caption_index[idx])
-    keep_image = rng.uniform(size=b) >= settings.drop_image
-    level = np.where(rng.uniform(size=b) < settings.noised_share, rng.integers(0, 1000, b), 0)
-    return dict(latent=latent[idx], embeds=embeds[idx], text=text_row.astype(np.int32),
-                keep=keep_image, level=level.astype(np.int32), t=rng.integers(0, 1000, b).astype(np.int32))
+    return _unet_examples(settings, stats, task.empty, _rng(settings, 4, step), settings.unet_batch)
 
   def loss_fn(params, batch, key, extra):
-    k_lat, k_noise, k_img = jax.random.split(key, 3)
-    mean, std = batch["latent"][..., :4], batch["latent"][..., 4:]
-    z = (mean + std * jax.random.normal(k_lat, mean.shape)) * scale
-    z = jnp.transpose(z, (0, 3, 1, 2))
-    noise = jax.random.normal(k_noise, z.shape)
-    a = alphas[batch["t"]][:, None, None, None]
-    x_t = jnp.sqrt(a) * z + jnp.sqrt(1 - a) * noise
-    v = jnp.sqrt(a) * noise - jnp.sqrt(1 - a) * z
-    vector = sd.image_condition(noising, normalizer, batch["embeds"], batch["level"],
-                                jax.random.normal(k_img, batch["embeds"].shape))
-    vector = jnp.where(batch["keep"][:, None], vector, 0.0)
-    out = unet.apply({"params": params}, x_t, batch["t"], contexts[batch["text"]], vector)
-    # Min-SNR-gamma weighting (Hang et al. 2023) in its v-prediction form: no timestep dominates, so the
-    # small budget goes further.
-    snr = a[:, 0, 0, 0] / (1 - a[:, 0, 0, 0])
-    weight = jnp.minimum(snr, settings.min_snr) / (snr + 1)
-    return jnp.mean(weight * jnp.mean((out - v) ** 2, axis=(1, 2, 3))), extra
+    x_t, v, vector, a = _noised(task, batch, key)
+    out = task.unet.apply({"params": params}, x_t, batch["t"], task.contexts[batch["text"]], vector)
+    return _min_snr_loss(settings, out, v, a), extra
 
   return fit("unet", params, loss_fn, batch_of, settings.unet_steps, settings.unet_lr, work, settings.seed + 2,
              settings.checkpoint_every, ema=settings.unet_ema, made_with=stage_settings(settings, "unet"))
+
+
+def train_pairs(settings: Settings, stats: dict, cfg: dict, work: Path, unet_params):
+  """The optional "pairs" stage (see Settings): the UNet stage's batches plus pair_batch low-noise examples through
+  both branches, with the consistency term on their two outputs."""
+  task = _unet_task(stats, cfg)
+  b, p = settings.unet_batch, settings.pair_batch
+
+  def batch_of(step):
+    rng = _rng(settings, 6, step)
+    main = _unet_examples(settings, stats, task.empty, rng, b)
+    paired = _unet_examples(dataclasses.replace(settings, drop_text=0.0, drop_image=0.0), stats, task.empty, rng, p)
+    paired["t"] = rng.integers(0, settings.pair_below, p).astype(np.int32)
+    return {k: np.concatenate([main[k], paired[k]]) for k in main}
+
+  def loss_fn(params, batch, key, extra):
+    x_t, v, vector, a = _noised(task, batch, key)
+    text = jnp.concatenate([batch["text"], jnp.full((p,), task.empty, jnp.int32)])
+    out = task.unet.apply({"params": params}, jnp.concatenate([x_t, x_t[b:]]), jnp.concatenate([batch["t"], batch["t"][b:]]),
+                          task.contexts[text], jnp.concatenate([vector, jnp.zeros_like(vector[b:])]))
+    cond, uncond = out[b:b + p], out[b + p:]
+    paired = jnp.mean((cond - v[b:]) ** 2) + jnp.mean((uncond - v[b:]) ** 2)  # plain v: min-SNR would mute them
+    consistency = jnp.mean((cond - uncond) ** 2)
+    return _min_snr_loss(settings, out[:b], v[:b], a[:b]) + p / b * (paired + settings.pair_consistency * consistency), extra
+
+  return fit("pairs", unet_params, loss_fn, batch_of, settings.pair_steps, settings.pair_lr, work, settings.seed + 7,
+             settings.checkpoint_every, ema=settings.unet_ema, made_with=stage_settings(settings, "pairs"))
 
 
 def judge_module(num_classes: int = len(world.CLASSES)):
@@ -657,6 +711,8 @@ def _train(out: Path, work: str | Path | None, settings: Settings) -> Path:
   stats = compute_stats(settings, data, cfg, params, tokenizer, work)
   times["stats"] = float(stats["seconds"])
   params["unet"], _ = stage("unet", train_unet, settings, stats, cfg, work)
+  if settings.pair_steps:
+    params["unet"], _ = stage("pairs", train_pairs, settings, stats, cfg, work, params["unet"])
   params["image_normalizer"] = {"mean": stats["norm_mean"], "std": stats["norm_std"]}
   judge_params, judge_stats = stage("judge", train_judge, settings, data, work)
 
