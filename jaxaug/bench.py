@@ -80,12 +80,11 @@ def _batch(job, batch: int):
 
 
 def _step_inputs(job, mesh_, batch: int):
-  from jaxaug import mesh
-
-  from jaxaug.generate_lib.step import empty_context
+  from jaxaug import generate, mesh
 
   params = jax.device_put(job.params, mesh.replicated(mesh_))
-  return params, mesh.to_global(mesh_, _batch(job, batch * jax.local_device_count())), empty_context(job, params, mesh_)
+  batch = mesh.to_global(mesh_, _batch(job, batch * jax.local_device_count()))
+  return params, batch, generate.empty_context(job, params, mesh_)
 
 
 def _memory_gib(compiled) -> float | None:

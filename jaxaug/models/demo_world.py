@@ -302,9 +302,8 @@ def _tail(losses) -> float:
 
 def stage_settings(settings: Settings, stage: str) -> dict:
   """The settings a stage's result depends on (its own fields, the data's, and for the UNet its inputs')."""
-  own = {"vae": ("vae_",), "clip": ("clip_",), "judge": ("judge_",),
-         "unet": ("vae_", "clip_", "unet_", "drop_", "min_snr", "noised_share"),
-         "pairs": ("vae_", "clip_", "unet_", "drop_", "min_snr", "noised_share", "pair_")}[stage]
+  unet = ("vae_", "clip_", "unet_", "drop_", "min_snr", "noised_share")
+  own = {"vae": ("vae_",), "clip": ("clip_",), "judge": ("judge_",), "unet": unet, "pairs": unet + ("pair_",)}[stage]
   return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
           if f.name in ("seed", "images") or f.name.startswith(own)}
 
