@@ -12,7 +12,7 @@ import pytest
 
 from jaxaug.data import sources, world
 from jaxaug.errors import UserError
-from jaxaug.models import demo_world, pipeline, tiny
+from jaxaug.models import demo_world, load, pipeline, schedulers, tiny
 
 
 def test_world_is_a_pure_function_of_split_and_index():
@@ -179,9 +179,33 @@ def test_shipped_world_matches_its_recorded_hashes():
   record = json.loads((root / "training.json").read_text())
   defaults = json.loads(json.dumps(demo_world.Settings().__dict__))
   assert record["settings"] == {k: v for k, v in defaults.items() if k in record["settings"]}  # made with the defaults
-  # Settings added since are those of the pairs stage, off by default, which the shipped weights did not have.
-  assert {k for k in defaults if k not in record["settings"]} <= {k for k in defaults if k.startswith("pair_")}
-  assert defaults["pair_steps"] == 0
+  # Settings added since are the pairs stage's, off by default, and the schedule's shift, 1 by default (SD 2.1's
+  # schedule, which the shipped scheduler config has): the shipped weights had neither.
+  added = {k for k in defaults if k not in record["settings"]}
+  assert added <= {k for k in defaults if k.startswith("pair_")} | {"unet_snr_shift"}
+  assert defaults["pair_steps"] == 0 and defaults["unet_snr_shift"] == 1.0
+  assert json.loads((root / "scheduler" / "scheduler_config.json").read_text())["trained_betas"] is None
+
+
+def test_the_snr_shift_multiplies_every_timesteps_snr_and_travels_in_the_checkpoint(tmp_path):
+  """unet_snr_shift: 1 is SD 2.1's schedule itself (no trained_betas); 16 multiplies the SNR of every timestep by 16,
+  in the training task and in the checkpoint's scheduler, which load() samples with."""
+  assert demo_world.scheduler_config(demo_world.Settings(unet_snr_shift=1.0)) == tiny.pndm_config()
+  settings = demo_world.Settings(unet_snr_shift=16.0)
+  config = demo_world.scheduler_config(settings)
+  sd21, shifted = (schedulers.alphas_cumprod(c).astype(np.float64) for c in (tiny.pndm_config(), config))
+  ratio = (shifted / (1 - shifted)) / (sd21 / (1 - sd21))
+  np.testing.assert_allclose(ratio, 16.0, rtol=1e-2)  # float32 betas: 1e-3 near t = 0, where 1 - alpha-bar ~ 5e-5
+  assert np.all(np.diff(shifted) < 0)
+  stats = dict(contexts=np.zeros((2, demo_world.MAX_TOKENS, 64), np.float32), norm_mean=np.zeros((1, 64), np.float32),
+               norm_std=np.ones((1, 64), np.float32), scale=np.float32(1.0))
+  vocab = tiny.write_tokenizer(tmp_path / "tokenizer", world.prompt_words(), demo_world.MAX_TOKENS)
+  cfg = demo_world.configs(vocab)
+  np.testing.assert_array_equal(np.asarray(demo_world._unet_task(settings, stats, cfg).alphas), shifted.astype(np.float32))
+  tiny.save_checkpoint(tmp_path, "unclip", cfg, tiny.random_params("unclip", cfg, 0), np.float16, scheduler=config)
+  pipe, _ = load(str(tmp_path))
+  for name in ("pndm", "ddim"):  # the checkpoint's own class, and another read from the same config
+    np.testing.assert_array_equal(pipe.make_scheduler(name).alphas_cumprod, shifted.astype(np.float32))
 
 
 def test_show_refuses_what_is_not_a_world_in_one_line(tmp_path, capsys):
@@ -210,7 +234,7 @@ def test_the_pairs_stage_pulls_the_two_branches_together_at_low_noise(tmp_path):
                embeds=rng.normal(size=(n, d)).astype(np.float32), caption_index=rng.integers(0, 4, n).astype(np.int32),
                contexts=rng.normal(size=(5, demo_world.MAX_TOKENS, width)).astype(np.float32),
                norm_mean=np.zeros((1, d), np.float32), norm_std=np.ones((1, d), np.float32), scale=np.float32(1.0))
-  task = demo_world._unet_task(stats, cfg)
+  task = demo_world._unet_task(demo_world.Settings(), stats, cfg)
   start = task.unet.init(jax.random.key(0), *pipeline.unet_inputs(task.unet, 1, 8, 8))["params"]
   probe = demo_world._unet_examples(demo_world.Settings(drop_text=0.0, drop_image=0.0), stats, task.empty, rng, 16)
   probe["t"] = np.full(16, 100, np.int32)

@@ -195,8 +195,10 @@ def component_configs(kind: str, text_base: dict, vision_base: dict, vae_base: d
   return configs
 
 
-def save_checkpoint(out: str | os.PathLike, kind: str, configs: dict, params: dict, dtype=np.float32) -> Path:
-  """Writes a diffusers-format checkpoint (everything but the tokenizer) from Flax-layout `params`.
+def save_checkpoint(out: str | os.PathLike, kind: str, configs: dict, params: dict, dtype=np.float32,
+                    scheduler: dict | None = None) -> Path:
+  """Writes a diffusers-format checkpoint (everything but the tokenizer) from Flax-layout `params`; `scheduler`, a
+  PNDMScheduler config, replaces SD 2.1's (the demo world's own noise schedule).
 
   The format `jaxaug.models.load` and PyTorch diffusers both read; used for random and trained weights alike.
   """
@@ -208,7 +210,8 @@ def save_checkpoint(out: str | os.PathLike, kind: str, configs: dict, params: di
         convert.flax_to_torch(params["vae"], pipeline.VAE_NAMING), "diffusion_pytorch_model.safetensors", dtype)
   _save(out / "unet", {"_class_name": "UNet2DConditionModel", **configs["unet"]}, "config.json",
         convert.flax_to_torch(params["unet"], pipeline.UNET_NAMING), "diffusion_pytorch_model.safetensors", dtype)
-  _save(out / "scheduler", _scheduler_config(), "scheduler_config.json", {}, "")
+  _save(out / "scheduler", {"_class_name": "PNDMScheduler", **(scheduler or pndm_config())}, "scheduler_config.json",
+        {}, "")
 
   index = {"_class_name": PIPELINE_CLASSES["sd"], "_diffusers_version": "0.39.0",
            "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
