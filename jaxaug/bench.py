@@ -76,7 +76,7 @@ def _batch(job, batch: int):
   return {"item_id": np.arange(batch, dtype=np.int32), "method": np.zeros(batch, np.int32),
           "image1": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
           "image2": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
-          "prompt_ids": np.repeat(job.prompt_ids[:1], batch, axis=0)}
+          "label": np.zeros(batch, np.int32)}
 
 
 def _step_inputs(job, mesh_, batch: int):
@@ -84,7 +84,7 @@ def _step_inputs(job, mesh_, batch: int):
 
   params = jax.device_put(job.params, mesh.replicated(mesh_))
   batch = mesh.to_global(mesh_, _batch(job, batch * jax.local_device_count()))
-  return params, batch, generate.empty_context(job, params, mesh_)
+  return params, batch, generate.text_contexts(job, params, mesh_)
 
 
 def _memory_gib(compiled) -> float | None:

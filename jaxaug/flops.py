@@ -118,16 +118,17 @@ def unet_calls(job: Job, steps: int) -> int:
 
 def _abstract_inputs(job: Job, mesh_, batch: int):
   """The generation step's arguments as shapes: replicated parameters, a global batch of `batch` per device and
-  the empty prompt's context (encoded once per run, outside the step: not counted)."""
+  the run's text contexts (encoded once per run, outside the step: not counted)."""
   replicated = mesh.replicated(mesh_)
   params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), job.params)
   n, size, data = batch * jax.device_count(), job.config.data.source_size, mesh.batch_sharding(mesh_)
   shape = lambda dims, dtype: jax.ShapeDtypeStruct(dims, dtype, sharding=data)
   images = shape((n, size, size, 3), jnp.uint8)
-  empty = jax.eval_shape(lambda p: sd.encode_text(job.pipe, p, jnp.asarray(job.empty_ids)), params)
+  contexts = jax.eval_shape(lambda p: {"classes": sd.encode_text(job.pipe, p, jnp.asarray(job.prompt_ids)),
+                                       "empty": sd.encode_text(job.pipe, p, jnp.asarray(job.empty_ids))}, params)
   return params, {"item_id": shape((n,), jnp.int32), "method": shape((n,), jnp.int32), "image1": images,
-                  "image2": images, "prompt_ids": shape((n, job.prompt_ids.shape[1]), jnp.int32)}, \
-      jax.ShapeDtypeStruct(empty.shape, empty.dtype, sharding=replicated)
+                  "image2": images, "label": shape((n,), jnp.int32)}, \
+      jax.tree.map(lambda c: jax.ShapeDtypeStruct(c.shape, c.dtype, sharding=replicated), contexts)
 
 
 def model_flops(job: Job, batch: int, resolution: int, steps: int) -> tuple[float, float]:

@@ -36,7 +36,7 @@ from jaxaug.data.pipeline import read_units
 from jaxaug.errors import UserError, run_with_config
 from jaxaug.fsutil import atomic_write_bytes
 from jaxaug.generate_lib.config import check_config, fingerprint
-from jaxaug.generate_lib.step import Job, empty_context, make_step
+from jaxaug.generate_lib.step import Job, make_step, text_contexts
 from jaxaug.models import checkpoint, sd
 from jaxaug.models.tiny import resolve_model
 from jaxaug.models.pipeline import load
@@ -311,7 +311,7 @@ def _batches(job: Job, pending_items: np.ndarray, local_batch: int, steps: int):
       rows = np.concatenate([np.arange(n), np.full(local_batch - n, n - 1)])
       item, image1, image2, ok = chunk[rows], read["image"][:n][rows], read["image"][n:][rows], read["ok"]
     host = {"item_id": item.astype(np.int32), "method": plan.method[item].astype(np.int32), "image1": image1,
-            "image2": image2, "prompt_ids": job.prompt_ids[plan.label[item]]}
+            "image2": image2, "label": plan.label[item].astype(np.int32)}
     yield chunk, ok[:n], ok[n:], host
 
 
@@ -371,7 +371,7 @@ def _generate(job: Job, stopper: interrupt.Stopper, process: int, processes: int
                  len(job.plan), job.plan.num_units, len(done), total, jax.device_count(), processes,
                  jnp.dtype(job.pipe.dtype).name, job.pipe.attention)
   params = jax.device_put(job.params, mesh.replicated(mesh_))
-  step, empty = make_step(job, mesh_), empty_context(job, params, mesh_)
+  step, contexts = make_step(job, mesh_), text_contexts(job, params, mesh_)
 
   unit_of = {int(i): u for u in pending for i in job.plan.unit_items(u)}
   left = {u: len(job.plan.unit_items(u)) for u in pending}
@@ -409,7 +409,7 @@ def _generate(job: Job, stopper: interrupt.Stopper, process: int, processes: int
     for chunk, ok1, ok2, host in _batches(job, pending_items, local_batch, steps):
       if stopper.stopping:
         stopper.park()
-      result = step(params, mesh.to_global(mesh_, host), empty)  # asynchronous: runs while the last batch is written
+      result = step(params, mesh.to_global(mesh_, host), contexts)  # asynchronous: runs while the last batch is written
       if previous is not None:
         finish(*previous)
       for w in [w for w in writes if w.done()]:  # a failed write stops the run now, not at the end

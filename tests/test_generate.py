@@ -839,32 +839,43 @@ def test_empty_class_folder_is_refused_under_every_policy(tmp_path, policy):
   assert not (tmp_path / "out").exists()
 
 
-def test_the_empty_prompt_is_encoded_once_per_run_not_in_every_step(tmp_path):
-  """Guidance's empty prompt is a constant of the run (`generate_lib.step.empty_context`): the step's program runs
-  the text tower once, for the batch's prompts, and guides with the context it is handed."""
+def test_the_runs_prompts_are_encoded_once_per_run_not_in_every_step(tmp_path, monkeypatch):
+  """Every prompt of a run is a class's or the empty one (`generate_lib.step.text_contexts`): the step's program has
+  no text tower in it, looks the contexts up by label, and makes the images a step encoding its prompts would."""
   import jax
   import jax.numpy as jnp
 
   from jaxaug import bench, flops, mesh
-  from jaxaug.generate_lib.step import make_step
+  from jaxaug.generate_lib import step as step_lib
   from jaxaug.models import sd
 
   config = generate.get_demo_config()
   config.model, config.resolution, config.output.dir = "tiny", 64, str(tmp_path)
   job = generate.prepare(config)
   mesh_ = mesh.data_mesh()
-  step = make_step(job, mesh_)
+  step = step_lib.make_step(job, mesh_)
 
   def text_dots(lowered) -> int:
     return len(re.findall(r'loc\("[^"]*/TextEncoder/[^"]*dot_general', lowered.as_text(debug_info=True)))
 
-  one_encode = text_dots(jax.jit(lambda p: sd.encode_text(job.pipe, p, jnp.asarray(job.empty_ids))).lower(job.params))
-  assert one_encode > 0
-  assert text_dots(step.lower(*flops._abstract_inputs(job, mesh_, 1))) == one_encode  # 2x when each step encoded ""
-  params, batch, empty = bench._step_inputs(job, mesh_, 2)
-  images = np.asarray(step(params, batch, empty)["image"])
-  # The same images as a step that encodes "" itself, byte for byte (the numbers do not change) ...
-  encoding_inside = jax.jit(lambda p, b: step(p, b, sd.encode_text(job.pipe, p, jnp.asarray(job.empty_ids))))
-  np.testing.assert_array_equal(images, np.asarray(encoding_inside(params, batch)["image"]))
-  # ... and the context handed in is the one guidance uses.
-  assert not np.array_equal(images, np.asarray(step(params, batch, jnp.zeros_like(empty))["image"]))
+  assert text_dots(jax.jit(lambda p: sd.encode_text(job.pipe, p, jnp.asarray(job.empty_ids))).lower(job.params)) > 0
+  assert text_dots(step.lower(*flops._abstract_inputs(job, mesh_, 1))) == 0  # was 2 encodes, then 1 (the batch's)
+  params, batch, contexts = bench._step_inputs(job, mesh_, 2)
+  batch["label"] = jnp.asarray([len(job.prompt_ids) - 1, 0], jnp.int32)  # two classes, the last one first
+  assert contexts["classes"].shape[0] == len(job.prompt_ids) >= 3
+  images = np.asarray(step(params, batch, contexts)["image"])
+
+  # The same images as a step that encodes the batch's prompts and the empty one itself, byte for byte ...
+  def encoding_inside(p, b):
+    ids = jnp.asarray(job.prompt_ids)[b["label"]]
+    inside = {"classes": sd.encode_text(job.pipe, p, ids), "empty": sd.encode_text(job.pipe, p, jnp.asarray(job.empty_ids))}
+    return step(p, dict(b, label=jnp.arange(len(ids), dtype=jnp.int32)), inside)
+  np.testing.assert_array_equal(images, np.asarray(jax.jit(encoding_inside)(params, batch)["image"]))
+  # ... and from contexts encoded a few classes at a time (a run with more classes than one call takes) ...
+  monkeypatch.setattr(step_lib, "CLASS_CHUNK", 2)
+  chunked = step_lib.text_contexts(job, params, mesh_)
+  np.testing.assert_array_equal(np.asarray(chunked["classes"]), np.asarray(contexts["classes"]))
+  # ... and the contexts handed in are the ones used, the empty one for guidance, the class's by label.
+  assert not np.array_equal(images, np.asarray(step(params, batch, dict(contexts, empty=jnp.zeros_like(contexts["empty"])))["image"]))
+  swapped = dict(batch, label=batch["label"][::-1])
+  assert not np.array_equal(images[0], np.asarray(step(params, swapped, contexts)["image"])[0])
