@@ -346,7 +346,7 @@ def torch_baseline(args) -> dict:
   env = {**os.environ, "JAX_PLATFORMS": "cpu", xla_options.HOST_MEMORY_ENV: "default"}
   request = {"model": args.model, "batches": _sizes(args.batch), "resolution": args.resolution, "steps": args.steps,
              "guidance": args.guidance, "scheduler": args.scheduler, "repeats": args.repeats, "dtype": args.dtype,
-             "compile": args.torch_compile}
+             "compile": args.torch_compile, "prompt_embeds": args.torch_prompt_embeds}
   child = subprocess.Popen([sys.executable, "-m", "jaxaug.models.torch_reference", json.dumps(request)], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   last = ""
@@ -692,6 +692,7 @@ def _table(name: str, result: dict, device: dict) -> str:
   if result.get("torch"):
     torch = result["torch"]
     mode = "torch.compile" if torch.get("torch_compiled") else "eager"
+    mode += ", prompts encoded once" if torch.get("torch_prompt_embeds") else ""
     rows.append(f"  PyTorch {torch['torch_version']} diffusers ({mode}), {torch['torch_dtype']}, SDPA on "
                 f"{torch['torch_device']}:")
     rows += [f"    batch {r['batch']:<4d} " + (f"{r['torch_images_per_s']:.4g} images/s" if r["torch_images_per_s"]
@@ -723,6 +724,9 @@ def main(argv=None):
                       "(default: ImageNet-LT's synthetic set)")
   parser.add_argument("--torch-compile", action="store_true",
                       help="with --vs-torch: PyTorch's UNet under torch.compile (inductor) instead of eager")
+  parser.add_argument("--torch-prompt-embeds", action="store_true",
+                      help="with --vs-torch: PyTorch's prompts encoded once per batch size and handed to the "
+                           "pipeline, as jaxaug's run encodes its prompts once (default: each call encodes them)")
   parser.add_argument("--vs-torch", action="store_true",
                       help="sampler: also time diffusers' PyTorch pipeline on the same weights and print the ratio")
   parser.add_argument("--runs", type=int, default=6, help="experiment: training runs to time, batched and one by one")
@@ -748,6 +752,8 @@ def main(argv=None):
     raise UserError("--vs-torch goes with the sampler bench")
   if args.torch_compile and not args.vs_torch:
     raise UserError("--torch-compile goes with --vs-torch")
+  if args.torch_prompt_embeds and not args.vs_torch:
+    raise UserError("--torch-prompt-embeds goes with --vs-torch")
   if args.profile and args.bench != "sampler":
     raise UserError("--profile goes with the sampler bench")
   args.torch_result = torch_baseline(args) if args.vs_torch else None  # first: JAX has not taken the GPU yet

@@ -42,6 +42,7 @@ def test_sampler_bench_bad_lists_are_one_line(capsys):
   for argv, message in ((["sampler", "--batch=4,x"], "comma"),
                         (["condition", "--batch=1,2"], "--batch takes one value here"),
                         (["sampler", "--torch-compile"], "--torch-compile goes with --vs-torch"),
+                        (["sampler", "--torch-prompt-embeds"], "--torch-prompt-embeds goes with --vs-torch"),
                         (["train", "--profile=/tmp/x"], "--profile goes with the sampler bench")):
     with pytest.raises(SystemExit) as exit_:
       bench.main(argv)

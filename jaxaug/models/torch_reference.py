@@ -23,12 +23,16 @@ PROGRESS = "  torch"
 
 
 def time_unclip_pipeline(model: str, *, batches: list[int], resolution: int, steps: int, guidance: float,
-                         scheduler: str, repeats: int, dtype: str = "auto", compile: bool = False) -> dict:
+                         scheduler: str, repeats: int, dtype: str = "auto", compile: bool = False,
+                         prompt_embeds: bool = False) -> dict:
   """Median seconds per batch and images/s of diffusers' PyTorch pipeline at each batch size.
 
   dtype auto: fp16 on a GPU, fp32 on a CPU (each platform's usual choice); fp32 or bf16: that, where it runs.
   compile: the UNet wrapped in `torch.compile` (inductor, default mode), the baseline a careful PyTorch user
   would time against; its compile happens in each batch's warm-up and is reported as `torch_warmup_s`.
+  prompt_embeds: the prompt and the empty prompt encoded once per batch size, outside the timing, and handed to the
+  pipeline (as jaxaug's run encodes its prompts once); otherwise each call encodes them, as a script passing
+  prompt strings does.
   """
   try:
     import torch
@@ -55,9 +59,14 @@ def time_unclip_pipeline(model: str, *, batches: list[int], resolution: int, ste
 
   def time_batch(batch: int) -> float:
     image = torch.from_numpy(rng.normal(size=(batch, 3, size, size)).astype(np.float32)).to(pipe.device, dtype)
+    text = {"prompt": ["a photo of a red circle"] * batch}
+    if prompt_embeds:
+      with torch.no_grad():
+        embeds, negative = pipe.encode_prompt(text["prompt"], pipe.device, 1, guidance > 1.0)
+      text = {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
 
     def run():
-      out = pipe(prompt=["a photo of a red circle"] * batch, image=image, height=resolution, width=resolution,
+      out = pipe(**text, image=image, height=resolution, width=resolution,
                  num_inference_steps=steps, guidance_scale=guidance, output_type="np",
                  generator=torch.Generator().manual_seed(0)).images
       if cuda:
@@ -87,7 +96,7 @@ def time_unclip_pipeline(model: str, *, batches: list[int], resolution: int, ste
     print(f"{PROGRESS}{' compiled' if compile else ''} batch={batch:<4d} {batch / seconds:.4g} images/s, "
           f"warm-up {warmup:.1f}s", file=sys.stderr, flush=True)
   return {"runs": runs, "torch_dtype": str(dtype), "torch_device": torch.cuda.get_device_name() if cuda else "cpu",
-          "torch_version": torch.__version__, "torch_compiled": compile}
+          "torch_version": torch.__version__, "torch_compiled": compile, "torch_prompt_embeds": prompt_embeds}
 
 
 def main():
