@@ -868,7 +868,8 @@ def test_the_runs_prompts_are_encoded_once_per_run_not_in_every_step(tmp_path, m
   # The same images as a step that encodes the batch's prompts and the empty one itself, byte for byte ...
   def encoding_inside(p, b):
     ids = jnp.asarray(job.prompt_ids)[b["label"]]
-    inside = {"classes": sd.encode_text(job.pipe, p, ids), "empty": sd.encode_text(job.pipe, p, jnp.asarray(job.empty_ids))}
+    inside = {"classes": sd.encode_text(job.pipe, p, ids),
+              "empty": sd.encode_text(job.pipe, p, jnp.asarray(job.empty_ids))}
     return step(p, dict(b, label=jnp.arange(len(ids), dtype=jnp.int32)), inside)
   np.testing.assert_array_equal(images, np.asarray(jax.jit(encoding_inside)(params, batch)["image"]))
   # ... and from contexts encoded a few classes at a time (a run with more classes than one call takes) ...
@@ -876,6 +877,7 @@ def test_the_runs_prompts_are_encoded_once_per_run_not_in_every_step(tmp_path, m
   chunked = step_lib.text_contexts(job, params, mesh_)
   np.testing.assert_array_equal(np.asarray(chunked["classes"]), np.asarray(contexts["classes"]))
   # ... and the contexts handed in are the ones used, the empty one for guidance, the class's by label.
-  assert not np.array_equal(images, np.asarray(step(params, batch, dict(contexts, empty=jnp.zeros_like(contexts["empty"])))["image"]))
+  no_empty = dict(contexts, empty=jnp.zeros_like(contexts["empty"]))
+  assert not np.array_equal(images, np.asarray(step(params, batch, no_empty)["image"]))
   swapped = dict(batch, label=batch["label"][::-1])
   assert not np.array_equal(images[0], np.asarray(step(params, swapped, contexts)["image"])[0])

@@ -201,7 +201,8 @@ def test_the_snr_shift_multiplies_every_timesteps_snr_and_travels_in_the_checkpo
                norm_std=np.ones((1, 64), np.float32), scale=np.float32(1.0))
   vocab = tiny.write_tokenizer(tmp_path / "tokenizer", world.prompt_words(), demo_world.MAX_TOKENS)
   cfg = demo_world.configs(vocab)
-  np.testing.assert_array_equal(np.asarray(demo_world._unet_task(settings, stats, cfg).alphas), shifted.astype(np.float32))
+  task = demo_world._unet_task(settings, stats, cfg)
+  np.testing.assert_array_equal(np.asarray(task.alphas), shifted.astype(np.float32))
   tiny.save_checkpoint(tmp_path, "unclip", cfg, tiny.random_params("unclip", cfg, 0), np.float16, scheduler=config)
   pipe, _ = load(str(tmp_path))
   for name in ("pndm", "ddim"):  # the checkpoint's own class, and another read from the same config
