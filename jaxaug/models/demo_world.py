@@ -472,8 +472,7 @@ def _unet_task(settings: Settings, stats: dict, cfg: dict) -> types.SimpleNamesp
   return types.SimpleNamespace(
       unet=pipeline.unet_module(cfg["unet"], jnp.float32, "world/unet"),
       alphas=jnp.asarray(schedulers.alphas_cumprod(scheduler_config(settings))),
-      noising=types.SimpleNamespace(noising_alphas_cumprod=schedulers.alphas_cumprod(
-          {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000})),
+      noising=types.SimpleNamespace(noising_alphas_cumprod=schedulers.alphas_cumprod(tiny.NOISING_SCHEDULER)),
       normalizer={"image_normalizer": {"mean": jnp.asarray(stats["norm_mean"]), "std": jnp.asarray(stats["norm_std"])}},
       contexts=jnp.asarray(stats["contexts"]), empty=len(stats["contexts"]) - 1, scale=float(stats["scale"]))
 

@@ -75,8 +75,8 @@ def pndm_config() -> dict:
               clip_sample=False, trained_betas=None)  # as SD 2.1-unCLIP's scheduler/ (no timestep_spacing)
 
 
-def _scheduler_config() -> dict:
-  return {"_class_name": "PNDMScheduler", **pndm_config()}
+def _scheduler_config(config: dict | None = None) -> dict:
+  return {"_class_name": "PNDMScheduler", **(config or pndm_config())}
 
 
 # SD 2.1-unCLIP's image_noising_scheduler.
@@ -210,8 +210,7 @@ def save_checkpoint(out: str | os.PathLike, kind: str, configs: dict, params: di
         convert.flax_to_torch(params["vae"], pipeline.VAE_NAMING), "diffusion_pytorch_model.safetensors", dtype)
   _save(out / "unet", {"_class_name": "UNet2DConditionModel", **configs["unet"]}, "config.json",
         convert.flax_to_torch(params["unet"], pipeline.UNET_NAMING), "diffusion_pytorch_model.safetensors", dtype)
-  _save(out / "scheduler", {"_class_name": "PNDMScheduler", **(scheduler or pndm_config())}, "scheduler_config.json",
-        {}, "")
+  _save(out / "scheduler", _scheduler_config(scheduler), "scheduler_config.json", {}, "")
 
   index = {"_class_name": PIPELINE_CLASSES["sd"], "_diffusers_version": "0.39.0",
            "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
