@@ -159,7 +159,8 @@ def test_train_takes_other_settings_by_name(tmp_path, capsys):
   assert demo_world.stage_settings(changed, "unet")["clip_steps"] == 4000  # a UNet on another CLIP is another stage
   for bad, message in [("clip_step=3", "NAME one of seed, images"), ("clip_steps", "expected NAME=VALUE"),
                        ("clip_steps=3.5", "clip_steps takes int values"), ("drop_text=half", "takes float values"),
-                       ("seed=3", "the seed is --seed=3")]:
+                       ("seed=3", "the seed is --seed=3"),
+                       ("latent_grid=12", "8x8 or 16x16")]:
     with pytest.raises(SystemExit) as stopped:
       demo_world.main(["train", f"--out={tmp_path / 'w'}", "--set", bad])
     err = capsys.readouterr().err.strip()
@@ -179,11 +180,12 @@ def test_shipped_world_matches_its_recorded_hashes():
   record = json.loads((root / "training.json").read_text())
   defaults = json.loads(json.dumps(demo_world.Settings().__dict__))
   assert record["settings"] == {k: v for k, v in defaults.items() if k in record["settings"]}  # made with the defaults
-  # Settings added since are the pairs stage's, off by default, and the schedule's shift, 1 by default (SD 2.1's
-  # schedule, which the shipped scheduler config has): the shipped weights had neither.
+  # Settings added since are the pairs stage's, off by default, the schedule's shift, 1 by default (SD 2.1's
+  # schedule, which the shipped scheduler config has), and the latent grid, 8 by default (the shipped layout).
   added = {k for k in defaults if k not in record["settings"]}
-  assert added <= {k for k in defaults if k.startswith("pair_")} | {"unet_snr_shift"}
-  assert defaults["pair_steps"] == 0 and defaults["unet_snr_shift"] == 1.0
+  assert added <= {k for k in defaults if k.startswith("pair_")} | {"unet_snr_shift", "latent_grid"}
+  assert defaults["pair_steps"] == 0 and defaults["unet_snr_shift"] == 1.0 and defaults["latent_grid"] == 8
+  assert json.loads((root / "unet" / "config.json").read_text())["sample_size"] == world.SIZE // 4
   assert json.loads((root / "scheduler" / "scheduler_config.json").read_text())["trained_betas"] is None
 
 
@@ -207,6 +209,25 @@ def test_the_snr_shift_multiplies_every_timesteps_snr_and_travels_in_the_checkpo
   pipe, _ = load(str(tmp_path))
   for name in ("pndm", "ddim"):  # the checkpoint's own class, and another read from the same config
     np.testing.assert_array_equal(pipe.make_scheduler(name).alphas_cumprod, shifted.astype(np.float32))
+
+
+def test_the_16x16_latent_grid_is_the_same_components_with_one_level_more(tmp_path):
+  """latent_grid=16: the VAE maps 32 px to 16x16 latents (factor 2), the UNet puts a 16x16 level in front of the
+  shipped two, and the checkpoint loads as an ordinary one whose pipeline samples at that grid."""
+  vocab = tiny.write_tokenizer(tmp_path / "tokenizer", world.prompt_words(), demo_world.MAX_TOKENS)
+  eight, sixteen = demo_world.configs(vocab), demo_world.configs(vocab, 16)
+  assert sixteen["unet"]["block_out_channels"][1:] == eight["unet"]["block_out_channels"]
+  assert sixteen["unet"]["down_block_types"][1:] == eight["unet"]["down_block_types"]
+  assert sixteen["text_encoder"] == eight["text_encoder"] and sixteen["image_encoder"] == eight["image_encoder"]
+  tiny.save_checkpoint(tmp_path, "unclip", sixteen, tiny.random_params("unclip", sixteen, 0), np.float16)
+  pipe, params = load(str(tmp_path))
+  assert pipe.vae_factor == 2 and world.SIZE // pipe.vae_factor == 16
+  images = jnp.zeros((1, 3, world.SIZE, world.SIZE))
+  latents = pipe.vae.apply({"params": params["vae"]}, images, method="encode").mean
+  assert latents.shape[1:3] == (16, 16) or latents.shape[2:] == (16, 16)
+  sample, t, context, vector = pipeline.unet_inputs(pipe.unet, 1, 16, 16)
+  out = pipe.unet.apply({"params": params["unet"]}, sample, t, context, vector)
+  assert out.shape == (1, 4, 16, 16)
 
 
 def test_show_refuses_what_is_not_a_world_in_one_line(tmp_path, capsys):

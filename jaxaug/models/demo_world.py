@@ -92,6 +92,9 @@ class Settings:
   # Measured at 16: guidance 7 fell less (0.929 -> 0.867 over 4 seeds), guidance 1 and the image path alone
   # weaker (docs/demo-world.md), so the shipped recipe keeps SD's schedule.
   unet_snr_shift: float = 1.0
+  # The latent grid (configs): 8 (the shipped world) or 16, where a star's arm is two latent pixels wide instead
+  # of one, so that shapes are settled earlier in sampling than the last steps, where guidance 7 breaks them.
+  latent_grid: int = 8
   # Conditioning dropout, independently: the text (empty prompt) and the image (all-zero vector), so 5% of the
   # examples train the unconditional branch. Exclusive drops of 0.25 / 0.15 / 0.15 (text / image / both) were
   # tried for guidance 7 and the image-only path, and were worse on every measure; so were fine-tunings with
@@ -114,6 +117,10 @@ class Settings:
   judge_batch: int = 64
   judge_lr: float = 3e-3
   checkpoint_every: int = 250
+
+  def __post_init__(self):
+    if self.latent_grid not in (8, 16):
+      raise UserError(f"latent_grid={self.latent_grid}: the world's latents are 8x8 or 16x16")
 
   def overridden(self, pairs: list[str]) -> "Settings":
     """NAME=VALUE pairs (`train --set`), each a field of these settings, cast to the field's type: a world
@@ -142,8 +149,17 @@ class Settings:
 # Architecture and data
 
 
-def configs(vocab_size: int) -> dict:
-  return tiny.component_configs("unclip", TEXT, VISION, VAE, UNET, vocab_size)
+def configs(vocab_size: int, latent_grid: int = 8) -> dict:
+  """The components' configs; latent_grid 8 (the shipped world: VAE factor 4, UNet levels 8x8 and 4x4) or 16
+  (VAE factor 2, and the UNet a 16x16 level of half the width in front of the same two levels)."""
+  if latent_grid == 8:
+    return tiny.component_configs("unclip", TEXT, VISION, VAE, UNET, vocab_size)
+  vae = dict(VAE, down_block_types=VAE["down_block_types"][:2], up_block_types=VAE["up_block_types"][:2],
+             block_out_channels=VAE["block_out_channels"][:2])
+  unet = dict(UNET, sample_size=world.SIZE // 2, down_block_types=["DownBlock2D"] + UNET["down_block_types"],
+              up_block_types=UNET["up_block_types"] + ["UpBlock2D"], block_out_channels=[32, 64, 128],
+              attention_head_dim=[1, 2, 4])
+  return tiny.component_configs("unclip", TEXT, VISION, vae, unet, vocab_size)
 
 
 def make_data(settings: Settings, work: Path) -> dict:
@@ -310,8 +326,8 @@ def _tail(losses) -> float:
 
 def stage_settings(settings: Settings, stage: str) -> dict:
   """The settings a stage's result depends on (its own fields, the data's, and for the UNet its inputs')."""
-  unet = ("vae_", "clip_", "unet_", "drop_", "min_snr", "noised_share")
-  own = {"vae": ("vae_",), "clip": ("clip_",), "judge": ("judge_",), "unet": unet, "pairs": unet + ("pair_",)}[stage]
+  unet = ("vae_", "clip_", "unet_", "drop_", "min_snr", "noised_share", "latent_grid")
+  own = {"vae": ("vae_", "latent_grid"), "clip": ("clip_",), "judge": ("judge_",), "unet": unet, "pairs": unet + ("pair_",)}[stage]
   return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
           if f.name in ("seed", "images") or f.name.startswith(own)}
 
@@ -513,7 +529,8 @@ def _min_snr_loss(settings: Settings, out, v, a):
 
 def train_unet(settings: Settings, stats: dict, cfg: dict, work: Path):
   task = _unet_task(settings, stats, cfg)
-  params = task.unet.init(jax.random.key(settings.seed + 2), *pipeline.unet_inputs(task.unet, 1, 8, 8))["params"]
+  params = task.unet.init(jax.random.key(settings.seed + 2), *pipeline.unet_inputs(task.unet, 1, settings.latent_grid,
+                                                                                   settings.latent_grid))["params"]
 
   def batch_of(step):
     return _unet_examples(settings, stats, task.empty, _rng(settings, 4, step), settings.unet_batch)
@@ -709,7 +726,7 @@ def _train(out: Path, work: str | Path | None, settings: Settings) -> Path:
   vocab = tiny.write_tokenizer(tok_dir, world.prompt_words(), MAX_TOKENS)
   from transformers import CLIPTokenizer
   tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
-  cfg = configs(vocab)
+  cfg = configs(vocab, settings.latent_grid)
 
   _Stop.stage = "data"
   data = make_data(settings, work)
