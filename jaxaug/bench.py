@@ -100,8 +100,9 @@ def _out_of_memory(error: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
 
 
-def _sampler_run(job, kernel: str, batch: int, flops: tuple[float, float], args) -> dict:
-  """One (attention kernel, per-device batch) point: the whole sampling step, then one UNet call alone."""
+def _sampler_run(job, kernel: str, batch: int, flops: tuple[float, float], args, programs: dict) -> dict:
+  """One (attention kernel, per-device batch) point: the whole sampling step, then one UNet call alone. The
+  compiled step and its inputs are kept in `programs` for timing again (--rounds)."""
   from jaxaug import generate, mesh
 
   job = with_kernel(job, kernel)
@@ -111,6 +112,7 @@ def _sampler_run(job, kernel: str, batch: int, flops: tuple[float, float], args)
   compiled = generate.make_step(job, mesh_).lower(*inputs).compile()
   compile_s = time.perf_counter() - start
   seconds = _timed(compiled, *inputs, repeats=args.repeats)
+  programs[(kernel, batch)] = (compiled, inputs)
   unet_fn, unet_inputs = unet_call(job, batch, args.resolution, params=inputs[0])  # already on the device
   unet_compiled = unet_fn.lower(*unet_inputs).compile()
   unet_s = _timed(unet_compiled, *unet_inputs, repeats=args.repeats)
@@ -278,11 +280,11 @@ def bench_sampler(args) -> dict:
     job = _job(args, out)
   kernels = [attention.resolve(a, job.pipe.dtype) for a in _names(args.attention)]
   flops = {batch: model_flops(job, batch, args.resolution, args.steps) for batch in _sizes(args.batch)}
-  runs = []
+  runs, programs = [], {}
   for kernel in dict.fromkeys(kernels):
     for batch in _sizes(args.batch):
       try:
-        run = _sampler_run(job, kernel, batch, flops[batch], args)
+        run = _sampler_run(job, kernel, batch, flops[batch], args, programs)
       except Exception as e:  # noqa: BLE001 (XLA raises its runtime error type for OOM)
         if not _out_of_memory(e):
           raise
@@ -304,7 +306,30 @@ def bench_sampler(args) -> dict:
                      key=lambda r: r["torch_images_per_s"], default=None)
     if torch_best:
       result["jax_over_torch"] = best["images_per_s"] / torch_best["torch_images_per_s"]
+    if args.rounds > 1 and torch_best:
+      result["rounds"] = alternating_rounds(args, programs, best["images_per_s"], torch_best["torch_images_per_s"])
+      result["jax_over_torch"] = float(np.median([r["jax_over_torch"] for r in result["rounds"]]))
   return result
+
+
+def alternating_rounds(args, programs: dict, jax_first: float, torch_first: float) -> list[dict]:
+  """--rounds: PyTorch's pipeline and jaxaug's compiled steps timed in turn, round after round, each round's
+  best against the other's. On a shared or throttling CPU identical runs spread by 10% or more, and a drift
+  between two back-to-back runs would land in a single ratio; the median over alternating rounds does not."""
+  rounds = [{"round": 1, "jax_images_per_s": jax_first, "torch_images_per_s": torch_first,
+             "jax_over_torch": jax_first / torch_first}]
+  for number in range(2, args.rounds + 1):
+    torch = max((r["torch_images_per_s"] for r in torch_baseline(args)["runs"] if r["torch_images_per_s"]),
+                default=None)
+    jax_best = max(batch * jax.device_count() / _timed(compiled, *inputs, repeats=args.repeats)
+                   for (_, batch), (compiled, inputs) in programs.items())
+    if torch is None:
+      raise UserError(f"the PyTorch baseline gave no figure in round {number}")
+    rounds.append({"round": number, "jax_images_per_s": jax_best, "torch_images_per_s": torch,
+                   "jax_over_torch": jax_best / torch})
+    print(f"  round {number}: jaxaug {jax_best:.4g} images/s, PyTorch {torch:.4g}, ratio {jax_best / torch:.3f}",
+          file=sys.stderr, flush=True)
+  return rounds
 
 
 def _progress(run: dict):
@@ -676,7 +701,7 @@ def _table(name: str, result: dict, device: dict) -> str:
     rows.append(f"  (CPU: {cpu['model']}, {cpu['cores']} cores, {', '.join(cpu['features']) or 'no AVX2'}, {malloc}; "
                 "a CPU figure is this CPU's, not an accelerator's)")
   for key, value in result.items():
-    if key in ("runs", "best", "torch"):
+    if key in ("runs", "best", "torch", "rounds"):
       continue
     if isinstance(value, dict):
       rows.append(f"  {key}:")
@@ -697,6 +722,10 @@ def _table(name: str, result: dict, device: dict) -> str:
                 f"{torch['torch_device']}:")
     rows += [f"    batch {r['batch']:<4d} " + (f"{r['torch_images_per_s']:.4g} images/s" if r["torch_images_per_s"]
                                                else r.get("error", "-")) for r in torch["runs"]]
+  if result.get("rounds"):
+    rows.append("  alternating rounds (jax_over_torch above is their median):")
+    rows += [f"    round {r['round']:<3d} jaxaug {r['jax_images_per_s']:.4g}  PyTorch {r['torch_images_per_s']:.4g}  "
+             f"ratio {r['jax_over_torch']:.3f}" for r in result["rounds"]]
   return "\n".join(rows)
 
 
@@ -729,6 +758,9 @@ def main(argv=None):
                            "pipeline, as jaxaug's run encodes its prompts once (default: each call encodes them)")
   parser.add_argument("--vs-torch", action="store_true",
                       help="sampler: also time diffusers' PyTorch pipeline on the same weights and print the ratio")
+  parser.add_argument("--rounds", type=int, default=1,
+                      help="with --vs-torch on a CPU: time PyTorch and jaxaug in turn this many times and report "
+                           "the median of the rounds' ratios (identical runs on a shared CPU spread by 10%% or more)")
   parser.add_argument("--runs", type=int, default=6, help="experiment: training runs to time, batched and one by one")
   parser.add_argument("--train-steps", type=int, default=30, help="experiment: training steps per run")
   parser.add_argument("--train-size", type=int, default=32, help="experiment: training image size")
@@ -754,10 +786,16 @@ def main(argv=None):
     raise UserError("--torch-compile goes with --vs-torch")
   if args.torch_prompt_embeds and not args.vs_torch:
     raise UserError("--torch-prompt-embeds goes with --vs-torch")
+  if args.rounds != 1 and not args.vs_torch:
+    raise UserError("--rounds goes with --vs-torch")
+  if args.rounds < 1:
+    raise UserError(f"--rounds takes a count of at least 1, not {args.rounds}")
   if args.profile and args.bench != "sampler":
     raise UserError("--profile goes with the sampler bench")
   args.torch_result = torch_baseline(args) if args.vs_torch else None  # first: JAX has not taken the GPU yet
   device = _device()
+  if args.rounds > 1 and device["platform"] != "cpu":  # JAX now holds the accelerator's memory
+    raise UserError("--rounds alternates the two on a CPU; on an accelerator run the bench again instead")
   result = BENCHES[args.bench](args)
   print(_table(args.bench, result, device))
   record = {"bench": args.bench, "device": device,

@@ -2,6 +2,9 @@
 
 import json
 
+import numpy as np
+import pytest
+
 from jaxaug import bench
 
 
@@ -43,7 +46,9 @@ def test_sampler_bench_bad_lists_are_one_line(capsys):
                         (["condition", "--batch=1,2"], "--batch takes one value here"),
                         (["sampler", "--torch-compile"], "--torch-compile goes with --vs-torch"),
                         (["sampler", "--torch-prompt-embeds"], "--torch-prompt-embeds goes with --vs-torch"),
-                        (["train", "--profile=/tmp/x"], "--profile goes with the sampler bench")):
+                        (["train", "--profile=/tmp/x"], "--profile goes with the sampler bench"),
+                        (["sampler", "--rounds=3"], "--rounds goes with --vs-torch"),
+                        (["sampler", "--vs-torch", "--rounds=0"], "--rounds takes a count of at least 1")):
     with pytest.raises(SystemExit) as exit_:
       bench.main(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err, argv
@@ -149,6 +154,36 @@ def test_vs_torch_without_torch_is_one_clear_line():
   else:
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "--vs-torch needs torch" in run.stderr.strip().splitlines()[-1]
+
+
+def test_rounds_alternate_the_two_and_report_the_median_ratio(monkeypatch, capsys):
+  """--rounds: the PyTorch baseline and jaxaug's compiled step are timed in turn (PyTorch first, as the GPU
+  rule has it), and jax_over_torch is the median of the rounds' own ratios, not a ratio of medians."""
+  calls, speeds = [], iter([2.0, 1.0, 4.0])  # PyTorch's images/s, round by round
+  timed = bench._timed
+
+  def baseline(args):
+    calls.append("torch")
+    return {"torch_version": "fake", "torch_dtype": "float32", "torch_device": "cpu",
+            "runs": [{"batch": 1, "torch_images_per_s": next(speeds)}, {"batch": 2, "torch_images_per_s": None}]}
+
+  def timing(fn, *args, repeats):
+    calls.append("jax")
+    return timed(fn, *args, repeats=repeats)
+
+  monkeypatch.setattr(bench, "torch_baseline", baseline)
+  monkeypatch.setattr(bench, "_timed", timing)
+  record = bench.main(["sampler", "--vs-torch", "--rounds=3", "--resolution=32", "--steps=1", "--batch=1",
+                       "--repeats=1", "--json=/dev/null"])
+  result = record["result"]
+  assert calls[0] == "torch" and calls.count("torch") == 3
+  third = calls.index("torch", calls.index("torch", 1) + 1)
+  assert "jax" in calls[1:calls.index("torch", 1)] and calls[third + 1:] == ["jax"]  # each round: torch, then jax
+  rounds = result["rounds"]
+  assert [r["round"] for r in rounds] == [1, 2, 3] and [r["torch_images_per_s"] for r in rounds] == [2.0, 1.0, 4.0]
+  ratios = [r["jax_images_per_s"] / r["torch_images_per_s"] for r in rounds]
+  assert result["jax_over_torch"] == pytest.approx(float(np.median(ratios)))
+  assert "alternating rounds" in capsys.readouterr().out
 
 
 def test_flops_counts_every_denoising_step():
