@@ -5,6 +5,7 @@ import json
 import os
 import signal
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,6 +111,22 @@ def test_fit_resumes_where_it_stopped(tmp_path):
   assert demo_world.stage_settings(demo_world.Settings(), "unet")["drop_text"] == demo_world.Settings().drop_text
   assert "unet_lr" not in demo_world.stage_settings(demo_world.Settings(), "judge")
 
+  # A checkpoint written before a setting existed counts as made with its default (what the code did then): it
+  # resumes under the default and is refused under another value.
+  made = demo_world.stage_settings(demo_world.Settings(), "vae")
+  with pytest.raises(KeyboardInterrupt):
+    demo_world.fit("toy", start, loss_fn, dies_at_25, 40, 0.1, tmp_path / "d", 0, 10, made_with=made)
+  ckpt = tmp_path / "d" / "toy.ckpt"
+  stored = flax.serialization.msgpack_restore(ckpt.read_bytes())
+  older = {k: v for k, v in json.loads(stored["made_with"]).items() if k != "latent_grid"}
+  stored["made_with"] = json.dumps(older, sort_keys=True)
+  ckpt.write_bytes(flax.serialization.msgpack_serialize(stored))
+  with pytest.raises(UserError, match=r"other settings \(latent_grid\)"):
+    demo_world.fit("toy", start, loss_fn, batch_of, 40, 0.1, tmp_path / "d", 0, 10,
+                   made_with=demo_world.stage_settings(demo_world.Settings(latent_grid=16), "vae"))
+  _, resumed_loss, _, _ = demo_world.fit("toy", start, loss_fn, batch_of, 40, 0.1, tmp_path / "d", 0, 10, made_with=made)
+  assert resumed_loss < 0.05
+
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_in_a_stage_saves_it_where_it_is_and_the_rerun_ends_as_one_run(tmp_path, capsys, request, signum):
@@ -160,7 +177,7 @@ def test_train_takes_other_settings_by_name(tmp_path, capsys):
   for bad, message in [("clip_step=3", "NAME one of seed, images"), ("clip_steps", "expected NAME=VALUE"),
                        ("clip_steps=3.5", "clip_steps takes int values"), ("drop_text=half", "takes float values"),
                        ("seed=3", "the seed is --seed=3"),
-                       ("latent_grid=12", "8x8 or 16x16")]:
+                       ("latent_grid=12", "8x8 or 16x16"), ("unet_pairs=yes", "unet_pairs takes bool values")]:
     with pytest.raises(SystemExit) as stopped:
       demo_world.main(["train", f"--out={tmp_path / 'w'}", "--set", bad])
     err = capsys.readouterr().err.strip()
@@ -275,3 +292,17 @@ def test_the_pairs_stage_pulls_the_two_branches_together_at_low_noise(tmp_path):
     assert np.isfinite(loss) and (tmp_path / f"w{weight}" / "pairs.ckpt").is_file()
     gaps[weight] = float(branch_gap(params))
   assert gaps[30.0] < 0.5 * gaps[0.0], gaps  # measured 3.2e-5 against 2.4e-4 (8.7e-2 at the start)
+
+  # unet_pairs: the same examples and term in the UNet stage from its first step; the stage then depends on them.
+  assert not demo_world.Settings().unet_pairs and "pair_below" not in demo_world.stage_settings(demo_world.Settings(), "unet")
+  settings = demo_world.Settings(unet_pairs=True, unet_batch=8, pair_batch=8, pair_consistency=30.0)
+  assert demo_world.stage_settings(settings, "unet")["pair_below"] == settings.pair_below
+  batch_of, loss_fn = demo_world._paired(settings, stats, task, 4)
+  batch = batch_of(0)
+  assert len(batch["t"]) == 16 and batch["t"][8:].max() < settings.pair_below
+  assert np.all(batch["keep"][8:]) and np.all(batch["text"][8:] != task.empty)  # the pairs keep their condition
+  loss, _ = jax.jit(loss_fn)(start, batch, jax.random.key(2), None)
+  plain = demo_world._min_snr_loss(settings, *(lambda x_t, v, vec, a: (task.unet.apply(
+      {"params": start}, x_t[:8], batch["t"][:8], task.contexts[batch["text"][:8]], vec[:8]), v[:8], a[:8]))(
+      *demo_world._noised(task, batch, jax.random.key(2))))
+  assert float(loss) > float(plain)  # the pairs' v errors and the consistency term come on top

@@ -115,6 +115,9 @@ class Settings:
   pair_below: int = 300
   pair_lr: float = 3e-4
   pair_consistency: float = 1.0
+  # The same examples and term in the UNet stage itself, from its first step, instead of a fine-tuning after it:
+  # a UNet that never learns to carry the class through the last, low-noise steps (1.67x the UNet stage's time).
+  unet_pairs: bool = False
   judge_steps: int = 1200
   judge_batch: int = 64
   judge_lr: float = 3e-3
@@ -136,7 +139,7 @@ class Settings:
       if name == "seed":  # one way to say it, so that `--seed=1 --set seed=2` cannot mean two things
         raise UserError(f"--set {pair}: the seed is --seed={value}")
       try:
-        changes[name] = types_[name](value)
+        changes[name] = _parse_bool(value) if types_[name] is bool else types_[name](value)
       except ValueError:
         raise UserError(f"--set {pair}: {name} takes {types_[name].__name__} values") from None
     return dataclasses.replace(self, **changes)
@@ -145,6 +148,14 @@ class Settings:
     steps = {f.name: max(1, int(round(getattr(self, f.name) * scale))) for f in dataclasses.fields(self)
              if f.name.endswith("_steps") and getattr(self, f.name)}  # a stage that is off stays off
     return dataclasses.replace(self, **steps)
+
+
+def _parse_bool(value: str) -> bool:
+  """bool("false") is True: a switch is spelled true or false (or 1 / 0)."""
+  known = {"true": True, "1": True, "false": False, "0": False}
+  if value.lower() not in known:
+    raise ValueError(value)
+  return known[value.lower()]
 
 
 # ---------------------------------------------------------------------------
@@ -269,9 +280,11 @@ def fit(stage: str, params, loss_fn, batch_of, steps: int, lr: float, work: Path
     stored = flax.serialization.msgpack_restore(path.read_bytes())
     stored.setdefault("seconds", 0.0)
     was = stored.pop("made_with", None)
-    if was is not None and made_with is not None and json.loads(was) != made_with:
-      changed = sorted(k for k in set(made_with) | set(json.loads(was))
-                       if json.loads(was).get(k) != made_with.get(k))
+    # A setting added since the checkpoint was written counts as its default: what the code did before it existed.
+    was = None if was is None else {**{k: v for k, v in dataclasses.asdict(Settings()).items() if k in made_with},
+                                    **json.loads(was)}
+    if was is not None and made_with is not None and was != made_with:
+      changed = sorted(k for k in set(made_with) | set(was) if was.get(k) != made_with.get(k))
       raise UserError(f"{path} was trained with other settings ({', '.join(changed)}): rerun with the settings it "
                       "was made with to resume, or remove it to train that stage again")
     state = flax.serialization.from_state_dict(state, stored)
@@ -329,6 +342,8 @@ def _tail(losses) -> float:
 def stage_settings(settings: Settings, stage: str) -> dict:
   """The settings a stage's result depends on (its own fields, the data's, and for the UNet its inputs')."""
   unet = ("vae_", "clip_", "unet_", "drop_", "min_snr", "noised_share", "latent_grid")
+  if settings.unet_pairs:
+    unet += ("pair_batch", "pair_below", "pair_consistency")
   own = {"vae": ("vae_", "latent_grid"), "clip": ("clip_",), "judge": ("judge_",), "unet": unet, "pairs": unet + ("pair_",)}[stage]
   return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
           if f.name in ("seed", "images") or f.name.startswith(own)}
@@ -533,14 +548,16 @@ def train_unet(settings: Settings, stats: dict, cfg: dict, work: Path):
   task = _unet_task(settings, stats, cfg)
   params = task.unet.init(jax.random.key(settings.seed + 2), *pipeline.unet_inputs(task.unet, 1, settings.latent_grid,
                                                                                    settings.latent_grid))["params"]
+  if settings.unet_pairs:  # the pairs' examples and consistency term from the first step (see Settings)
+    batch_of, loss_fn = _paired(settings, stats, task, 4)
+  else:
+    def batch_of(step):
+      return _unet_examples(settings, stats, task.empty, _rng(settings, 4, step), settings.unet_batch)
 
-  def batch_of(step):
-    return _unet_examples(settings, stats, task.empty, _rng(settings, 4, step), settings.unet_batch)
-
-  def loss_fn(params, batch, key, extra):
-    x_t, v, vector, a = _noised(task, batch, key)
-    out = task.unet.apply({"params": params}, x_t, batch["t"], task.contexts[batch["text"]], vector)
-    return _min_snr_loss(settings, out, v, a), extra
+    def loss_fn(params, batch, key, extra):
+      x_t, v, vector, a = _noised(task, batch, key)
+      out = task.unet.apply({"params": params}, x_t, batch["t"], task.contexts[batch["text"]], vector)
+      return _min_snr_loss(settings, out, v, a), extra
 
   return fit("unet", params, loss_fn, batch_of, settings.unet_steps, settings.unet_lr, work, settings.seed + 2,
              settings.checkpoint_every, ema=settings.unet_ema, made_with=stage_settings(settings, "unet"))
@@ -549,11 +566,18 @@ def train_unet(settings: Settings, stats: dict, cfg: dict, work: Path):
 def train_pairs(settings: Settings, stats: dict, cfg: dict, work: Path, unet_params):
   """The optional "pairs" stage (see Settings): the UNet stage's batches plus pair_batch low-noise examples through
   both branches, with the consistency term on their two outputs."""
-  task = _unet_task(settings, stats, cfg)
+  batch_of, loss_fn = _paired(settings, stats, _unet_task(settings, stats, cfg), 6)
+  return fit("pairs", unet_params, loss_fn, batch_of, settings.pair_steps, settings.pair_lr, work, settings.seed + 7,
+             settings.checkpoint_every, ema=settings.unet_ema, made_with=stage_settings(settings, "pairs"))
+
+
+def _paired(settings: Settings, stats: dict, task, rng_stage: int):
+  """(batch_of, loss_fn) of the UNet's batches plus pair_batch low-noise examples (t < pair_below) through both
+  branches, on the true v, with pair_consistency x the two outputs' mean squared difference."""
   b, p = settings.unet_batch, settings.pair_batch
 
   def batch_of(step):
-    rng = _rng(settings, 6, step)
+    rng = _rng(settings, rng_stage, step)
     main = _unet_examples(settings, stats, task.empty, rng, b)
     paired = _unet_examples(dataclasses.replace(settings, drop_text=0.0, drop_image=0.0), stats, task.empty, rng, p)
     paired["t"] = rng.integers(0, settings.pair_below, p).astype(np.int32)
@@ -569,8 +593,7 @@ def train_pairs(settings: Settings, stats: dict, cfg: dict, work: Path, unet_par
     consistency = jnp.mean((cond - uncond) ** 2)
     return _min_snr_loss(settings, out[:b], v[:b], a[:b]) + p / b * (paired + settings.pair_consistency * consistency), extra
 
-  return fit("pairs", unet_params, loss_fn, batch_of, settings.pair_steps, settings.pair_lr, work, settings.seed + 7,
-             settings.checkpoint_every, ema=settings.unet_ema, made_with=stage_settings(settings, "pairs"))
+  return batch_of, loss_fn
 
 
 def judge_module(num_classes: int = len(world.CLASSES)):
