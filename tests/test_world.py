@@ -198,10 +198,12 @@ def test_shipped_world_matches_its_recorded_hashes():
   defaults = json.loads(json.dumps(demo_world.Settings().__dict__))
   assert record["settings"] == {k: v for k, v in defaults.items() if k in record["settings"]}  # made with the defaults
   # Settings added since are the pairs stage's, off by default, the schedule's shift, 1 by default (SD 2.1's
-  # schedule, which the shipped scheduler config has), and the latent grid, 8 by default (the shipped layout).
+  # schedule, which the shipped scheduler config has), the latent grid, 8 by default (the shipped layout), and the
+  # pairs in the UNet stage, off by default.
   added = {k for k in defaults if k not in record["settings"]}
-  assert added <= {k for k in defaults if k.startswith("pair_")} | {"unet_snr_shift", "latent_grid"}
+  assert added <= {k for k in defaults if k.startswith("pair_")} | {"unet_snr_shift", "latent_grid", "unet_pairs"}
   assert defaults["pair_steps"] == 0 and defaults["unet_snr_shift"] == 1.0 and defaults["latent_grid"] == 8
+  assert defaults["unet_pairs"] is False
   assert json.loads((root / "unet" / "config.json").read_text())["sample_size"] == world.SIZE // 4
   assert json.loads((root / "scheduler" / "scheduler_config.json").read_text())["trained_betas"] is None
 
