@@ -302,14 +302,18 @@ def bench_sampler(args) -> dict:
     if jax.device_count() > 1:
       raise UserError("--vs-torch compares one device with one GPU: run it with a single visible device")
     result["torch"] = args.torch_result
-    torch_best = max((r for r in args.torch_result["runs"] if r["torch_images_per_s"]),
-                     key=lambda r: r["torch_images_per_s"], default=None)
+    torch_best = _torch_best(args.torch_result)
     if torch_best:
-      result["jax_over_torch"] = best["images_per_s"] / torch_best["torch_images_per_s"]
+      result["jax_over_torch"] = best["images_per_s"] / torch_best
     if args.rounds > 1 and torch_best:
-      result["rounds"] = alternating_rounds(args, programs, best["images_per_s"], torch_best["torch_images_per_s"])
+      result["rounds"] = alternating_rounds(args, programs, best["images_per_s"], torch_best)
       result["jax_over_torch"] = float(np.median([r["jax_over_torch"] for r in result["rounds"]]))
   return result
+
+
+def _torch_best(torch_result: dict) -> float | None:
+  """PyTorch's best images/s over its batches (None where every batch failed)."""
+  return max((r["torch_images_per_s"] for r in torch_result["runs"] if r["torch_images_per_s"]), default=None)
 
 
 def alternating_rounds(args, programs: dict, jax_first: float, torch_first: float) -> list[dict]:
@@ -319,12 +323,11 @@ def alternating_rounds(args, programs: dict, jax_first: float, torch_first: floa
   rounds = [{"round": 1, "jax_images_per_s": jax_first, "torch_images_per_s": torch_first,
              "jax_over_torch": jax_first / torch_first}]
   for number in range(2, args.rounds + 1):
-    torch = max((r["torch_images_per_s"] for r in torch_baseline(args)["runs"] if r["torch_images_per_s"]),
-                default=None)
-    jax_best = max(batch * jax.device_count() / _timed(compiled, *inputs, repeats=args.repeats)
-                   for (_, batch), (compiled, inputs) in programs.items())
+    torch = _torch_best(torch_baseline(args))
     if torch is None:
       raise UserError(f"the PyTorch baseline gave no figure in round {number}")
+    jax_best = max(batch * jax.device_count() / _timed(compiled, *inputs, repeats=args.repeats)
+                   for (_, batch), (compiled, inputs) in programs.items())
     rounds.append({"round": number, "jax_images_per_s": jax_best, "torch_images_per_s": torch,
                    "jax_over_torch": jax_best / torch})
     print(f"  round {number}: jaxaug {jax_best:.4g} images/s, PyTorch {torch:.4g}, ratio {jax_best / torch:.3f}",

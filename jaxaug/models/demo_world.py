@@ -282,9 +282,9 @@ def fit(stage: str, params, loss_fn, batch_of, steps: int, lr: float, work: Path
     stored = flax.serialization.msgpack_restore(path.read_bytes())
     stored.setdefault("seconds", 0.0)
     was = stored.pop("made_with", None)
-    # A setting added since the checkpoint was written counts as its default: what the code did before it existed.
-    was = None if was is None else {**{k: v for k, v in dataclasses.asdict(Settings()).items() if k in made_with},
-                                    **json.loads(was)}
+    if was is not None and made_with is not None:
+      # A setting added since the checkpoint was written counts as its default: what the code did before it existed.
+      was = {**{k: v for k, v in dataclasses.asdict(Settings()).items() if k in made_with}, **json.loads(was)}
     if was is not None and made_with is not None and was != made_with:
       changed = sorted(k for k in set(made_with) | set(was) if was.get(k) != made_with.get(k))
       raise UserError(f"{path} was trained with other settings ({', '.join(changed)}): rerun with the settings it "
