@@ -225,7 +225,8 @@ def test_guidance_sharpens_class_identity(judge, trained, untrained, real, few):
 @pytest.mark.xfail(strict=True, reason="not yet: at guidance 7 agreement falls back to 0.833 (measured; shapes break "
                                        "into pieces, in both domains, in every UNet and fine-tuning tried, longer "
                                        "training, a shifted schedule and 16x16 latents included, and with DDIM or "
-                                       "DPM-Solver++ too; the one UNet in which it rises, trained with the "
+                                       "DPM-Solver++ too, or guidance left out of the last steps or rescaled; "
+                                       "the one UNet in which it rises, trained with the "
                                        "consistency term from its first step, falls short at guidance 3 and in the "
                                        "image path alone: docs/demo-world.md); "
                                        "the issue asks that it not fall over {1, 3, 7}")

@@ -84,6 +84,8 @@ def _run(python, *args, cwd):
 def test_every_package_is_in_the_wheel():
   listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
   on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "jaxaug").rglob("__init__.py")}
+  weights = ROOT / "jaxaug" / "models" / "world_weights"  # the shipped checkpoint's folders, as data packages
+  on_disk |= {".".join(p.relative_to(ROOT).parts) for p in [weights, *weights.iterdir()] if p.is_dir()}
   assert listed == on_disk | {"jaxaug.configs"}
 
 

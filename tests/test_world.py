@@ -1,5 +1,6 @@
 """The demo world's images as a source (world:N, world:lt, domain=broad) and its training loop's resume."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -110,6 +111,10 @@ def test_fit_resumes_where_it_stopped(tmp_path):
     demo_world.fit("toy", start, loss_fn, batch_of, 40, 0.1, tmp_path / "c", 0, 10, made_with={**made, "toy_lr": 0.2})
   assert demo_world.stage_settings(demo_world.Settings(), "unet")["drop_text"] == demo_world.Settings().drop_text
   assert "unet_lr" not in demo_world.stage_settings(demo_world.Settings(), "judge")
+  # Every setting is some stage's (so that changing it retrains that stage), or one that changes no result.
+  everything = demo_world.Settings(unet_pairs=True)
+  claimed = set().union(*(demo_world.stage_settings(everything, stage) for stage in demo_world.STAGES))
+  assert {f.name for f in dataclasses.fields(everything)} - claimed == set(demo_world.NO_STAGE)
 
   # A checkpoint written before a setting existed counts as made with its default (what the code did then): it
   # resumes under the default and is refused under another value.

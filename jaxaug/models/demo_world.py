@@ -341,8 +341,13 @@ def _tail(losses) -> float:
   return float(losses[-max(1, len(losses) // 10):].mean())
 
 
+STAGES = ("vae", "clip", "judge", "unet", "pairs")
+NO_STAGE = ("checkpoint_every",)  # settings no stage's result depends on (how often it is saved)
+
+
 def stage_settings(settings: Settings, stage: str) -> dict:
-  """The settings a stage's result depends on (its own fields, the data's, and for the UNet its inputs')."""
+  """The settings a stage's result depends on (its own fields, the data's, and for the UNet its inputs'), found
+  by name prefix: a new setting must start with its stage's prefix or be in NO_STAGE (a test checks)."""
   unet = ("vae_", "clip_", "unet_", "drop_", "min_snr", "noised_share", "latent_grid")
   if settings.unet_pairs:
     unet += ("pair_batch", "pair_below", "pair_consistency")
