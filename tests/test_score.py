@@ -12,7 +12,7 @@ from PIL import Image
 
 from jaxaug import config_base, score
 from jaxaug.data import open_source, synthetic
-from jaxaug.errors import UserError, exit_on_user_error
+from jaxaug.errors import exit_on_user_error
 from jaxaug.score_lib import embed, pictures, report, scoring
 
 ROOT = Path(__file__).resolve().parent.parent

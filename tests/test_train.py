@@ -352,7 +352,7 @@ def test_partial_synthetic_set_is_refused_unless_allowed(tmp_path, caplog):
 def test_runs_of_one_column_open_its_data_once(tmp_path, monkeypatch):
   """The experiment's runs of a column (methods x seeds) share the real splits, the k-shot subset and the checked
   synthetic set (loop.Opened); each run still gets its own method's images."""
-  out = make_synthetic(str(tmp_path / "syn"), open_source("demo:4", "train"), 2, methods=("mixup", "dropout"))
+  make_synthetic(str(tmp_path / "syn"), open_source("demo:4", "train"), 2, methods=("mixup", "dropout"))
   scans = []
   monkeypatch.setattr(synthetic.SyntheticSource, "check_shards", lambda self, *a, **k: scans.append(self))
   opened = loop.Opened()

@@ -88,7 +88,7 @@ def _evaluations(config, total_steps: int) -> int:
 def _bench(path: str) -> dict:
   try:
     record = json.loads(Path(path).read_text())
-    bench, result = record["bench"], record["result"]
+    bench, _ = record["bench"], record["result"]  # both must be there
   except (OSError, ValueError, KeyError, TypeError):
     raise UserError(f"--bench_json={path} is not a JSON written by `python -m jaxaug.bench sampler|flops "
                     "--json=FILE`") from None
@@ -189,7 +189,6 @@ def text(grid: grid_lib.Grid, p: dict) -> str:
   rows.append(f"  k-shot subsets: {p['subsets']}")
   rows.append(f"  images to generate: {p['images']:,} in {p['generation_runs']} generation runs")
   for g in p["generation"]:
-    c = g["config"] or {}
     rate = (f", {g['tflop_per_image']:.4g} TFLOP per image" if g["tflop_per_image"] is not None else "")
     rate += f", measured {g['images_per_s']:.3g} images/s" if g["images_per_s"] else ""
     rows.append(f"    {g['label']}: {g['runs']} runs, {g['images']:,} images{rate}")
