@@ -176,6 +176,38 @@ def test_a_signal_in_a_stage_saves_it_where_it_is_and_the_rerun_ends_as_one_run(
   assert f"interrupted by {signal.Signals(signum).name} during the stats stage" in capsys.readouterr().err
 
 
+def test_drawn_data_and_statistics_are_made_again_when_their_settings_change(tmp_path, capsys):
+  """data.npz and stats.npz are derived, not trained: kept with the settings they were made under and made again,
+  with a line saying why, when those change, instead of handing the next stages another world's arrays."""
+  small = demo_world.Settings(images=20)
+  data = demo_world.make_data(small, tmp_path)
+  assert (len(data["images"]), int(data["broad"].sum())) == (30, 20) and capsys.readouterr().out == ""
+  assert np.array_equal(demo_world.make_data(small, tmp_path)["images"], data["images"])  # from the file
+  assert capsys.readouterr().out == ""
+  data = demo_world.make_data(demo_world.Settings(images=40), tmp_path)
+  assert int(data["broad"].sum()) == 40
+  assert capsys.readouterr().out.strip() == ("demo_world: data.npz was made with other settings (images): making it "
+                                             "again")
+
+  from transformers import CLIPTokenizer
+  vocab = tiny.write_tokenizer(tmp_path / "tok", world.prompt_words(), demo_world.MAX_TOKENS)
+  tokenizer, cfg = CLIPTokenizer.from_pretrained(str(tmp_path / "tok")), demo_world.configs(vocab)
+  settings = demo_world.Settings(images=40)
+
+  def stats(settings, seed):
+    return demo_world.compute_stats(settings, data, cfg, tiny.random_params("unclip", cfg, seed), tokenizer, tmp_path)
+
+  first = stats(settings, 0)
+  assert np.array_equal(stats(dataclasses.replace(settings, unet_lr=1.0, judge_steps=1), 1)["embeds"], first["embeds"])
+  assert capsys.readouterr().out == ""  # a UNet's or the judge's settings are not the statistics'
+  other = stats(dataclasses.replace(settings, clip_steps=4000), 1)  # another CLIP: other embeddings
+  assert not np.array_equal(other["embeds"], first["embeds"])
+  assert "stats.npz was made with other settings (clip_steps): making it again" in capsys.readouterr().out
+  legacy = {k: v for k, v in np.load(tmp_path / "stats.npz").items() if k != "made_with"}
+  np.savez(tmp_path / "stats.npz", **legacy)  # a work directory from before the settings were recorded
+  assert np.array_equal(stats(settings, 0)["embeds"], other["embeds"]) and capsys.readouterr().out == ""
+
+
 def test_train_takes_other_settings_by_name(tmp_path, capsys):
   changed = demo_world.Settings().overridden(["clip_steps=4000", "drop_text=0.5"])
   assert (changed.clip_steps, changed.drop_text, changed.vae_steps) == (4000, 0.5, demo_world.Settings().vae_steps)

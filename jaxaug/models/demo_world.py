@@ -178,11 +178,12 @@ def configs(vocab_size: int, latent_grid: int = 8) -> dict:
 
 
 def make_data(settings: Settings, work: Path) -> dict:
-  """The broad world's training images, labels and captions, drawn once and cached in work/data.npz."""
-  path = work / "data.npz"
-  if path.is_file():
-    with np.load(path) as f:
-      return {k: f[k] for k in f.files}
+  """The broad world's training images, labels and captions, drawn once and cached in work/data.npz (drawn again
+  if `images` changed: every draw is a pure function of its index, so nothing else changes them)."""
+  return _cached(work / "data.npz", {"images": settings.images}, lambda: _draw_data(settings))
+
+
+def _draw_data(settings: Settings) -> dict:
   began = time.time()
   per_class = settings.images // len(world.CLASSES)
   source = world.WorldSource("train", per_class, domain="broad")
@@ -198,8 +199,32 @@ def make_data(settings: Settings, work: Path) -> dict:
               captions=np.asarray(captions), descriptions=np.asarray(full),
               broad=np.arange(len(images)) < len(source))
   data["seconds"] = np.float64(time.time() - began)
-  _atomic(path, lambda p: np.savez(p, **data))
   return data
+
+
+def _cached(path: Path, made_with: dict, make) -> dict:
+  """Arrays derived from earlier results (the drawn data, the statistics), kept in `path` with the settings they
+  were made under, and made again, with a line saying why, when those settings changed: reusing them would
+  silently train the next stages on another world's latents or embeddings. (A file from before the settings were
+  recorded is taken as it is.)"""
+  if path.is_file():
+    with np.load(path) as f:
+      found = {k: f[k] for k in f.files}
+    was = found.pop("made_with", None)
+    changed = [] if was is None else _changed(json.loads(str(was)), made_with)
+    if not changed:
+      return found
+    print(f"demo_world: {path.name} was made with other settings ({', '.join(changed)}): making it again", flush=True)
+  made = make()
+  _atomic(path, lambda f: np.savez(f, **made, made_with=np.asarray(json.dumps(made_with, sort_keys=True))))
+  return made
+
+
+def _changed(was: dict, made_with: dict) -> list[str]:
+  """The settings in which a stored result's record differs from this run's; a setting added since the record was
+  written counts as its default (what the code did before it existed)."""
+  was = {**{k: v for k, v in dataclasses.asdict(Settings()).items() if k in made_with}, **was}
+  return sorted(k for k in set(made_with) | set(was) if was.get(k) != made_with.get(k))
 
 
 class _Stop:
@@ -282,11 +307,8 @@ def fit(stage: str, params, loss_fn, batch_of, steps: int, lr: float, work: Path
     stored = flax.serialization.msgpack_restore(path.read_bytes())
     stored.setdefault("seconds", 0.0)
     was = stored.pop("made_with", None)
-    if was is not None and made_with is not None:
-      # A setting added since the checkpoint was written counts as its default: what the code did before it existed.
-      was = {**{k: v for k, v in dataclasses.asdict(Settings()).items() if k in made_with}, **json.loads(was)}
-    if was is not None and made_with is not None and was != made_with:
-      changed = sorted(k for k in set(made_with) | set(was) if was.get(k) != made_with.get(k))
+    changed = _changed(json.loads(was), made_with) if was is not None and made_with is not None else []
+    if changed:
       raise UserError(f"{path} was trained with other settings ({', '.join(changed)}): rerun with the settings it "
                       "was made with to resume, or remove it to train that stage again")
     state = flax.serialization.from_state_dict(state, stored)
@@ -341,7 +363,7 @@ def _tail(losses) -> float:
   return float(losses[-max(1, len(losses) // 10):].mean())
 
 
-STAGES = ("vae", "clip", "judge", "unet", "pairs")
+STAGES = ("vae", "clip", "stats", "judge", "unet", "pairs")
 NO_STAGE = ("checkpoint_every",)  # settings no stage's result depends on (how often it is saved)
 
 
@@ -351,7 +373,8 @@ def stage_settings(settings: Settings, stage: str) -> dict:
   unet = ("vae_", "clip_", "unet_", "drop_", "min_snr", "noised_share", "latent_grid")
   if settings.unet_pairs:
     unet += ("pair_batch", "pair_below", "pair_consistency")
-  own = {"vae": ("vae_", "latent_grid"), "clip": ("clip_",), "judge": ("judge_",), "unet": unet, "pairs": unet + ("pair_",)}[stage]
+  own = {"vae": ("vae_", "latent_grid"), "clip": ("clip_",), "stats": ("vae_", "latent_grid", "clip_"),
+         "judge": ("judge_",), "unet": unet, "pairs": unet + ("pair_",)}[stage]
   return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
           if f.name in ("seed", "images") or f.name.startswith(own)}
 
@@ -454,11 +477,13 @@ def _batched(fn, arrays, batch: int = 512):
 
 
 def compute_stats(settings: Settings, data: dict, cfg: dict, params: dict, tokenizer, work: Path) -> dict:
-  """Normaliser, latent scale, and the UNet stage's inputs (latent moments, embeddings, text contexts)."""
-  path = work / "stats.npz"
-  if path.is_file():
-    with np.load(path) as f:
-      return {k: f[k] for k in f.files}
+  """Normaliser, latent scale, and the UNet stage's inputs (latent moments, embeddings, text contexts), cached in
+  work/stats.npz and computed again when the VAE's or CLIP's settings changed."""
+  return _cached(work / "stats.npz", stage_settings(settings, "stats"),
+                 lambda: _compute_stats(data, cfg, params, tokenizer))
+
+
+def _compute_stats(data: dict, cfg: dict, params: dict, tokenizer) -> dict:
   began = time.time()
   vae = pipeline.vae_module(cfg["vae"], jnp.float32, "world/vae")
   image = pipeline.image_module(cfg["image_encoder"], jnp.float32)
@@ -487,7 +512,6 @@ def compute_stats(settings: Settings, data: dict, cfg: dict, params: dict, token
                norm_mean=embeds.mean(0, keepdims=True).astype(np.float32),
                norm_std=embeds.std(0, keepdims=True).astype(np.float32),
                scale=np.float32(1.0 / mean_latent.std()), seconds=np.float64(time.time() - began))
-  _atomic(path, lambda f: np.savez(f, **stats))
   return stats
 
 
