@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from jaxaug import config_files
+from jaxaug.data import world
 from jaxaug.errors import UserError
 from jaxaug.experiment_lib import cost, grid as grid_lib, results as results_lib, runner
 
@@ -144,6 +145,20 @@ def test_fewshot_grid_plan_counts():
   assert p["generation_runs"] == 4 * 5 * 3 and p["subsets"] == 20
   assert p["training_runs"] == 1040 and all(t["steps_each"] == [10_000] for t in p["training"])
   assert len(p["notes"]) == 4 and "not on this machine" in p["notes"][0]
+
+
+def test_world_long_tail_grid_plan_counts():
+  """The small local variant of the ImageNet-LT grid: world:lt filled to 100 images per class, one generation run
+  per method and one for txt2img, 3 trials of 3 rows trained as one group."""
+  config = config_files.load("experiment_world_lt")
+  grid = grid_lib.settings(config)
+  p = cost.plan(config, grid, grid_lib.cells(grid), flops=False)
+  filled = sum(max(0, 100 - n) for n in world.lt_counts())  # 548
+  assert p["images"] == 2 * filled and p["generation_runs"] == 2 and p["subsets"] == 0
+  assert p["training_runs"] == 9 and all(t["steps_each"] == [320] for t in p["training"])
+  config.sources.world = "world:lt?min=1"  # the harder tail the docs measure
+  p = cost.plan(config, grid_lib.settings(config), grid_lib.cells(grid_lib.settings(config)), flops=False)
+  assert p["images"] == 2 * sum(max(0, 100 - n) for n in world.lt_counts(10, 200, 1))
 
 
 def test_abstract_model_has_the_loaded_checkpoints_shapes():

@@ -65,6 +65,11 @@ def test_long_tail_counts_and_groups():
   groups = sources.class_groups(counts)
   assert all(len(groups[g]) for g in ("many", "medium", "few"))
   assert np.all(sources.open_source("world:lt", "test").counts() == world.LT_TEST)
+  # Another tail: max down to min, geometric; the test split and the images themselves are the default's.
+  harder = sources.open_source("world:lt?min=1", "train")
+  assert list(harder.counts()) == [200, 111, 62, 34, 19, 11, 6, 3, 2, 1]
+  assert harder.id(len(harder) - 1) == "world/target/train/arrow/0" and np.array_equal(harder.read(0), lt.read(0))
+  assert list(sources.open_source("world:lt?max=40&min=1", "train").counts())[:2] == [40, 27]
 
 
 @pytest.mark.parametrize("spec, split, message", [
@@ -73,6 +78,10 @@ def test_long_tail_counts_and_groups():
     ("world:4?domain=moon", "train", "world domain 'moon' is unknown"),
     ("world:4", "validation", "has no split 'validation'"),
     ("world:4?colour=red", "train", "unknown option 'colour'"),
+    ("world:lt?min=0", "train", "world:lt takes max=M and min=N with 1 <= N <= M"),
+    ("world:lt?max=3&min=5", "train", "world:lt takes max=M and min=N with 1 <= N <= M"),
+    ("world:lt?max=many", "train", "world:lt takes max=M and min=N with 1 <= N <= M"),
+    ("world:4?min=1", "train", "max= and min= shape world:lt's tail"),
 ])
 def test_bad_world_specs_are_one_line(spec, split, message):
   with pytest.raises(UserError, match=message):

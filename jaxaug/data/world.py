@@ -13,6 +13,8 @@ Every image is a pure function of (domain, split, index): the same set on every 
   world:N            the target domain, N images per class per split (train / test)
   world:lt           the target domain, long-tailed: class c has round(200 * 0.025 ** (c / 9)) train
                      images (200 down to 5: many / medium / few groups), 20 per class in test
+  world:lt?max=40&min=1  another tail, geometric from max down to min (a harder one: the default's five
+                     images of its rarest class already teach a classifier that shape)
   world:N?domain=broad   the broad world instead (what the generator was trained on)
 """
 
@@ -162,10 +164,10 @@ def prompt_words() -> list[str]:
   return sorted(set(words) | set(COLOURS) | set(CLASSES))
 
 
-def lt_counts(num_classes: int = len(CLASSES)) -> np.ndarray:
-  """Train images per class of world:lt: LT_MAX down to LT_MIN, geometric."""
+def lt_counts(num_classes: int = len(CLASSES), most: int = LT_MAX, fewest: int = LT_MIN) -> np.ndarray:
+  """Train images per class of world:lt: `most` down to `fewest` (LT_MAX, LT_MIN by default), geometric."""
   c = np.arange(num_classes)
-  return np.round(LT_MAX * (LT_MIN / LT_MAX) ** (c / (num_classes - 1))).astype(np.int64)
+  return np.round(most * (fewest / most) ** (c / (num_classes - 1))).astype(np.int64)
 
 
 @functools.lru_cache(maxsize=4096)  # about 12 MB of 32 px images
@@ -179,14 +181,14 @@ class WorldSource(ImageSource):
   """A split of the world as an ImageSource; images are drawn on demand from (domain, split, index)."""
 
   def __init__(self, split: str = "train", per_class: int | None = 10, domain: str = "target",
-               long_tail: bool = False):
+               long_tail: bool = False, tail: tuple[int, int] = (LT_MAX, LT_MIN)):
     if domain not in DOMAINS:
       raise UserError(f"world domain {domain!r} is unknown: use one of {', '.join(DOMAINS)}")
     if split not in SPLITS:
       raise UserError(f"the world has no split {split!r}: it has {' and '.join(SPLITS)}")
     self.class_names, self.split, self.domain = CLASSES, split, domain
     if long_tail:
-      counts = lt_counts() if split == "train" else np.full(len(CLASSES), LT_TEST)
+      counts = lt_counts(len(CLASSES), *tail) if split == "train" else np.full(len(CLASSES), LT_TEST)
     else:
       counts = np.full(len(CLASSES), per_class)
     self.labels = np.repeat(np.arange(len(CLASSES), dtype=np.int32), counts)
@@ -218,15 +220,29 @@ class WorldSource(ImageSource):
 
 
 def open_world(target: str, split: str, options: dict[str, str], spec: str = "world:") -> WorldSource:
-  """`world:N` / `world:lt` with option domain=target|broad (module docstring)."""
+  """`world:N` / `world:lt` with option domain=target|broad, and max / min for world:lt (module docstring)."""
   domain = options.get("domain", "target")
   if split not in SPLITS:
     raise UserError(f"data source {spec!r} has no split {split!r}: the world has {' and '.join(SPLITS)}")
   if target == "lt":
-    return WorldSource(split, None, domain, long_tail=True)
+    return WorldSource(split, None, domain, long_tail=True, tail=_tail(options, spec))
+  if "max" in options or "min" in options:
+    raise UserError(f"data source {spec!r}: max= and min= shape world:lt's tail; world:N has N images per class")
   if not target.isdigit() or int(target) < 1:
     raise UserError(f"data source {spec!r}: write world:N with N images per class (e.g. world:10) or world:lt")
   return WorldSource(split, int(target), domain)
 
 
-register_kind("world", open_world, ("domain",))
+def _tail(options: dict[str, str], spec: str) -> tuple[int, int]:
+  """world:lt's (max, min) train images per class."""
+  try:
+    most, fewest = int(options.get("max", LT_MAX)), int(options.get("min", LT_MIN))
+  except ValueError:
+    most = fewest = 0
+  if not 1 <= fewest <= most:
+    raise UserError(f"data source {spec!r}: world:lt takes max=M and min=N with 1 <= N <= M train images per class "
+                    f"(default max={LT_MAX}, min={LT_MIN})")
+  return most, fewest
+
+
+register_kind("world", open_world, ("domain", "max", "min"))
