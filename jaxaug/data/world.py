@@ -13,8 +13,7 @@ Every image is a pure function of (domain, split, index): the same set on every 
   world:N            the target domain, N images per class per split (train / test)
   world:lt           the target domain, long-tailed: class c has round(200 * 0.025 ** (c / 9)) train
                      images (200 down to 5: many / medium / few groups), 20 per class in test
-  world:lt?max=40&min=1  another tail, geometric from max down to min (a harder one: the default's five
-                     images of its rarest class already teach a classifier that shape)
+  world:lt?max=40&min=1  another tail, geometric from max train images per class down to min
   world:N?domain=broad   the broad world instead (what the generator was trained on)
 """
 
