@@ -27,16 +27,14 @@ def get_config():
   c.baselines = "real,txt2img"
   c.seeds = "0,1,2"
   c.generation_per_method = True
-  g = c.generation = config_files.load("experiment_demo").generation
+  demo = config_files.load("experiment_demo")  # the demo grid's generator and classifier, on the long tail
+  g = c.generation = demo.generation
   g.plan.policy, g.plan.amount = "fill_to", 100
-  t = c.training
+  t = c.training = demo.training
   t.mix, t.synthetic_fraction = "batch", 0.5  # the paper's ImageNet-LT recipe: half of every batch synthetic
-  t.load_size, t.crop_size, t.transform = 32, 32, "flip_rotate"
-  t.model, t.loss = "resnet_tiny", "balanced_softmax"
-  t.optimizer, t.lr, t.weight_decay, t.warmup_epochs = "adam", 3e-3, 0.0, 0.0
-  t.batch_size, t.eval_batch_size = 32, 100
-  t.epochs, t.steps_per_epoch = 16, 20
-  t.log_every, t.eval_every, t.checkpoint_every = 20, 80, 160
-  t.num_threads = 2
+  t.loss = "balanced_softmax"
+  t.batch_size = 32
+  t.epochs = 16
+  t.eval_every, t.checkpoint_every = 80, 160
   c.output.dir = "out/experiment_world_lt"
   return c

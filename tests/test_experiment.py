@@ -157,7 +157,8 @@ def test_world_long_tail_grid_plan_counts():
   assert p["images"] == 2 * filled and p["generation_runs"] == 2 and p["subsets"] == 0
   assert p["training_runs"] == 9 and all(t["steps_each"] == [320] for t in p["training"])
   config.sources.world = "world:lt?min=1"  # the harder tail the docs measure
-  p = cost.plan(config, grid_lib.settings(config), grid_lib.cells(grid_lib.settings(config)), flops=False)
+  grid = grid_lib.settings(config)
+  p = cost.plan(config, grid, grid_lib.cells(grid), flops=False)
   assert p["images"] == 2 * sum(max(0, 100 - n) for n in world.lt_counts(10, 200, 1))
 
 

@@ -370,11 +370,12 @@ NO_STAGE = ("checkpoint_every",)  # settings no stage's result depends on (how o
 def stage_settings(settings: Settings, stage: str) -> dict:
   """The settings a stage's result depends on (its own fields, the data's, and for the UNet its inputs'), found
   by name prefix: a new setting must start with its stage's prefix or be in NO_STAGE (a test checks)."""
-  unet = ("vae_", "clip_", "unet_", "drop_", "min_snr", "noised_share", "latent_grid")
+  vae, clip = ("vae_", "latent_grid"), ("clip_",)
+  unet = vae + clip + ("unet_", "drop_", "min_snr", "noised_share")
   if settings.unet_pairs:
     unet += ("pair_batch", "pair_below", "pair_consistency")
-  own = {"vae": ("vae_", "latent_grid"), "clip": ("clip_",), "stats": ("vae_", "latent_grid", "clip_"),
-         "judge": ("judge_",), "unet": unet, "pairs": unet + ("pair_",)}[stage]
+  own = {"vae": vae, "clip": clip, "stats": vae + clip, "judge": ("judge_",), "unet": unet,
+         "pairs": unet + ("pair_",)}[stage]
   return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
           if f.name in ("seed", "images") or f.name.startswith(own)}
 
