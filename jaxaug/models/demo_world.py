@@ -2,6 +2,8 @@
 
     python -m jaxaug.models.demo_world train --out=DIR [--work=DIR] [--seed=0] [--scale=1.0] [--set NAME=VALUE ...]
     python -m jaxaug.models.demo_world show --out=DIR [--model=DIR]     # pictures: guidance, mixing (world_show.py)
+    python -m jaxaug.models.demo_world measure [--model=DIR] [--guidance=3] [--seeds=0,1,2,3] [--scheduler=NAME]
+        [--json=FILE]                     # what its images mean, the tests' properties as a table (world_measure.py)
 
 trains, in order and each resumable (rerun the same command after a kill), with jaxaug's own Flax modules
 and the SD 2.1-unCLIP structure:
@@ -840,6 +842,34 @@ def write_sums(root: Path) -> None:
   (root / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
 
+def _measure(args, load) -> None:
+  """`measure`: the report over the seeds, printed as a table (and written as JSON with --json)."""
+  from jaxaug.models import world_measure, world_show
+  from jaxaug.sampler import SamplerSpec
+
+  try:
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+  except ValueError:
+    raise UserError(f"--seeds={args.seeds}: give noise seeds as integers, e.g. --seeds=0,1,2,3") from None
+  if args.guidance < 1:
+    raise UserError(f"--guidance={args.guidance:g}: the operating guidance must be at least 1 (1: one branch)")
+  model = load(args.model)
+  SamplerSpec("unclip", args.scheduler, world_show.STEPS, args.guidance).check(model[0])
+  scheduler = args.scheduler or "the checkpoint's"
+  print(f"world measure: {args.model}, guidance {args.guidance:g}, scheduler {scheduler}, {world_show.STEPS} steps, "
+        f"seeds {', '.join(map(str, seeds))}", flush=True)
+  start = time.time()
+  probe = world_measure.Probe(model, Judge.load(), guidance=args.guidance, scheduler=args.scheduler, verbose=True)
+  rows = world_measure.report(probe, seeds)
+  print(world_measure.table(rows, seeds))
+  if args.json:
+    record = {"model": str(args.model), "guidance": args.guidance, "scheduler": args.scheduler,
+              "steps": world_show.STEPS, "seeds": list(seeds), "seconds": round(time.time() - start, 1),
+              "rows": [dataclasses.asdict(r) for r in rows]}
+    Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+    print(f"world measure: wrote {args.json}")
+
+
 @exit_on_user_error
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m jaxaug.models.demo_world", description=__doc__.splitlines()[0])
@@ -855,12 +885,21 @@ def main(argv=None):
   s.add_argument("--out", required=True, help="directory to write guidance.png and mixing.png to")
   s.add_argument("--model", default=str(WORLD_DIR),
                  help="a world checkpoint (default: the shipped one); the shipped judge reads every world's images")
+  m = sub.add_parser("measure", help="measure what a world's images mean (the tests' properties), over noise seeds")
+  m.add_argument("--model", default=str(WORLD_DIR), help="a world checkpoint (default: the shipped one)")
+  m.add_argument("--guidance", type=float, default=3.0,
+                 help="the operating guidance of every property but the guidance one (1, 3, 7); default 3, the demo's")
+  m.add_argument("--seeds", default="0", help="noise seeds, comma-separated (0: the tests' own); e.g. 0,1,2,3")
+  m.add_argument("--scheduler", default=None, help="pndm, ddim or dpm++ (default: the checkpoint's, PNDM), 20 steps")
+  m.add_argument("--json", default=None, help="also write the report to this file")
   args = parser.parse_args(argv)
-  if args.command == "show":
+  if args.command in ("show", "measure"):
     from jaxaug.models import load, world_show
 
     if not (Path(args.model) / "model_index.json").is_file():
       raise UserError(f"--model={args.model}: not a world checkpoint (no model_index.json)")
+    if args.command == "measure":
+      return _measure(args, load)
     world_show.show(args.out, load(args.model), Judge.load())
     return
   train(args.out, args.work, Settings(seed=args.seed).overridden(args.set).scaled(args.scale))

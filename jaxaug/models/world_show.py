@@ -42,15 +42,16 @@ def _generate(pipe, params, spec, ids, empty_ids, vectors, noise):
   return jnp.round(sd.to_pixels(sd.decode(pipe, params, latents)) * 255).astype(jnp.uint8)
 
 
-def generate(model, vectors, prompts: list[str], guidance: float, seed: int = 0) -> np.ndarray:
-  """uint8 images from unCLIP vectors (B, 2d) and prompts, PNDM at STEPS steps, one noise seed for all;
-  vectors None: text only (the all-zero vector)."""
+def generate(model, vectors, prompts: list[str], guidance: float, seed: int = 0,
+             scheduler: str | None = None) -> np.ndarray:
+  """uint8 images from unCLIP vectors (B, 2d) and prompts, STEPS steps of the scheduler (None: the checkpoint's,
+  PNDM), one noise seed for all; vectors None: text only (the all-zero vector)."""
   pipe, params = model
   if vectors is None:
     vectors = sd.unconditional_image_vector(len(prompts), 2 * pipe.image_embed_dim)
   side = world.SIZE // pipe.vae_factor
   noise = jax.random.normal(jax.random.key(seed), (len(prompts), pipe.latent_channels, side, side))
-  spec = SamplerSpec("unclip", None, STEPS, guidance).check(pipe)
+  spec = SamplerSpec("unclip", scheduler, STEPS, guidance).check(pipe)
   return np.asarray(_generate(pipe, params, spec, sd.tokenize(pipe, prompts), sd.tokenize(pipe, [""] * len(prompts)),
                               jnp.asarray(vectors), noise))
 
@@ -72,14 +73,17 @@ def vectors(model, embeds) -> jnp.ndarray:
   return sd.image_condition(pipe, params, embeds, 0, jnp.zeros_like(embeds))
 
 
-def _test_images(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+def unseen_images(per_class: int, per_class_at_least: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Target-domain test images (the generator never saw them) and labels: per class, those whose index within
+  the class is in [per_class_at_least, per_class)."""
   source = world.WorldSource("test", per_class)
-  return np.stack([source.read(i) for i in range(len(source))]), np.asarray(source.labels)
+  keep = [i for i in range(len(source)) if source._within[i] >= per_class_at_least]
+  return np.stack([source.read(i) for i in keep]), np.asarray(source.labels)[keep]
 
 
 def guidance_rows(model, judge, per_class: int = 1) -> list[tuple[str, np.ndarray, np.ndarray]]:
   """(label, images, misread) rows: the real images, then their generations at each of GUIDANCES."""
-  images, labels = _test_images(per_class)
+  images, labels = unseen_images(per_class)
   conditions = vectors(model, embed(model, images))
   prompts = [f"a photo of a {world.CLASSES[c]}" for c in labels]
   rows = [("real (condition)", images, judge.predict(images) != labels)]
@@ -93,7 +97,7 @@ def guidance_rows(model, judge, per_class: int = 1) -> list[tuple[str, np.ndarra
 def mixing_rows(model, judge, per_pair: int = 2) -> list[tuple[str, np.ndarray, np.ndarray]]:
   """(label, images, neither a nor b) rows: per lambda, embed_mixup of a and b (empty prompt), pairs side by
   side; then the b images."""
-  images, labels = _test_images(per_pair)
+  images, labels = unseen_images(per_pair)
   index = {c: np.flatnonzero(labels == world.CLASSES.index(c)) for pair in PAIRS for c in pair}
   firsts = np.concatenate([index[a] for a, _ in PAIRS])
   seconds = np.concatenate([index[b] for _, b in PAIRS])
