@@ -186,7 +186,7 @@ class Probe:
       e = lam * self.embed(x1) + (1 - lam) * self.embed(x2)
     else:  # an end: the unmixed image
       e = self.embed(x1 if lam == 1.0 else x2)
-    read = self.judge.predict(self.sample(self.vectors(e), [""] * len(x1), None, seed))
+    read = self.judge.predict(self.sample(self.vectors(e, seed=seed), [""] * len(x1), None, seed))
     is_b = read == labels[seconds]
     return float(np.mean(is_b)), float(np.mean(is_b | (read == labels[firsts])))
 
