@@ -173,6 +173,7 @@ def test_measure_command(trained, tmp_path, capsys, monkeypatch):
     (["--guidance=0.5"], "--guidance=0.5: the operating guidance must be at least 1"),
     (["--scheduler=heun"], "unknown scheduler 'heun'"),
     (["--model=/nonexistent"], "--model=/nonexistent: not a world checkpoint (no model_index.json)"),
+    (["--json=/nonexistent/m.json"], "--json=/nonexistent/m.json: no directory /nonexistent to write it to"),
 ])
 def test_measure_refuses_bad_input_in_one_line(argv, message, capsys):
   with pytest.raises(SystemExit) as stop:

@@ -853,6 +853,8 @@ def _measure(args, load) -> None:
     raise UserError(f"--seeds={args.seeds}: give noise seeds as integers, e.g. --seeds=0,1,2,3") from None
   if args.guidance < 1:
     raise UserError(f"--guidance={args.guidance:g}: the operating guidance must be at least 1 (1: one branch)")
+  if args.json and not Path(args.json).resolve().parent.is_dir():  # found now, not after minutes of measuring
+    raise UserError(f"--json={args.json}: no directory {Path(args.json).resolve().parent} to write it to")
   model = load(args.model)
   SamplerSpec("unclip", args.scheduler, world_show.STEPS, args.guidance).check(model[0])
   scheduler = args.scheduler or "the checkpoint's"

@@ -5,8 +5,7 @@ never saw: class agreement, the pull toward the target domain, mixing two classe
 that the unCLIP noise level gives. Each measurement is made once per probe and kept, so a report, a test and
 another test share it. `tests/test_demo_world.py` asserts the checks below on the shipped weights (and their
 failure on random ones); `python -m jaxaug.models.demo_world measure` prints them for any world, at any
-operating guidance and scheduler, over several noise seeds: the table docs/demo-world.md reports for every
-UNet tried.
+operating guidance and scheduler, over several noise seeds (docs/demo-world.md, "Measuring a world").
 """
 
 from __future__ import annotations
