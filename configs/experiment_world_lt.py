@@ -12,25 +12,18 @@ classes.
 """
 
 from jaxaug import config_files
-from jaxaug.config_base import experiment_config
 
 
 def get_config():
-  c = experiment_config()
+  c = config_files.load("experiment_demo")  # the demo grid's world, baselines, seeds, generator and classifier
   c.table = "imagenet_lt"
-  c.datasets = "world"
-  c.sources = {"world": "world:lt"}
-  c.train_splits = {"world": "train"}
-  c.eval_splits = {"world": "test"}
+  c.sources = {"world": "world:lt"}  # on the long tail instead of the few-shot subsets
   c.shots = "0"
   c.methods = "embed_cutmix_dropout"
-  c.baselines = "real,txt2img"
-  c.seeds = "0,1,2"
   c.generation_per_method = True
-  demo = config_files.load("experiment_demo")  # the demo grid's generator and classifier, on the long tail
-  g = c.generation = demo.generation
+  g = c.generation
   g.plan.policy, g.plan.amount = "fill_to", 100
-  t = c.training = demo.training
+  t = c.training
   t.mix, t.synthetic_fraction = "batch", 0.5  # the paper's ImageNet-LT recipe: half of every batch synthetic
   t.loss = "balanced_softmax"
   t.batch_size = 32

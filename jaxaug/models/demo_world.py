@@ -842,9 +842,9 @@ def write_sums(root: Path) -> None:
   (root / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
 
-def _measure(args, load) -> None:
+def _measure(args) -> None:
   """`measure`: the report over the seeds, printed as a table (and written as JSON with --json)."""
-  from jaxaug.models import world_measure, world_show
+  from jaxaug.models import load, world_measure, world_show
   from jaxaug.sampler import SamplerSpec
 
   try:
@@ -868,7 +868,7 @@ def _measure(args, load) -> None:
     record = {"model": str(args.model), "guidance": args.guidance, "scheduler": args.scheduler,
               "steps": world_show.STEPS, "seeds": list(seeds), "seconds": round(time.time() - start, 1),
               "rows": [dataclasses.asdict(r) for r in rows]}
-    Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+    _atomic(Path(args.json), lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
     print(f"world measure: wrote {args.json}")
 
 
@@ -896,12 +896,12 @@ def main(argv=None):
   m.add_argument("--json", default=None, help="also write the report to this file")
   args = parser.parse_args(argv)
   if args.command in ("show", "measure"):
-    from jaxaug.models import load, world_show
-
     if not (Path(args.model) / "model_index.json").is_file():
       raise UserError(f"--model={args.model}: not a world checkpoint (no model_index.json)")
     if args.command == "measure":
-      return _measure(args, load)
+      return _measure(args)
+    from jaxaug.models import load, world_show
+
     world_show.show(args.out, load(args.model), Judge.load())
     return
   train(args.out, args.work, Settings(seed=args.seed).overridden(args.set).scaled(args.scale))
