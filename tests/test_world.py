@@ -289,10 +289,11 @@ def test_the_16x16_latent_grid_is_the_same_components_with_one_level_more(tmp_pa
   pipe, params = load(str(tmp_path))
   assert pipe.vae_factor == 2 and world.SIZE // pipe.vae_factor == 16
   images = jnp.zeros((1, 3, world.SIZE, world.SIZE))
-  latents = pipe.vae.apply({"params": params["vae"]}, images, method="encode").mean
+  # jitted, as the pipeline runs them (eager, each op would compile on its own)
+  latents = jax.jit(lambda p, x: pipe.vae.apply({"params": p}, x, method="encode").mean)(params["vae"], images)
   assert latents.shape == (1, 16, 16, 4)  # the posterior's moments are channels-last
   sample, t, context, vector = pipeline.unet_inputs(pipe.unet, 1, 16, 16)
-  out = pipe.unet.apply({"params": params["unet"]}, sample, t, context, vector)
+  out = jax.jit(pipe.unet.apply)({"params": params["unet"]}, sample, t, context, vector)
   assert out.shape == (1, 4, 16, 16)
 
 
@@ -323,7 +324,8 @@ def test_the_pairs_stage_pulls_the_two_branches_together_at_low_noise(tmp_path):
                contexts=rng.normal(size=(5, demo_world.MAX_TOKENS, width)).astype(np.float32),
                norm_mean=np.zeros((1, d), np.float32), norm_std=np.ones((1, d), np.float32), scale=np.float32(1.0))
   task = demo_world._unet_task(demo_world.Settings(), stats, cfg)
-  start = task.unet.init(jax.random.key(0), *pipeline.unet_inputs(task.unet, 1, 8, 8))["params"]
+  # jitted: run eagerly, the init and the apply below compile each of their hundreds of ops on its own (20 s)
+  start = jax.jit(task.unet.init)(jax.random.key(0), *pipeline.unet_inputs(task.unet, 1, 8, 8))["params"]
   probe = demo_world._unet_examples(demo_world.Settings(drop_text=0.0, drop_image=0.0), stats, task.empty, rng, 16)
   probe["t"] = np.full(16, 100, np.int32)
 
@@ -351,7 +353,7 @@ def test_the_pairs_stage_pulls_the_two_branches_together_at_low_noise(tmp_path):
   assert len(batch["t"]) == 16 and batch["t"][8:].max() < settings.pair_below
   assert np.all(batch["keep"][8:]) and np.all(batch["text"][8:] != task.empty)  # the pairs keep their condition
   loss, _ = jax.jit(loss_fn)(start, batch, jax.random.key(2), None)
-  x_t, v, vector, a = demo_world._noised(task, batch, jax.random.key(2))
-  out = task.unet.apply({"params": start}, x_t[:8], batch["t"][:8], task.contexts[batch["text"][:8]], vector[:8])
+  x_t, v, vector, a = jax.jit(lambda b, k: demo_world._noised(task, b, k))(batch, jax.random.key(2))
+  out = jax.jit(task.unet.apply)({"params": start}, x_t[:8], batch["t"][:8], task.contexts[batch["text"][:8]], vector[:8])
   plain = demo_world._min_snr_loss(settings, out, v[:8], a[:8])
   assert float(loss) > float(plain)  # the pairs' v errors and the consistency term come on top
