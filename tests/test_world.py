@@ -354,6 +354,7 @@ def test_the_pairs_stage_pulls_the_two_branches_together_at_low_noise(tmp_path):
   assert np.all(batch["keep"][8:]) and np.all(batch["text"][8:] != task.empty)  # the pairs keep their condition
   loss, _ = jax.jit(loss_fn)(start, batch, jax.random.key(2), None)
   x_t, v, vector, a = jax.jit(lambda b, k: demo_world._noised(task, b, k))(batch, jax.random.key(2))
-  out = jax.jit(task.unet.apply)({"params": start}, x_t[:8], batch["t"][:8], task.contexts[batch["text"][:8]], vector[:8])
+  out = jax.jit(task.unet.apply)({"params": start}, x_t[:8], batch["t"][:8], task.contexts[batch["text"][:8]],
+                                vector[:8])
   plain = demo_world._min_snr_loss(settings, out, v[:8], a[:8])
   assert float(loss) > float(plain)  # the pairs' v errors and the consistency term come on top
