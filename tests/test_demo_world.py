@@ -128,6 +128,13 @@ def test_diversity_grows_with_noise_level(trained, untrained):
   assert not world_measure.spread_grows(random), random
 
 
+def test_the_operating_guidance_is_the_demos():
+  """The tests, measure and show judge the world at the guidance the no-flag demo runs it at."""
+  from jaxaug import config_files
+
+  assert world_measure.GUIDANCE == world_show.GUIDANCE == config_files.load("demo").sampler.guidance
+
+
 # --- the report: python -m jaxaug.models.demo_world measure ----------------------------------------------
 
 

@@ -22,7 +22,7 @@ from jaxaug.data import world
 from jaxaug.models import sd, world_show
 from jaxaug.score_lib import metrics
 
-GUIDANCE = 3.0  # the demo's operating guidance, and the tests'
+GUIDANCE = world_show.GUIDANCE  # the demo's operating guidance, and the tests'
 PER_CLASS = 6  # conditioning images per class (target-domain test split)
 GUIDANCES = (1.0, 3.0, 7.0)  # the issue's guidance property
 NOISE_LEVELS = (0, 500, 900)

@@ -28,7 +28,7 @@ STEPS = 20  # as the demo and the tests
 GUIDANCES = (1.0, 3.0, 7.0, 12.0)
 PAIRS = (("circle", "star"), ("square", "heart"), ("triangle", "ring"), ("cross", "crescent"), ("diamond", "arrow"))
 LAMS = (1.0, 0.75, 0.5, 0.25, 0.0)
-MIXING_GUIDANCE = 3.0  # the demo's, and the mixing tests'
+GUIDANCE = 3.0  # the demo's operating guidance (configs/demo.py), the tests' and the mixing rows'
 TILE = 64  # the world's 32 px images drawn at twice their size
 LABEL_W = 150
 HEAD_H = 24  # the title line
@@ -104,7 +104,7 @@ def mixing_rows(model, judge, per_pair: int = 2) -> list[tuple[str, np.ndarray, 
   e1, e2 = embed(model, images[firsts]), embed(model, images[seconds])
   rows = [("a", images[firsts], np.zeros(len(firsts), bool))]
   for lam in LAMS:
-    made = generate(model, vectors(model, lam * e1 + (1 - lam) * e2), [""] * len(firsts), MIXING_GUIDANCE)
+    made = generate(model, vectors(model, lam * e1 + (1 - lam) * e2), [""] * len(firsts), GUIDANCE)
     read = judge.predict(made)
     neither = (read != labels[firsts]) & (read != labels[seconds])
     rows.append((f"lambda {lam:g}: {1 - neither.mean():.0%} a or b", made, neither))
@@ -138,7 +138,7 @@ def show(out: str | Path, model, judge) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
   except OSError as error:
     raise UserError(f"cannot write to {out}: {error.strerror or error}") from None
-  mixing_title = (f"embed_mixup of a and b, empty prompt, guidance {MIXING_GUIDANCE:g}; red: read as neither a nor b; "
+  mixing_title = (f"embed_mixup of a and b, empty prompt, guidance {GUIDANCE:g}; red: read as neither a nor b; "
                   "pairs: " + ", ".join(f"{a}/{b}" for a, b in PAIRS))
   pictures = {
       "guidance.png": (guidance_rows(model, judge), "one test image per class, its class prompt; red: the judge "
