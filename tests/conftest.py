@@ -48,9 +48,9 @@ SLOW_FIRST = {
     "tests/test_generate.py::test_recovery_removes_what_a_kill_inside_each_write_leaves": 23,
     "tests/test_train.py::test_a_damaged_checkpoint_leaves_no_unraisable_reports": 21,
     "tests/test_world.py::test_the_pairs_stage_pulls_the_two_branches_together_at_low_noise": 20,
-    "tests/test_generate.py::test_the_runs_prompts_are_encoded_once_per_run_not_in_every_step": 10,
     "tests/test_experiment_multirun.py::test_batched_runs_equal_separate_runs": 12,
     "tests/test_experiment_multirun.py::test_bench_experiment_times_both_ways_and_counts_compiles": 12,
+    "tests/test_generate.py::test_the_runs_prompts_are_encoded_once_per_run_not_in_every_step": 10,
 }
 
 
