@@ -1,33 +1,22 @@
-"""The suite's own scheduling: every test that conftest.ONE_WORKER keeps on one worker, or SLOW_FIRST starts first,
-exists (a renamed test would silently leave its group and make the group's shared fixture once per worker, in
-parallel, or lose its place at the front of the queue)."""
+"""The suite's own scheduling: every module that conftest.SLOW_FIRST starts first exists (a renamed module would
+silently lose its place at the front of the queue), and the scheduler makes each module one work unit, so that
+a module fixture is made once, not once per worker."""
 
-import ast
 from pathlib import Path
 
-from conftest import ONE_WORKER
+import conftest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _tests(path: Path) -> list[str]:
-  return [n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)
-          and n.name.startswith("test_")]
+def test_every_slow_first_unit_is_a_test_module():
+  for unit in conftest.SLOW_FIRST:
+    assert (ROOT / unit).is_file() and Path(unit).name.startswith("test_"), unit
 
 
-def test_every_one_worker_prefix_names_a_test():
-  for group, prefixes in ONE_WORKER.items():
-    for prefix in prefixes:
-      path, _, name = prefix.partition("::")
-      assert (ROOT / path).is_file(), (group, prefix)
-      assert any(t.startswith(name) for t in _tests(ROOT / path)), (group, prefix)
-
-
-def test_every_slow_first_unit_is_a_group_or_a_test():
-  from conftest import SLOW_FIRST
-
-  for unit in SLOW_FIRST:
-    if unit in ONE_WORKER:
-      continue
-    path, _, name = unit.partition("::")
-    assert (ROOT / path).is_file() and name in _tests(ROOT / path), unit
+def test_a_module_is_one_work_unit():
+  units = {conftest.ModuleUnits._split_scope(nodeid) for nodeid in (
+      "tests/test_generate.py::test_reference_run_output",
+      "tests/test_generate.py::test_bad_input_is_one_line_exit_2_nothing_written[--config.x=a::b]",
+      "tests/test_generate.py::test_configs_have_every_field[demo-None]")}
+  assert units == {"tests/test_generate.py"}

@@ -28,8 +28,8 @@ def judge():
 
 @pytest.fixture(scope="module")
 def trained(judge):
-  """The shipped world's probe: each measurement made once for the whole module (one worker runs it:
-  conftest.ONE_WORKER), so the expected failures and the report reuse what the passing tests measured."""
+  """The shipped world's probe: each measurement made once for the whole module (one worker runs each module:
+  conftest.ModuleUnits), so the expected failures and the report reuse what the passing tests measured."""
   return world_measure.Probe(load(resolve_model("world")), judge)
 
 
