@@ -46,11 +46,15 @@ SLOW_FIRST = {
 
 
 class ModuleUnits(LoadScopeScheduling):
-  """Each test module one work unit; the modules named in SLOW_FIRST go out first, longest first."""
+  """Each test module one work unit; the modules named in SLOW_FIRST go out first, longest first. A run of one
+  module (`pytest tests/test_generate.py`) has every test its own unit instead, so that it still uses every
+  worker."""
 
-  @staticmethod
-  def _split_scope(nodeid: str) -> str:
-    return nodeid.split("::")[0]  # the module (loadscope's own split would cut a parameter id holding "::")
+  def _split_scope(self, nodeid: str) -> str:
+    module = nodeid.split("::")[0]  # loadscope's own split would cut a parameter id holding "::"
+    if not hasattr(self, "_modules"):  # the collection is complete before the first split
+      self._modules = len({n.split("::")[0] for n in self.collection})
+    return module if self._modules > 1 else nodeid
 
   def _assign_work_unit(self, node):
     if not getattr(self, "_longest_first", False):  # the queue is complete when the first unit goes out

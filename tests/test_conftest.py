@@ -14,9 +14,15 @@ def test_every_slow_first_unit_is_a_test_module():
     assert (ROOT / unit).is_file() and Path(unit).name.startswith("test_"), unit
 
 
+def _units(nodeids: list[str]) -> set[str]:
+  scheduler = object.__new__(conftest.ModuleUnits)  # no xdist session here: only the split is asked of it
+  scheduler.collection = nodeids
+  return {scheduler._split_scope(n) for n in nodeids}
+
+
 def test_a_module_is_one_work_unit():
-  units = {conftest.ModuleUnits._split_scope(nodeid) for nodeid in (
-      "tests/test_generate.py::test_reference_run_output",
-      "tests/test_generate.py::test_bad_input_is_one_line_exit_2_nothing_written[--config.x=a::b]",
-      "tests/test_generate.py::test_configs_have_every_field[demo-None]")}
-  assert units == {"tests/test_generate.py"}
+  generate = ["tests/test_generate.py::test_reference_run_output",
+              "tests/test_generate.py::test_bad_input_is_one_line_exit_2_nothing_written[--config.x=a::b]",
+              "tests/test_generate.py::test_configs_have_every_field[demo-None]"]
+  assert _units([*generate, "tests/test_train.py::test_x"]) == {"tests/test_generate.py", "tests/test_train.py"}
+  assert _units(generate) == set(generate)  # one module alone: each test its own unit, spread over the workers
