@@ -224,9 +224,10 @@ def test_train_takes_other_settings_by_name(tmp_path, capsys):
   for bad, message in [("clip_step=3", "NAME one of seed, images"), ("clip_steps", "expected NAME=VALUE"),
                        ("clip_steps=3.5", "clip_steps takes int values"), ("drop_text=half", "takes float values"),
                        ("seed=3", "the seed is --seed=3"),
-                       ("latent_grid=12", "8x8 or 16x16"), ("unet_pairs=yes", "unet_pairs takes bool values")]:
+                       ("latent_grid=12", "8x8 or 16x16"), ("unet_pairs=yes", "unet_pairs takes bool values"),
+                       ("unet_channels=80", "multiple of 32"), ("unet_channels=96 latent_grid=16", "multiple of 32")]:
     with pytest.raises(SystemExit) as stopped:
-      demo_world.main(["train", f"--out={tmp_path / 'w'}", "--set", bad])
+      demo_world.main(["train", f"--out={tmp_path / 'w'}", *[a for one in bad.split() for a in ("--set", one)]])
     err = capsys.readouterr().err.strip()
     assert stopped.value.code == 2 and message in err and len(err.splitlines()) == 1, err
   assert not list(tmp_path.iterdir())  # refused before anything is written
@@ -248,8 +249,11 @@ def test_shipped_world_matches_its_recorded_hashes():
   # schedule, which the shipped scheduler config has), the latent grid, 8 by default (the shipped layout), and the
   # pairs in the UNet stage, off by default.
   added = {k for k in defaults if k not in record["settings"]}
-  assert added <= {k for k in defaults if k.startswith("pair_")} | {"unet_snr_shift", "latent_grid", "unet_pairs"}
+  assert added <= {k for k in defaults if k.startswith("pair_")} | {"unet_snr_shift", "latent_grid", "unet_pairs",
+                                                                     "unet_channels"}
   assert defaults["pair_steps"] == 0 and defaults["unet_snr_shift"] == 1.0 and defaults["latent_grid"] == 8
+  assert defaults["unet_channels"] == 64
+  assert json.loads((root / "unet" / "config.json").read_text())["block_out_channels"] == [64, 128]
   assert defaults["unet_pairs"] is False
   assert json.loads((root / "unet" / "config.json").read_text())["sample_size"] == world.SIZE // 4
   assert json.loads((root / "scheduler" / "scheduler_config.json").read_text())["trained_betas"] is None
@@ -295,6 +299,22 @@ def test_the_16x16_latent_grid_is_the_same_components_with_one_level_more(tmp_pa
   sample, t, context, vector = pipeline.unet_inputs(pipe.unet, 1, 16, 16)
   out = jax.jit(pipe.unet.apply)({"params": params["unet"]}, sample, t, context, vector)
   assert out.shape == (1, 4, 16, 16)
+
+
+def test_a_wider_unet_is_the_same_levels_with_more_channels(tmp_path):
+  """unet_channels: the UNet's levels keep their layout and attention, with that many channels at 8x8 (twice at
+  4x4); the checkpoint loads as an ordinary one."""
+  vocab = tiny.write_tokenizer(tmp_path / "tokenizer", world.prompt_words(), demo_world.MAX_TOKENS)
+  shipped, wider = demo_world.configs(vocab), demo_world.configs(vocab, 8, 96)
+  assert shipped["unet"]["block_out_channels"] == [64, 128] and wider["unet"]["block_out_channels"] == [96, 192]
+  assert {k: v for k, v in wider["unet"].items() if k != "block_out_channels"} == \
+      {k: v for k, v in shipped["unet"].items() if k != "block_out_channels"}
+  assert demo_world.configs(vocab, 16, 128)["unet"]["block_out_channels"] == [64, 128, 256]
+  tiny.save_checkpoint(tmp_path, "unclip", wider, tiny.random_params("unclip", wider, 0), np.float16)
+  pipe, params = load(str(tmp_path))
+  assert params["unet"]["conv_in"]["kernel"].shape[-1] == 96
+  sample, t, context, vector = pipeline.unet_inputs(pipe.unet, 1, 8, 8)
+  assert jax.jit(pipe.unet.apply)({"params": params["unet"]}, sample, t, context, vector).shape == (1, 4, 8, 8)
 
 
 def test_show_refuses_what_is_not_a_world_in_one_line(tmp_path, capsys):

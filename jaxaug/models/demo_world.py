@@ -99,6 +99,9 @@ class Settings:
   # Measured at 16: guidance 7 fell less (0.921 -> 0.871 over 4 seeds), guidance 1 and the image path alone weaker
   # (docs/demo-world.md), so the shipped recipe keeps 8.
   latent_grid: int = 8
+  # The UNet's width: channels of its 8x8 level (its 4x4 level has twice as many; a 16x16 level, half). 64 is
+  # the shipped UNet; wider ones ask whether guidance 7's fall is a matter of capacity (docs/demo-world.md).
+  unet_channels: int = 64
   # Conditioning dropout, independently: the text (empty prompt) and the image (all-zero vector), so 5% of the
   # examples train the unconditional branch. Exclusive drops of 0.25 / 0.15 / 0.15 (text / image / both) were
   # tried for guidance 7 and the image-only path, and were worse on every measure; so were fine-tunings with
@@ -130,6 +133,11 @@ class Settings:
   def __post_init__(self):
     if self.latent_grid not in (8, 16):
       raise UserError(f"latent_grid={self.latent_grid}: the world's latents are 8x8 or 16x16")
+    narrowest = self.unet_channels // (2 if self.latent_grid == 16 else 1)
+    if self.unet_channels < 32 or narrowest % 32:
+      raise UserError(f"unet_channels={self.unet_channels}: every UNet level's width must be a multiple of 32 (its "
+                      "GroupNorm's groups): 32, 64, 96, ..., and 64, 128, ... at latent_grid=16 (its first level "
+                      "has half)")
 
   def overridden(self, pairs: list[str]) -> "Settings":
     """NAME=VALUE pairs (`train --set`), each a field of these settings, cast to the field's type: a world
@@ -166,15 +174,17 @@ def _parse_bool(value: str) -> bool:
 # Architecture and data
 
 
-def configs(vocab_size: int, latent_grid: int = 8) -> dict:
-  """The components' configs; latent_grid 8 (the shipped world: VAE factor 4, UNet levels 8x8 and 4x4) or 16
-  (VAE factor 2, and the UNet a 16x16 level of half the width in front of the same two levels)."""
+def configs(vocab_size: int, latent_grid: int = 8, unet_channels: int = 64) -> dict:
+  """The components' configs; latent_grid 8 (the shipped world: VAE factor 4, UNet levels 8x8 and 4x4 of
+  unet_channels and twice that) or 16 (VAE factor 2, and the UNet a 16x16 level of half the width in front of the
+  same two levels)."""
+  c = unet_channels
   if latent_grid == 8:
-    return tiny.component_configs("unclip", TEXT, VISION, VAE, UNET, vocab_size)
+    return tiny.component_configs("unclip", TEXT, VISION, VAE, dict(UNET, block_out_channels=[c, 2 * c]), vocab_size)
   vae = dict(VAE, down_block_types=VAE["down_block_types"][:2], up_block_types=VAE["up_block_types"][:2],
              block_out_channels=VAE["block_out_channels"][:2])
   unet = dict(UNET, sample_size=world.SIZE // 2, down_block_types=["DownBlock2D"] + UNET["down_block_types"],
-              up_block_types=UNET["up_block_types"] + ["UpBlock2D"], block_out_channels=[32, 64, 128],
+              up_block_types=UNET["up_block_types"] + ["UpBlock2D"], block_out_channels=[c // 2, c, 2 * c],
               attention_head_dim=[1, 2, 4])
   return tiny.component_configs("unclip", TEXT, VISION, vae, unet, vocab_size)
 
@@ -785,7 +795,7 @@ def _train(out: Path, work: str | Path | None, settings: Settings) -> Path:
   vocab = tiny.write_tokenizer(tok_dir, world.prompt_words(), MAX_TOKENS)
   from transformers import CLIPTokenizer
   tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
-  cfg = configs(vocab, settings.latent_grid)
+  cfg = configs(vocab, settings.latent_grid, settings.unet_channels)
 
   _Stop.stage = "data"
   data = make_data(settings, work)
