@@ -225,7 +225,8 @@ def test_train_takes_other_settings_by_name(tmp_path, capsys):
                        ("clip_steps=3.5", "clip_steps takes int values"), ("drop_text=half", "takes float values"),
                        ("seed=3", "the seed is --seed=3"),
                        ("latent_grid=12", "8x8 or 16x16"), ("unet_pairs=yes", "unet_pairs takes bool values"),
-                       ("unet_channels=80", "multiple of 32"), ("unet_channels=96 latent_grid=16", "multiple of 32")]:
+                       ("unet_channels=80", "multiple of 32"), ("unet_channels=96 latent_grid=16", "multiple of 32"),
+                       ("unet_channels=65 latent_grid=16", "multiple of 32")]:
     with pytest.raises(SystemExit) as stopped:
       demo_world.main(["train", f"--out={tmp_path / 'w'}", *[a for one in bad.split() for a in ("--set", one)]])
     err = capsys.readouterr().err.strip()
@@ -246,16 +247,15 @@ def test_shipped_world_matches_its_recorded_hashes():
   defaults = json.loads(json.dumps(demo_world.Settings().__dict__))
   assert record["settings"] == {k: v for k, v in defaults.items() if k in record["settings"]}  # made with the defaults
   # Settings added since are the pairs stage's, off by default, the schedule's shift, 1 by default (SD 2.1's
-  # schedule, which the shipped scheduler config has), the latent grid, 8 by default (the shipped layout), and the
-  # pairs in the UNet stage, off by default.
+  # schedule, which the shipped scheduler config has), the latent grid, 8 by default (the shipped layout), the
+  # pairs in the UNet stage, off by default, and the UNet's width, 64 by default (the shipped one).
   added = {k for k in defaults if k not in record["settings"]}
   assert added <= {k for k in defaults if k.startswith("pair_")} | {"unet_snr_shift", "latent_grid", "unet_pairs",
                                                                      "unet_channels"}
   assert defaults["pair_steps"] == 0 and defaults["unet_snr_shift"] == 1.0 and defaults["latent_grid"] == 8
-  assert defaults["unet_channels"] == 64
-  assert json.loads((root / "unet" / "config.json").read_text())["block_out_channels"] == [64, 128]
-  assert defaults["unet_pairs"] is False
-  assert json.loads((root / "unet" / "config.json").read_text())["sample_size"] == world.SIZE // 4
+  assert defaults["unet_pairs"] is False and defaults["unet_channels"] == 64
+  unet = json.loads((root / "unet" / "config.json").read_text())
+  assert unet["sample_size"] == world.SIZE // 4 and unet["block_out_channels"] == [64, 128]
   assert json.loads((root / "scheduler" / "scheduler_config.json").read_text())["trained_betas"] is None
 
 

@@ -102,7 +102,7 @@ class Settings:
   # The UNet's width: channels of its 8x8 level (its 4x4 level has twice as many; a 16x16 level, half). 64 is
   # the shipped UNet. Measured at 96: better wherever the image path alone counts, and guidance 7 fell further
   # (0.962 -> 0.733 over 4 seeds; docs/demo-world.md), as with longer training: not capacity, so 64 stays.
-  unet_channels: int = 64
+  unet_channels: int = UNET["block_out_channels"][0]
   # Conditioning dropout, independently: the text (empty prompt) and the image (all-zero vector), so 5% of the
   # examples train the unconditional branch. Exclusive drops of 0.25 / 0.15 / 0.15 (text / image / both) were
   # tried for guidance 7 and the image-only path, and were worse on every measure; so were fine-tunings with
@@ -134,8 +134,8 @@ class Settings:
   def __post_init__(self):
     if self.latent_grid not in (8, 16):
       raise UserError(f"latent_grid={self.latent_grid}: the world's latents are 8x8 or 16x16")
-    narrowest = self.unet_channels // (2 if self.latent_grid == 16 else 1)
-    if self.unet_channels < 32 or narrowest % 32:
+    step = 64 if self.latent_grid == 16 else 32  # at 16 the first level has half the channels
+    if self.unet_channels < step or self.unet_channels % step:
       raise UserError(f"unet_channels={self.unet_channels}: every UNet level's width must be a multiple of 32 (its "
                       "GroupNorm's groups): 32, 64, 96, ..., and 64, 128, ... at latent_grid=16 (its first level "
                       "has half)")
@@ -175,7 +175,7 @@ def _parse_bool(value: str) -> bool:
 # Architecture and data
 
 
-def configs(vocab_size: int, latent_grid: int = 8, unet_channels: int = 64) -> dict:
+def configs(vocab_size: int, latent_grid: int = 8, unet_channels: int = UNET["block_out_channels"][0]) -> dict:
   """The components' configs; latent_grid 8 (the shipped world: VAE factor 4, UNet levels 8x8 and 4x4 of
   unet_channels and twice that) or 16 (VAE factor 2, and the UNet a 16x16 level of half the width in front of the
   same two levels)."""
